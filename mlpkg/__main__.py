@@ -1,0 +1,3 @@
+from mlpkg.cli import main
+
+main()

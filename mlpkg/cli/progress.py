@@ -1,0 +1,67 @@
+"""Rich progress bars for realisation (only when stderr is a terminal and not -q)."""
+
+from __future__ import annotations
+
+import sys
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TransferSpeedColumn,
+)
+
+from mlpkg.cli.context import App
+from mlpkg.resolver.plan import PlanNode
+from mlpkg.resolver.realise import Reporter
+from mlpkg.store.db import PathInfo
+
+
+class RichReporter(Reporter):
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.echo = sys.stderr if app.verbose else None
+        self.console = Console(stderr=True)
+        self.bar = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=False,
+        )
+        self.tasks: dict[str, TaskID] = {}
+        self.started = False
+
+    def start(self, node: PlanNode, index: int, total: int) -> None:
+        if not self.started:
+            self.bar.start()
+            self.started = True
+        label = f"[{index}/{total}] {node.action} {node.drv.name}-{node.drv.version}"
+        self.tasks[str(node.path)] = self.bar.add_task(label, total=None)
+
+    def progress(self, node: PlanNode, done: int, total: int | None) -> None:
+        task = self.tasks.get(str(node.path))
+        if task is not None:
+            self.bar.update(task, completed=done, total=total)
+
+    def finish(self, node: PlanNode, info: PathInfo) -> None:
+        task = self.tasks.get(str(node.path))
+        if task is not None:
+            t = self.bar.tasks[task]
+            self.bar.update(task, total=t.completed or 1, completed=t.completed or 1)
+
+    def note(self, text: str) -> None:
+        if self.app.verbose:
+            self.console.print(text)
+
+    def close(self) -> None:
+        if self.started:
+            self.bar.stop()

@@ -1,0 +1,230 @@
+"""Commands about store paths: path-info, why-depends, verify, gc, add-file."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import click
+
+from mlpkg.cli.context import App, common
+from mlpkg.errors import BadInput, RecipeError, VerifyError
+from mlpkg.recipes.model import Recipe, Source
+from mlpkg.resolver.derivation import Derivation, current_platform
+from mlpkg.resolver.plan import PlanNode
+from mlpkg.resolver.realise import Reporter, maker, unpack_local
+from mlpkg.store.db import PathInfo
+from mlpkg.store.gc import collect
+from mlpkg.store.path import HASH_CHARS, StorePath
+from mlpkg.store.store import Maker
+from mlpkg.store.verify import verify
+
+
+def human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def resolve_path(app: App, arg: str) -> StorePath:
+    """A store path from a path, a base name, or a spec (resolved to its store path)."""
+    looks_like_path = "/" in arg or (len(arg) > HASH_CHARS and arg[HASH_CHARS] == "-" and "@" not in arg)
+    if looks_like_path:
+        path = app.store.parse_path(arg)
+    else:
+        plan = app.plan([arg])
+        path = plan.roots[0]
+    if not app.store.is_valid(path):
+        raise BadInput(f"{path} is not a valid store path (realise it with `mlpkg build`).")
+    return path
+
+
+def _info_json(app: App, info: PathInfo, closure_size: int | None) -> dict[str, Any]:
+    doc = info.to_json()
+    doc["real_path"] = str(app.store.real_path(info.path))
+    if closure_size is not None:
+        doc["closure_size"] = closure_size
+    return doc
+
+
+@click.command("path-info")
+@click.argument("targets", nargs=-1, required=True)
+@click.option("--closure", "-r", is_flag=True, help="Include everything the paths reference.")
+@click.option("--size", "-S", is_flag=True, help="Show closure sizes.")
+@common
+def path_info_cmd(app: App, targets: tuple[str, ...], closure: bool, size: bool) -> None:
+    """Show what the store knows of paths (given as paths or specs)."""
+    paths = [resolve_path(app, t) for t in targets]
+    shown = sorted(app.store.closure(paths)) if closure else paths
+    docs = []
+    for p in shown:
+        info = app.store.info(p)
+        assert info is not None
+        csize = None
+        if size:
+            csize = sum((app.store.info(q) or info).size for q in app.store.closure([p]))
+        docs.append(_info_json(app, info, csize))
+    if app.json:
+        app.emit(docs)
+        return
+    for d in docs:
+        line = f"{d['real_path']}  {human(d['size'])}"
+        if size:
+            line += f"  closure {human(d['closure_size'])}"
+        app.out(line)
+        if app.verbose:
+            app.out(f"  {d['archive_hash']}  refs: {', '.join(d['references']) or '-'}")
+
+
+@click.command("why-depends")
+@click.argument("package")
+@click.argument("dependency")
+@common
+def why_depends_cmd(app: App, package: str, dependency: str) -> None:
+    """Show the chain of references by which PACKAGE depends on DEPENDENCY."""
+    a, b = resolve_path(app, package), resolve_path(app, dependency)
+    graph = app.store.db.reference_graph()
+    parent: dict[StorePath, StorePath | None] = {a: None}
+    queue = deque([a])
+    while queue and b not in parent:
+        p = queue.popleft()
+        for r in graph.get(p, []):
+            if r not in parent:
+                parent[r] = p
+                queue.append(r)
+    if b not in parent:
+        if app.json:
+            app.emit({"depends": False, "chain": []})
+        else:
+            app.out(f"{app.store.real_path(a)} does not depend on {app.store.real_path(b)}.")
+        return
+    chain: list[StorePath] = []
+    node: StorePath | None = b
+    while node is not None:
+        chain.append(node)
+        node = parent[node]
+    chain.reverse()
+    if app.json:
+        app.emit({"depends": True, "chain": [str(p) for p in chain]})
+        return
+    app.out(str(app.store.real_path(chain[0])))
+    for depth, (prev, p) in enumerate(zip(chain, chain[1:], strict=False), 1):
+        info = app.store.info(prev)
+        inputs = info.deriver.get("inputs", {}) if info else {}
+        keys = [k for k, v in inputs.items() if v == str(p)]  # type: ignore[union-attr]
+        via = f" (input {keys[0]})" if keys else ""
+        app.out(f"{'  ' * depth}└── {app.store.real_path(p)}{via}")
+
+
+def _remaker(app: App) -> Any:
+    reporter = Reporter()
+
+    def remake(info: PathInfo) -> Maker:
+        drv = Derivation.from_json(info.deriver)
+        if drv.path != info.path:
+            raise VerifyError(f"The recorded derivation of {info.path} does not hash to it.")
+        return maker(drv, app.store, reporter, PlanNode(drv, drv.path, "repair"))
+
+    return remake
+
+
+@click.command("verify")
+@click.option("--check-contents", is_flag=True, help="Re-hash every path and compare.")
+@click.option("--repair", is_flag=True, help="Remake paths that are missing or modified.")
+@common
+def verify_cmd(app: App, check_contents: bool, repair: bool) -> None:
+    """Check the store against its database."""
+    result = verify(app.store, check_contents=check_contents or repair,
+                    repair=_remaker(app) if repair else None)  # fmt: skip
+    if app.json:
+        app.emit({"checked": result.checked, "ok": result.ok,
+                  "problems": [p.to_json() for p in result.problems]})  # fmt: skip
+    else:
+        for p in result.problems:
+            app.out(("repaired: " if p.repaired else "") + p.message)
+        app.info(f"checked {result.checked} paths, {len(result.problems)} problems.")
+    if not result.ok:
+        bad = [p for p in result.problems if not p.repaired and p.kind != "debris"]
+        raise VerifyError(
+            f"The store has {len(bad)} broken path{'s' if len(bad) != 1 else ''}: {bad[0].message}",
+            hint="`mlpkg verify --repair` remakes them.",
+        )
+
+
+@click.command("gc")
+@click.option("--dry-run", is_flag=True, help="List what would be deleted.")
+@common
+def gc_cmd(app: App, dry_run: bool) -> None:
+    """Delete store paths that no root (gcroots/, a running mlpkg) reaches."""
+    result = collect(app.store, dry_run=dry_run)
+    if app.json:
+        app.emit({**result.to_json(), "dry_run": dry_run})
+        return
+    verb = "would delete" if dry_run else "deleted"
+    for entry in result.deleted:
+        app.out(f"{verb} {app.store.dir / entry}")
+    app.info(f"{len(result.deleted)} entries {verb}, {human(result.freed)} "
+             f"{'would be ' if dry_run else ''}freed; {result.kept} paths kept.")  # fmt: skip
+
+
+def _file_hashes(file: Path) -> tuple[str, str]:
+    sha, md5 = hashlib.sha256(), hashlib.md5()
+    with open(file, "rb") as f:
+        while chunk := f.read(1 << 20):
+            sha.update(chunk)
+            md5.update(chunk)
+    return sha.hexdigest(), md5.hexdigest()
+
+
+def _recipe_for_file(app: App, name: str, version: str, sha: str, md5: str, file: Path) -> Recipe:
+    """The fetch recipe name@version if there is one (checked against the file), else a
+    flat fixed-output recipe for the file's sha256."""
+    try:
+        canonical = app.index.canonical_name(name)
+        files = [f for f in app.index.files(canonical) if f.version == version]
+    except BadInput:
+        files = []
+    if not files:
+        return Recipe(name=name, version=version, kind="fetch",
+                      source=Source(urls=[file.absolute().as_uri()], sha256=sha))  # fmt: skip
+    recipe = app.index.load(files[0])
+    src = recipe.source
+    if recipe.kind != "fetch" or src is None:
+        raise RecipeError(f"{recipe.spec} is a {recipe.kind} recipe; add-file needs a fetch recipe.")
+    if (src.sha256 and src.sha256 != sha) or (not src.sha256 and src.md5 != md5):
+        want = f"sha256 {src.sha256}" if src.sha256 else f"md5 {src.md5}"
+        got = f"sha256 {sha}" if src.sha256 else f"md5 {md5}"
+        raise BadInput(f"{file} does not match recipe {recipe.spec}: it has {got}, the recipe "
+                       f"declares {want}.", package=recipe.name)  # fmt: skip
+    return recipe
+
+
+@click.command("add-file")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--name", required=True, help="Package name of the fixed-output path.")
+@click.option("--version", "version", required=True, help="Its version.")
+@common
+def add_file_cmd(app: App, file: Path, name: str, version: str) -> None:
+    """Add a local FILE as the fixed-output path a recipe expects (for licensed or offline
+    artifacts): afterwards, builds needing NAME@VERSION use it without downloading."""
+    sha, md5 = _file_hashes(file)
+    recipe = _recipe_for_file(app, name, version, sha, md5, file)
+    drv = Derivation(recipe, {}, current_platform())
+    info = app.store.info(drv.path)
+    if info is None:
+        info = app.store.realise(
+            drv.path, lambda tmp: unpack_local(recipe, file, tmp), kind="fetch",
+            recipe_hash=drv.recipe_hash, deriver=drv.to_json(), relocatable=False,
+        )  # fmt: skip
+    real = str(app.store.real_path(drv.path))
+    if app.json:
+        app.emit({**_info_json(app, info, None), "sha256": sha})
+    else:
+        app.out(real)
+
+
+COMMANDS = [path_info_cmd, why_depends_cmd, verify_cmd, gc_cmd, add_file_cmd]

@@ -1,0 +1,66 @@
+"""Reading recipe files: TOML → :class:`Recipe`, every problem of a file reported at once."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from mlpkg.errors import RecipeError
+from mlpkg.recipes.model import Recipe
+
+
+def _field(loc: tuple[int | str, ...]) -> str:
+    parts = [str(p) for p in loc if not str(p).startswith("function-")]
+    return ".".join(parts) or "(top level)"
+
+
+def parse(text: str, file: str) -> Recipe:
+    """Validate recipe TOML. ``file`` names the source in errors."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise RecipeError(f"{file} is not valid TOML: {e}.", file=file) from None
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as e:
+        problems = []
+        for err in e.errors():
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = "unknown field (not part of recipe format 1)"
+            problems.append(f"{file}: field {_field(err['loc'])}: {msg}")
+        first = e.errors()[0]
+        count = len(problems)
+        raise RecipeError(
+            f"{file} is not a valid recipe: {count} problem{'s' if count > 1 else ''}, "
+            f"first in field {_field(first['loc'])}.",
+            details=problems,
+            file=file,
+            field=_field(first["loc"]),
+        ) from None
+
+
+def load(path: Path) -> Recipe:
+    """Load ``<dir>/<name>/<version>.toml`` and check that name and version match the path."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise RecipeError(f"Cannot read recipe {path}: {e}.", file=str(path)) from None
+    recipe = parse(text, str(path))
+    if recipe.name != path.parent.name:
+        raise RecipeError(
+            f"{path}: field name is '{recipe.name}' but the recipe lies in directory "
+            f"'{path.parent.name}'.",
+            file=str(path),
+            field="name",
+        )
+    if recipe.version != path.stem:
+        raise RecipeError(
+            f"{path}: field version is '{recipe.version}' but the file is named "
+            f"'{path.name}' (expected '{recipe.version}.toml').",
+            file=str(path),
+            field="version",
+        )
+    return recipe

@@ -1,0 +1,197 @@
+"""The recipe model, format version 1 (design.md), validated by pydantic.
+
+A recipe declares one package version: its ``kind``, its ``source`` (fetch), its
+``inputs`` (specs, by the environment variable a build sees them under), its ``build``
+script, how an ``external`` tool is detected, and the ``env`` a profile applies. Unknown
+fields are errors, so typos do not pass silently.
+
+Kinds in this version: ``fetch`` (fixed-output download), ``build`` (a sandboxed bash
+script) and ``external`` (a tool found on the machine).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from packaging.version import InvalidVersion, Version
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+FORMAT_VERSION = 1
+KINDS = ("fetch", "build", "external")
+NAME_RE = r"[a-z0-9][a-z0-9._-]*"
+_ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Fields that describe a recipe without changing what it makes: not hashed.
+COSMETIC_FIELDS = frozenset({"summary", "aliases"})
+RESERVED_INPUT_KEYS = frozenset({"out", "PATH", "HOME", "TMPDIR", "SOURCE_DATE_EPOCH"})
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Source(_Strict):
+    """Where a fixed-output path comes from, and the hash it must have."""
+
+    urls: list[str] = Field(min_length=1)
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    md5: str | None = Field(default=None, pattern=r"^[0-9a-f]{32}$")
+    unpack: bool = False
+    strip_components: int = Field(default=0, ge=0)
+
+    @field_validator("urls")
+    @classmethod
+    def _schemes(cls, urls: list[str]) -> list[str]:
+        for url in urls:
+            if not re.match(r"^(https?|file)://", url):
+                raise ValueError(f"'{url}' is not an http://, https:// or file:// URL")
+        return urls
+
+    @model_validator(mode="after")
+    def _one_hash(self) -> Source:
+        if self.sha256 is None and self.md5 is None:
+            raise ValueError("a source needs sha256 (or, for legacy upstream checksums, md5)")
+        if self.strip_components and not self.unpack:
+            raise ValueError("strip_components needs unpack = true")
+        return self
+
+
+class Build(_Strict):
+    """A bash script; ``$out`` and every input are environment variables."""
+
+    script: str = Field(min_length=1)
+
+
+class External(_Strict):
+    """How to find a tool on the machine and read its version."""
+
+    detect: str = Field(min_length=1, description="a command printing the version")
+    version_regex: str = Field(default=r"(\d+(?:\.\d+)+)")
+    executables: list[str] = Field(min_length=1)
+
+    @field_validator("version_regex")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            if re.compile(value).groups < 1:
+                raise ValueError("version_regex needs one capturing group")
+        except re.error as e:
+            raise ValueError(f"version_regex does not compile: {e}") from e
+        return value
+
+    @field_validator("executables")
+    @classmethod
+    def _plain_names(cls, names: list[str]) -> list[str]:
+        for n in names:
+            if "/" in n or not n or n.startswith("."):
+                raise ValueError(f"'{n}' is not a plain executable name")
+        return names
+
+
+class EnvAction(_Strict):
+    """``set`` a value, or ``prepend``/``append`` a path relative to the store path."""
+
+    set: str | None = None
+    prepend: str | None = None
+    append: str | None = None
+    separator: str = ":"
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> EnvAction:
+        given = [a for a in ("set", "prepend", "append") if getattr(self, a) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of set, prepend, append")
+        return self
+
+
+class Recipe(_Strict):
+    """One package version. See design.md, "Recipe format, version 1"."""
+
+    format: int = FORMAT_VERSION
+    name: str = Field(pattern=f"^{NAME_RE}$", max_length=100)
+    version: str = Field(min_length=1, max_length=64)
+    summary: str = ""
+    kind: Literal["fetch", "build", "external"]
+    aliases: list[str] = []
+    inputs: dict[str, str] = {}
+    source: Source | None = None
+    build: Build | None = None
+    external: External | None = None
+    env: dict[str, EnvAction] = {}
+
+    @field_validator("format")
+    @classmethod
+    def _format(cls, value: int) -> int:
+        if value != FORMAT_VERSION:
+            raise ValueError(
+                f"recipe format {value} is not understood; this mlpkg reads format "
+                f"{FORMAT_VERSION}"
+            )
+        return value
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, value: str) -> str:
+        if value == "external":
+            return value
+        try:
+            Version(value)
+        except InvalidVersion:
+            raise ValueError(f"'{value}' is not a valid version") from None
+        return value
+
+    @field_validator("aliases")
+    @classmethod
+    def _aliases(cls, value: list[str]) -> list[str]:
+        for alias in value:
+            if not re.fullmatch(NAME_RE, alias):
+                raise ValueError(f"'{alias}' is not a valid package name")
+        return value
+
+    @field_validator("inputs", "env", mode="before")
+    @classmethod
+    def _keys(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            for key in value:
+                if not _ENV_KEY.fullmatch(str(key)):
+                    raise ValueError(f"'{key}' is not a valid environment variable name")
+        return value
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _env_shorthand(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: {"set": v} if isinstance(v, str) else v for k, v in value.items()}
+        return value
+
+    @model_validator(mode="after")
+    def _kind_fields(self) -> Recipe:
+        needs = {"fetch": "source", "build": "build", "external": "external"}
+        for kind, section in needs.items():
+            present = getattr(self, section) is not None
+            if self.kind == kind and not present:
+                raise ValueError(f"a {kind} recipe needs a [{section}] table")
+            if self.kind != kind and present:
+                raise ValueError(f"a {self.kind} recipe cannot have a [{section}] table")
+        if self.kind in ("fetch", "external") and self.inputs:
+            raise ValueError(f"a {self.kind} recipe cannot have inputs")
+        if (self.version == "external") != (self.kind == "external"):
+            raise ValueError('version "external" is for external recipes, which need it')
+        bad = RESERVED_INPUT_KEYS & set(self.inputs)
+        if bad:
+            raise ValueError(f"input name '{sorted(bad)[0]}' is reserved")
+        return self
+
+    def hashed_content(self) -> dict[str, Any]:
+        """The canonical content the store path hash covers.
+
+        Cosmetic fields are left out, and so are fields at their defaults, so that a later
+        format adding an optional field does not change every existing hash.
+        """
+        content = self.model_dump(mode="json", exclude=set(COSMETIC_FIELDS), exclude_defaults=True)
+        content.update(format=self.format, name=self.name, version=self.version, kind=self.kind)
+        return content
+
+    @property
+    def spec(self) -> str:
+        return f"{self.name}@{self.version}"

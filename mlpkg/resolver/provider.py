@@ -1,0 +1,81 @@
+"""The resolver's view of the recipe index (the Provider of :mod:`mlpkg.resolver.resolve`).
+
+Candidates are lazy: a version is known from the file name, and the recipe file is read
+only when the resolver asks for the candidate's inputs, so resolving ``loadgen@4.0`` reads
+one file of that package, not all of them. External tools are detected when first listed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from functools import cached_property
+
+from packaging.version import Version
+
+from mlpkg.errors import ExternalNotFound, RecipeError
+from mlpkg.recipes.index import RecipeFile, RecipeIndex
+from mlpkg.recipes.model import Recipe
+from mlpkg.resolver.derivation import Detected
+from mlpkg.resolver.external import Detector
+from mlpkg.resolver.spec import Spec, parse_spec
+
+
+class RecipeCandidate:
+    """One version of a package, backed by its recipe file."""
+
+    def __init__(self, index: RecipeIndex, rf: RecipeFile, detected: Detected | None) -> None:
+        self.index = index
+        self.file = rf
+        self.detected = detected
+        self.name = rf.name
+        self.version = Version(detected.version if detected else rf.version)
+
+    @cached_property
+    def recipe(self) -> Recipe:
+        return self.index.load(self.file)
+
+    @cached_property
+    def inputs(self) -> Mapping[str, Spec]:
+        specs: dict[str, Spec] = {}
+        for key, text in self.recipe.inputs.items():
+            try:
+                specs[key] = parse_spec(text)
+            except RecipeError:
+                raise
+            except Exception as e:  # BadInput from the spec parser, with the file named
+                raise RecipeError(
+                    f"{self.file.path}: field inputs.{key}: {getattr(e, 'message', e)}",
+                    file=str(self.file.path),
+                    field=f"inputs.{key}",
+                ) from None
+        return specs
+
+    def __repr__(self) -> str:
+        return f"{self.name}@{self.version}"
+
+
+class IndexProvider:
+    """Provider over a :class:`RecipeIndex`, detecting externals with a :class:`Detector`."""
+
+    def __init__(self, index: RecipeIndex, detector: Detector | None = None) -> None:
+        self.index = index
+        self.detector = detector or Detector()
+        self._candidates: dict[str, list[RecipeCandidate]] = {}
+
+    def canonical_name(self, name: str) -> str:
+        return self.index.canonical_name(name)
+
+    def candidates(self, name: str) -> Sequence[RecipeCandidate]:
+        found = self._candidates.get(name)
+        if found is None:
+            found = []
+            for rf in self.index.files(name):
+                detected = None
+                if rf.is_external:
+                    detected = self.detector(self.index.load(rf))  # raises ExternalNotFound
+                found.append(RecipeCandidate(self.index, rf, detected))
+            self._candidates[name] = found
+        return found
+
+
+__all__ = ["ExternalNotFound", "IndexProvider", "RecipeCandidate"]

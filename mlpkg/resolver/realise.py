@@ -1,0 +1,175 @@
+"""Acting on a plan: fetch, link and build the paths it lists, in dependency order.
+
+Each node becomes a *maker* (a function that writes the path's content at a temporary
+location); :meth:`mlpkg.store.Store.realise` does the rest (lock, hash, read-only, rename,
+register). Makers are built from a :class:`Derivation` alone, so ``verify --repair`` can
+remake a path from the record in the database, without the recipe collection.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from pathlib import Path
+from typing import IO
+
+from mlpkg.errors import BuildError, FetchError, MlpkgError
+from mlpkg.recipes.model import Recipe
+from mlpkg.resolver.derivation import Derivation
+from mlpkg.resolver.plan import Plan, PlanNode
+from mlpkg.store import sandbox
+from mlpkg.store.db import PathInfo
+from mlpkg.store.fetch import Expected, fetch
+from mlpkg.store.fs import remove_tree
+from mlpkg.store.store import Maker, Store
+from mlpkg.store.unpack import unpack
+
+
+class Reporter:
+    """What realisation tells the user; the CLI subclasses it. Defaults say nothing."""
+
+    echo: IO[str] | None = None  # where build logs are copied live (``-v``)
+
+    def start(self, node: PlanNode, index: int, total: int) -> None: ...
+
+    def progress(self, node: PlanNode, done: int, total: int | None) -> None: ...
+
+    def finish(self, node: PlanNode, info: PathInfo) -> None: ...
+
+    def note(self, text: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def realise_plan(plan: Plan, store: Store, reporter: Reporter | None = None) -> list[PathInfo]:
+    """Make every path of ``plan`` valid; return the infos of its roots."""
+    reporter = reporter or Reporter()
+    store.protect(n.path for n in plan.nodes)
+    # Validity is read again once the paths are protected: a collection that ran between
+    # planning and now may have deleted some of them.
+    valid = store.db.valid_among(n.path for n in plan.nodes)
+    pending = [n for n in plan.nodes if n.path not in valid]
+    for i, node in enumerate(pending, 1):
+        reporter.start(node, i, len(pending))
+        info = realise_derivation(node.drv, store, reporter, node)
+        reporter.finish(node, info)
+    infos = []
+    for root in plan.roots:
+        info = store.info(root)
+        assert info is not None
+        infos.append(info)
+    return infos
+
+
+def realise_derivation(
+    drv: Derivation, store: Store, reporter: Reporter, node: PlanNode | None = None
+) -> PathInfo:
+    path = drv.path
+    node = node or PlanNode(drv, path, drv.kind)
+    return store.realise(
+        path,
+        maker(drv, store, reporter, node),
+        kind=drv.kind,
+        recipe_hash=drv.recipe_hash,
+        deriver=drv.to_json(),
+        references=drv.inputs.values(),
+        relocatable=drv.kind == "build",
+    )
+
+
+def maker(drv: Derivation, store: Store, reporter: Reporter, node: PlanNode) -> Maker:
+    """The function that writes ``drv``'s content at a temporary location."""
+    if drv.kind == "fetch":
+        return lambda tmp: _fetch(drv.recipe, tmp, store, reporter, node)
+    if drv.kind == "external":
+        return lambda tmp: _link_external(drv, tmp)
+    if drv.kind == "build":
+        return lambda tmp: _build(drv, tmp, store, reporter)
+    raise MlpkgError(f"Recipe kind '{drv.kind}' of {drv.name} cannot be realised yet.")
+
+
+def _fetch(recipe: Recipe, tmp: Path, store: Store, reporter: Reporter, node: PlanNode) -> None:
+    src = recipe.source
+    assert src is not None
+    expected = Expected(sha256=src.sha256, md5=src.md5)
+    key = node.path.hash_part
+    download = store.partial_dir / f"{key}.download"
+    fetch(
+        src.urls,
+        download if src.unpack else tmp,
+        expected,
+        partial=store.partial_dir / f"{key}.part",
+        label=recipe.spec,
+        on_progress=lambda done, total: reporter.progress(node, done, total),
+    )
+    if src.unpack:
+        try:
+            unpack(download, tmp, strip_components=src.strip_components, label=recipe.spec)
+        finally:
+            download.unlink(missing_ok=True)
+
+
+def unpack_local(recipe: Recipe, file: Path, tmp: Path) -> None:
+    """Make a fixed-output path from a local file (``add-file``)."""
+    src = recipe.source
+    if src is not None and src.unpack:
+        unpack(file, tmp, strip_components=src.strip_components, label=str(file))
+    else:
+        shutil.copyfile(file, tmp)
+
+
+def _link_external(drv: Derivation, tmp: Path) -> None:
+    assert drv.detected is not None
+    (tmp / "bin").mkdir(parents=True)
+    for exe, location in sorted(drv.detected.locations.items()):
+        if not os.path.exists(location):
+            raise BuildError(f"{drv.name}: '{location}' no longer exists.", package=drv.name)
+        os.symlink(location, tmp / "bin" / exe)
+
+
+def _build(drv: Derivation, tmp: Path, store: Store, reporter: Reporter) -> None:
+    assert drv.recipe.build is not None
+    kind = sandbox.detect()
+    reporter.note(f"building {drv.name}-{drv.version} in sandbox: {sandbox.describe(kind)}")
+    build_dir = store.builds_dir / f"{drv.path.hash_part}-{secrets.token_hex(4)}"
+    inputs = {k: store.real_path(p) for k, p in drv.inputs.items()}
+    request = sandbox.BuildRequest(
+        script=drv.recipe.build.script,
+        inputs=inputs,
+        build_dir=build_dir,
+        log=store.log_file(drv.path),
+        extra_env={"name": drv.name, "version": drv.version},
+        echo=reporter.echo,
+        ro_paths=_external_targets(inputs.values()),
+    )
+    try:
+        out = sandbox.run(request, kind)
+        try:
+            os.replace(out, tmp)
+        except OSError:  # another file system: copy
+            shutil.copytree(out, tmp, symlinks=True) if out.is_dir() else shutil.copy2(out, tmp)
+    except BuildError as e:
+        e.package = drv.name
+        e.message = f"Building {drv.name}-{drv.version} failed: {e.message}"
+        raise
+    finally:
+        remove_tree(build_dir)
+
+
+def _external_targets(inputs: object) -> list[Path]:
+    """Host directories that the inputs' links point into, outside the system dirs."""
+    targets: set[Path] = set()
+    for root in inputs:  # type: ignore[attr-defined]
+        bindir = Path(root) / "bin"
+        if not bindir.is_dir():
+            continue
+        for link in bindir.iterdir():
+            if link.is_symlink() and os.path.isabs(os.readlink(link)):
+                real = Path(os.path.realpath(link))
+                if not str(real).startswith(("/usr/", "/bin/", "/lib", "/sbin/", "/etc/")):
+                    targets.add(real.parent.parent)
+    return sorted(targets)
+
+
+__all__ = ["FetchError", "Reporter", "maker", "realise_derivation", "realise_plan", "unpack_local"]

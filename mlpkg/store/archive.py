@@ -1,0 +1,226 @@
+"""The canonical archive format of a store path, version 1, and its sha256.
+
+An archive serialises a file tree with only what makes it reproducible: sorted entries,
+file contents, the executable bit and symlink targets. No timestamps, owners or other
+modes. Its sha256 is the store path's content hash (recorded in the database, compared by
+``verify`` and by lockfiles).
+
+Byte layout (all integers unsigned 64-bit little-endian)::
+
+    archive   := MAGIC VERSION(u32 LE) node
+    node      := b"R" exec(1 byte: 0|1) size(u64) contents
+               | b"S" len(u64) target
+               | b"D" count(u64) { namelen(u64) name node }*count   (names sorted as bytes)
+
+The root may be a regular file, a symlink or a directory. ``MAGIC`` and the version make
+the format self-describing; a reader refuses versions it does not know.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import struct
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from mlpkg.errors import FormatVersionError, StoreError
+
+MAGIC = b"mlpkg-archive\x00"
+VERSION = 1
+_U64 = struct.Struct("<Q")
+_CHUNK = 1 << 20
+
+Sink = Callable[[bytes], object]
+
+
+@dataclass
+class ManifestEntry:
+    """One entry of a tree: ``kind`` is ``f`` (file), ``x`` (executable), ``l`` or ``d``."""
+
+    path: str
+    kind: str
+    size: int = 0
+    digest: str = ""  # sha256 hex for files, the target for symlinks
+
+
+@dataclass
+class ArchiveInfo:
+    """What :func:`scan` learnt about a tree."""
+
+    sha256: str  # hex digest of the archive
+    size: int  # bytes of the archive
+    manifest: list[ManifestEntry] = field(default_factory=list)
+    forbidden_in: list[str] = field(default_factory=list)  # files containing ``forbid``
+
+    @property
+    def hash(self) -> str:
+        return f"sha256:{self.sha256}"
+
+
+class _Writer:
+    """Feeds archive bytes to a sink while counting and, optionally, collecting facts."""
+
+    def __init__(self, sink: Sink, manifest: bool, forbid: bytes | None) -> None:
+        self.sink = sink
+        self.size = 0
+        self.want_manifest = manifest
+        self.manifest: list[ManifestEntry] = []
+        self.forbid = forbid
+        self.forbidden_in: list[str] = []
+        self.buf = bytearray(_CHUNK)
+
+    def put(self, data: bytes) -> None:
+        self.sink(data)
+        self.size += len(data)
+
+    def node(self, path: Path, rel: str) -> None:
+        st = os.lstat(path)
+        mode = st.st_mode
+        if stat.S_ISREG(mode):
+            self.regular(path, rel, st.st_size, bool(mode & stat.S_IXUSR))
+        elif stat.S_ISLNK(mode):
+            target = os.readlink(path)
+            raw = os.fsencode(target)
+            self.put(b"S" + _U64.pack(len(raw)) + raw)
+            if self.want_manifest:
+                self.manifest.append(ManifestEntry(rel, "l", len(raw), target))
+        elif stat.S_ISDIR(mode):
+            names = sorted(os.fsencode(n) for n in os.listdir(path))
+            self.put(b"D" + _U64.pack(len(names)))
+            if self.want_manifest:
+                self.manifest.append(ManifestEntry(rel, "d"))
+            for raw in names:
+                self.put(_U64.pack(len(raw)) + raw)
+                name = os.fsdecode(raw)
+                self.node(path / name, f"{rel}/{name}" if rel else name)
+        else:
+            raise StoreError(f"'{path}' is not a regular file, directory or symlink.")
+
+    def regular(self, path: Path, rel: str, size: int, executable: bool) -> None:
+        self.put(b"R" + (b"\x01" if executable else b"\x00") + _U64.pack(size))
+        file_hash = hashlib.sha256() if self.want_manifest else None
+        view = memoryview(self.buf)
+        seen = 0
+        tail = b""
+        forbid = self.forbid
+        with open(path, "rb", buffering=0) as f:
+            while True:
+                n = f.readinto(self.buf)
+                if not n:
+                    break
+                chunk = view[:n]
+                self.sink(chunk)
+                if file_hash is not None:
+                    file_hash.update(chunk)
+                if forbid is not None:
+                    data = tail + bytes(chunk)
+                    if forbid in data and (not self.forbidden_in or self.forbidden_in[-1] != rel):
+                        self.forbidden_in.append(rel)
+                    tail = data[-(len(forbid) - 1) :] if len(forbid) > 1 else b""
+                seen += n
+        if seen != size:
+            raise StoreError(f"'{path}' changed size while it was being archived.")
+        self.size += size
+        if file_hash is not None:
+            kind = "x" if executable else "f"
+            self.manifest.append(ManifestEntry(rel, kind, size, file_hash.hexdigest()))
+
+
+def dump(path: Path, sink: Sink, *, manifest: bool = False, forbid: bytes | None = None) -> _Writer:
+    """Write the archive of ``path`` to ``sink`` (called with successive byte chunks)."""
+    writer = _Writer(sink, manifest, forbid)
+    writer.put(MAGIC + struct.pack("<I", VERSION))
+    writer.node(Path(path), "")
+    return writer
+
+
+def scan(path: Path, *, manifest: bool = False, forbid: bytes | None = None) -> ArchiveInfo:
+    """Hash the archive of ``path`` without materialising it.
+
+    With ``manifest``, also list every entry with its own sha256 (``verify`` uses it to name
+    the file that changed). With ``forbid``, list the files whose bytes contain it (the
+    store root must not appear in store content: invariant 3).
+    """
+    h = hashlib.sha256()
+    writer = dump(path, h.update, manifest=manifest, forbid=forbid)
+    return ArchiveInfo(h.hexdigest(), writer.size, writer.manifest, writer.forbidden_in)
+
+
+def write(path: Path, out: BinaryIO) -> ArchiveInfo:
+    """Write the archive of ``path`` to a binary file object and return its hash and size."""
+    h = hashlib.sha256()
+
+    def sink(data: bytes) -> None:
+        h.update(data)
+        out.write(data)
+
+    writer = dump(path, sink)
+    return ArchiveInfo(h.hexdigest(), writer.size)
+
+
+class _Reader:
+    def __init__(self, stream: BinaryIO) -> None:
+        self.stream = stream
+
+    def read(self, n: int) -> bytes:
+        data = self.stream.read(n)
+        if len(data) != n:
+            raise StoreError("The archive is truncated.")
+        return data
+
+    def u64(self) -> int:
+        value: int = _U64.unpack(self.read(8))[0]
+        return value
+
+    def node(self, dest: Path) -> None:
+        tag = self.read(1)
+        if tag == b"R":
+            executable = self.read(1) == b"\x01"
+            remaining = self.u64()
+            with open(dest, "xb") as f:
+                while remaining:
+                    chunk = self.read(min(remaining, _CHUNK))
+                    f.write(chunk)
+                    remaining -= len(chunk)
+            os.chmod(dest, 0o755 if executable else 0o644)
+        elif tag == b"S":
+            os.symlink(os.fsdecode(self.read(self.u64())), dest)
+        elif tag == b"D":
+            os.mkdir(dest)
+            previous = b""
+            for _ in range(self.u64()):
+                raw = self.read(self.u64())
+                if raw <= previous or raw in (b".", b"..") or b"/" in raw or b"\x00" in raw:
+                    raise StoreError(f"The archive has a bad entry name {raw!r}.")
+                previous = raw
+                self.node(dest / os.fsdecode(raw))
+        else:
+            raise StoreError(f"The archive has an unknown node tag {tag!r}.")
+
+
+def restore(stream: BinaryIO, dest: Path) -> None:
+    """Recreate the tree of an archive at ``dest`` (which must not exist)."""
+    reader = _Reader(stream)
+    magic = reader.read(len(MAGIC))
+    if magic != MAGIC:
+        raise StoreError("This is not an mlpkg archive.")
+    (version,) = struct.unpack("<I", reader.read(4))
+    if version != VERSION:
+        raise FormatVersionError(
+            f"The archive has format version {version}; this mlpkg reads version {VERSION}."
+        )
+    reader.node(Path(dest))
+    if stream.read(1):
+        raise StoreError("The archive has trailing data.")
+
+
+def walk(path: Path) -> Iterator[Path]:
+    """Every path in a tree, children before their directory (for chmod and removal)."""
+    if path.is_dir() and not path.is_symlink():
+        for child in path.iterdir():
+            yield from walk(child)
+    yield path

@@ -1,0 +1,249 @@
+"""The Store: a root directory, its database, its locks, and atomic realisation.
+
+Layout of ``MLPKG_HOME``::
+
+    store/<hash>-<name>      valid paths (read-only); .tmp-* are paths being made
+    db.sqlite                the database (mlpkg.store.db)
+    locks/<hash>.lock        one lock per path (mlpkg.store.locks)
+    temproots/<pid>          roots of running processes
+    gcroots/                 explicit roots: symlinks to store paths
+    logs/<hash>-<name>.log   build logs
+    builds/                  private build directories
+    partial/                 interrupted downloads, kept for resumption
+
+A ``Store`` is passed around explicitly (no global); close it when done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from mlpkg.errors import BadInput, BuildError, StoreError
+from mlpkg.store import archive
+from mlpkg.store.db import Database, PathInfo
+from mlpkg.store.fs import canonicalise, remove_tree
+from mlpkg.store.locks import FileLock, PathLock, TempRoots
+from mlpkg.store.path import StorePath
+
+Maker = Callable[[Path], None]
+"""Makes a path's content at the given location (which does not exist yet)."""
+
+
+class Store:
+    """A store rooted at ``home``; see the module docstring for the layout."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = Path(home).absolute()
+        self.dir = self.home / "store"
+        for sub in ("store", "locks", "temproots", "gcroots", "logs", "builds", "partial"):
+            (self.home / sub).mkdir(parents=True, exist_ok=True)
+        self.db = Database(self.home / "db.sqlite")
+        self.locks_dir = self.home / "locks"
+        self.gcroots_dir = self.home / "gcroots"
+        self.logs_dir = self.home / "logs"
+        self.builds_dir = self.home / "builds"
+        self.partial_dir = self.home / "partial"
+        self.gc_lock_file = self.home / "gc.lock"
+        self.temp_roots = TempRoots(self.home / "temproots", self.gc_lock_file)
+
+    def close(self) -> None:
+        self.temp_roots.close()
+        self.db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- naming ---------------------------------------------------------------------------
+
+    def real_path(self, path: StorePath) -> Path:
+        return self.dir / str(path)
+
+    def parse_path(self, text: str) -> StorePath:
+        """A store path from a base name, a path inside the store, or a link to one."""
+        p = Path(text)
+        if p.is_symlink() or (p.is_absolute() and not str(p).startswith(str(self.dir))):
+            p = Path(os.path.realpath(p))
+        if p.is_absolute() or os.sep in text:
+            try:
+                rel = p.absolute().relative_to(self.dir)
+            except ValueError:
+                raise BadInput(f"'{text}' is not in the store {self.dir}.") from None
+            return StorePath.parse(rel.parts[0])
+        return StorePath.parse(text)
+
+    def log_file(self, path: StorePath) -> Path:
+        return self.logs_dir / f"{path}.log"
+
+    # -- queries --------------------------------------------------------------------------
+
+    def is_valid(self, path: StorePath) -> bool:
+        return self.db.is_valid(path)
+
+    def info(self, path: StorePath) -> PathInfo | None:
+        return self.db.info(path)
+
+    def closure(self, paths: Iterable[StorePath]) -> set[StorePath]:
+        """``paths`` and everything they reference, transitively."""
+        graph = self.db.reference_graph()
+        seen: set[StorePath] = set()
+        stack = list(paths)
+        while stack:
+            p = stack.pop()
+            if p in seen:
+                continue
+            seen.add(p)
+            stack.extend(graph.get(p, ()))
+        return seen
+
+    def protect(self, paths: Iterable[StorePath]) -> None:
+        """Keep ``paths`` from the garbage collector while this process runs."""
+        self.temp_roots.add(paths)
+
+    # -- roots ----------------------------------------------------------------------------
+
+    def add_root(self, name: str, path: StorePath) -> Path:
+        """Register ``gcroots/<name>`` → the path (replacing an older root of that name)."""
+        if not name or "/" in name or name.startswith("."):
+            raise BadInput(f"'{name}' is not a valid root name (no slashes, no leading dot).")
+        link = self.gcroots_dir / name
+        tmp = self.gcroots_dir / f".{name}.{secrets.token_hex(4)}"
+        os.symlink(self.real_path(path), tmp)
+        os.replace(tmp, link)
+        return link
+
+    def roots(self) -> dict[str, StorePath]:
+        """Explicit roots: every link (or file of names) under ``gcroots/``, recursively."""
+        found: dict[str, StorePath] = {}
+        for dirpath, _, files in os.walk(self.gcroots_dir, followlinks=False):
+            for name in files:
+                entry = Path(dirpath) / name
+                rel = str(entry.relative_to(self.gcroots_dir))
+                if entry.is_symlink():
+                    target = os.readlink(entry)
+                    with contextlib.suppress(BadInput):
+                        found[rel] = self.parse_path(target)
+                else:
+                    for line in entry.read_text().splitlines():
+                        with contextlib.suppress(BadInput):
+                            found[f"{rel}:{line}"] = self.parse_path(line.strip())
+        return found
+
+    # -- realisation ----------------------------------------------------------------------
+
+    def realise(
+        self,
+        path: StorePath,
+        make: Maker,
+        *,
+        kind: str,
+        recipe_hash: str,
+        deriver: dict[str, object],
+        references: Iterable[StorePath] = (),
+        relocatable: bool = True,
+        expected_hash: str | None = None,
+    ) -> PathInfo:
+        """Make ``path`` valid by calling ``make`` unless it is valid already (invariant 2).
+
+        ``make(tmp)`` writes the content at ``tmp``, a fresh location inside the store.
+        The content is then made read-only, hashed, checked (with ``relocatable``, no file
+        may name the store root: invariant 3; with ``expected_hash``, the archive hash must
+        equal it), renamed into place and registered, in that order. A crash at any point
+        leaves nothing valid: leftovers are removed the next time the path is made. Holds
+        the path's lock throughout, so concurrent callers make it once.
+        """
+        refs = sorted(set(references))
+        self.protect([path, *refs])
+        info = self.db.info(path)
+        if info is not None:
+            return info
+        with PathLock(self.locks_dir, path):
+            info = self.db.info(path)
+            if info is not None:
+                return info  # another process made it while we waited
+            missing = [r for r in refs if not self.db.is_valid(r)]
+            if missing:
+                raise StoreError(f"Cannot make {path}: its input {missing[0]} is not valid.")
+            self._clear_leftovers(path)
+            tmp = self.dir / f".tmp-{path.hash_part}-{secrets.token_hex(6)}"
+            try:
+                make(tmp)
+                if not os.path.lexists(tmp):
+                    raise BuildError(f"Making {path.name} produced no output.", package=path.name)
+                scanned = self._check(tmp, path, relocatable, expected_hash)
+                os.replace(tmp, self.real_path(path))
+            except BaseException:
+                remove_tree(tmp)
+                raise
+            info = PathInfo(
+                path=path,
+                kind=kind,
+                archive_hash=scanned.hash,
+                size=scanned.size,
+                recipe_hash=recipe_hash,
+                deriver=deriver,
+                references=refs,
+                manifest=[[e.path, e.kind, e.size, e.digest] for e in scanned.manifest],
+                registered=time.time(),
+            )
+            self.db.register(info)
+            return info
+
+    def _check(
+        self, tmp: Path, path: StorePath, relocatable: bool, expected_hash: str | None
+    ) -> archive.ArchiveInfo:
+        canonicalise(tmp)
+        forbid = os.fsencode(str(self.dir)) if relocatable else None
+        scanned = archive.scan(tmp, manifest=True, forbid=forbid)
+        if scanned.forbidden_in:
+            raise BuildError(
+                f"The output of {path.name} names the store root in "
+                f"'{scanned.forbidden_in[0]}'; store content must be relocatable.",
+                details=[f"files naming {self.dir}: {', '.join(scanned.forbidden_in)}"],
+                package=path.name,
+            )
+        if expected_hash is not None and scanned.hash != expected_hash:
+            raise BuildError(
+                f"The output of {path.name} has archive hash {scanned.hash}, "
+                f"expected {expected_hash}.",
+                package=path.name,
+            )
+        return scanned
+
+    def _clear_leftovers(self, path: StorePath) -> None:
+        """Remove what a crashed attempt at ``path`` left (we hold its lock)."""
+        remove_tree(self.real_path(path))
+        for stale in self.dir.glob(f".tmp-{path.hash_part}-*"):
+            remove_tree(stale)
+
+    def replace_content(self, path: StorePath, make: Maker) -> archive.ArchiveInfo:
+        """Make ``path``'s content again beside it and swap it in (for ``verify --repair``).
+
+        The new content must hash to the recorded archive hash, or nothing changes.
+        """
+        info = self.db.info(path)
+        if info is None:
+            raise StoreError(f"{path} is not valid, so there is nothing to repair.")
+        with PathLock(self.locks_dir, path):
+            tmp = self.dir / f".tmp-{path.hash_part}-{secrets.token_hex(6)}"
+            old = self.dir / f".trash-{path.hash_part}-{secrets.token_hex(6)}"
+            try:
+                make(tmp)
+                scanned = self._check(tmp, path, info.kind != "fetch", info.archive_hash)
+                if os.path.lexists(self.real_path(path)):
+                    os.replace(self.real_path(path), old)
+                os.replace(tmp, self.real_path(path))
+            finally:
+                remove_tree(tmp)
+                remove_tree(old)
+            return scanned
+
+    def gc_lock(self) -> FileLock:
+        return FileLock(self.gc_lock_file)

@@ -1,0 +1,451 @@
+"""Safe unpacking of source archives (design invariant 5).
+
+:func:`detect_format` names an archive's format by its first bytes, never by its file name:
+``tar.gz``, ``tar.bz2``, ``tar.xz``, ``tar.zst``, ``tar`` or ``zip``; anything else is a
+:class:`~mlpkg.errors.FetchError`.
+
+:func:`unpack` writes an archive into ``dest``, which must not exist and is created as a
+directory. Tar archives are read as a stream (never whole in memory); every member is checked
+as it arrives and written by this module, not by ``tarfile.extractall``. The *whole* archive
+is refused with :class:`~mlpkg.errors.UnsafeArchive` (one sentence naming the archive label
+and the member) for: absolute member paths; any ``..`` component; a NUL in a name; symlinks
+whose target is absolute or resolves outside the tree (relative to the link's own directory,
+following the archive's other symlinks); hard links whose target is not an earlier regular
+file member inside the tree; device files, FIFOs, sockets and any other special type; a member
+whose path passes through a symlink or a file member (in either order); duplicate paths. On
+any error ``dest`` is removed, so nothing partial is left.
+
+What is written is normalised: files 0644, or 0755 when any execute bit was set; directories
+0755; no setuid, setgid or sticky bits; owners and timestamps are ignored. Directories the
+archive does not list are created. Symlinks are created last, so nothing is ever written
+through one, and the tree does not depend on the order of members (``.`` and empty path
+components are ignored, so ``./a`` is ``a``). ``strip_components=N`` drops the first ``N``
+components like ``tar --strip-components``: members with ``N`` or fewer are checked, then
+dropped; a symlink must stay inside both the archive's tree and the stripped one. If nothing
+is left, :class:`~mlpkg.errors.FetchError`. Corrupt or truncated archives give ``FetchError``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import lzma
+import os
+import shutil
+import stat
+import tarfile
+import zipfile
+import zlib
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Literal, NoReturn
+
+import zstandard
+
+from mlpkg.errors import FetchError, MlpkgError, StoreError, UnsafeArchive
+from mlpkg.store.fs import remove_tree
+
+FORMATS = ("tar.gz", "tar.bz2", "tar.xz", "tar.zst", "tar", "zip")
+_MAGIC = (
+    (b"\x1f\x8b", "tar.gz"),
+    (b"BZh", "tar.bz2"),
+    (b"\xfd7zXZ\x00", "tar.xz"),
+    (b"\x28\xb5\x2f\xfd", "tar.zst"),
+    (b"PK\x03\x04", "zip"),
+    (b"PK\x05\x06", "zip"),  # an empty zip: only the end-of-central-directory record
+)
+_TarMode = Literal["r|", "r|gz", "r|bz2", "r|xz"]
+_TAR_MODES: dict[str, _TarMode] = {
+    "tar": "r|",
+    "tar.gz": "r|gz",
+    "tar.bz2": "r|bz2",
+    "tar.xz": "r|xz",
+    "tar.zst": "r|",  # decompressed by zstandard
+}
+_CHUNK = 1 << 20
+_MAX_TARGET = 4095  # PATH_MAX - 1: the longest symlink target Linux accepts
+_MAX_HOPS = 40  # like Linux's limit on nested symlinks
+_MAX_STEPS = 1 << 16  # components examined while resolving one symlink
+_CORRUPT = (
+    tarfile.TarError,
+    zipfile.BadZipFile,
+    EOFError,
+    OSError,
+    zlib.error,
+    lzma.LZMAError,
+    zstandard.ZstdError,
+    NotImplementedError,  # e.g. a zip compression method Python lacks
+)
+
+Parts = tuple[str, ...]
+Opener = Callable[[], IO[bytes]]
+_Members = Generator[tuple["_Member", Opener | None], None, None]
+
+
+@dataclass(frozen=True)
+class _Member:
+    """One archive member, whatever the format. ``kind``: file, dir, symlink or hardlink."""
+
+    name: str
+    kind: str
+    executable: bool = False
+    target: str = ""  # a symlink's target, or a hard link's target path in the archive
+    special: str | None = None  # why the member is of no allowed type, e.g. "a FIFO"
+
+
+def _show(text: str) -> str:
+    """``text`` with control characters (and undecodable bytes) escaped, for messages."""
+    out = []
+    for c in text:
+        code = ord(c)
+        if c.isprintable():
+            out.append(c)
+        elif code < 0x100 or 0xDC80 <= code <= 0xDCFF:  # surrogateescape: a raw byte
+            out.append(f"\\x{code & 0xFF:02x}")
+        else:
+            out.append(f"\\u{code:04x}")
+    return "".join(out)
+
+
+def _join(parts: Parts) -> str:
+    return "/".join(parts) or "."
+
+
+def _is_tar_header(head: bytes) -> bool:
+    """Whether ``head`` starts with a tar header: the ustar magic, or a valid v7 checksum."""
+    if len(head) < 512 or not any(head[:512]):
+        return False
+    if head[257:262] == b"ustar":
+        return True
+    try:
+        recorded = int(head[148:156].strip(b" \x00") or b"x", 8)
+    except ValueError:
+        return False
+    return recorded == sum(head[:148]) + 8 * ord(" ") + sum(head[156:512])
+
+
+def _detect(path: Path, label: str) -> str:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(512)
+    except OSError as e:
+        raise FetchError(f"Cannot read the archive '{label}': {e.strerror or e}.") from e
+    for magic, fmt in _MAGIC:
+        if head.startswith(magic):
+            return fmt
+    if _is_tar_header(head):
+        return "tar"
+    raise FetchError(
+        f"'{label}' is not a supported archive (its first bytes match none of "
+        f"{', '.join(FORMATS)})."
+    )
+
+
+def detect_format(path: Path) -> str:
+    """By magic bytes, not file name: one of "tar.gz", "tar.bz2", "tar.xz", "tar.zst",
+    "tar", "zip". Raises :class:`FetchError` for anything else."""
+    return _detect(path, path.name)
+
+
+def _escape(link: Parts, target: str, links: dict[Parts, tuple[str, str]]) -> str | None:
+    """Why the symlink at ``link`` leaves the tree (or cannot be resolved), or None.
+
+    Resolves like the kernel, from the link's directory, expanding the tree's other symlinks
+    (``links``: path -> (target, member name)); components that do not exist count as
+    directories, which can only make the check stricter.
+    """
+    stack = list(link[:-1])
+    pending = target.split("/")[::-1]
+    hops = steps = 0
+    while pending:
+        steps += 1
+        part = pending.pop()
+        if steps > _MAX_STEPS:
+            return "nests too deeply to check"
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not stack:
+                return "resolves outside the tree"
+            stack.pop()
+            continue
+        stack.append(part)
+        hit = links.get(tuple(stack))
+        if hit is not None:
+            hops += 1
+            if hops > _MAX_HOPS:
+                return "loops or nests too deeply"
+            stack.pop()
+            pending.extend(hit[0].split("/")[::-1])
+    return None
+
+
+class _Tree:
+    """The paths an archive creates, to find conflicts before anything touches the disk."""
+
+    def __init__(self) -> None:
+        self.dirs: dict[Parts, str] = {(): ""}  # directory -> the member that first implied it
+        self.listed: set[Parts] = set()  # every path a member names
+        self.files: set[Parts] = set()
+        self.links: dict[Parts, tuple[str, str]] = {}  # symlink -> (target, member name)
+
+    def add(self, path: Parts, kind: str, name: str, target: str = "") -> str | None:
+        """Record a member (``kind``: file, dir or symlink); say why it conflicts, or None."""
+        for i in range(1, len(path)):
+            above = path[:i]
+            if above in self.links:
+                return f"passes through the symlink '{_show(_join(above))}'"
+            if above in self.files:
+                return f"passes through '{_show(_join(above))}', which is not a directory"
+        if path in self.listed:
+            return f"duplicates the path '{_show(_join(path))}' of an earlier member"
+        if kind != "dir" and path in self.dirs:
+            return f"is a {kind}, but the earlier member '{_show(self.dirs[path])}' is inside it"
+        self.listed.add(path)
+        for i in range(1, len(path) + (kind == "dir")):
+            self.dirs.setdefault(path[:i], name)
+        if kind == "symlink":
+            self.links[path] = (target, name)
+        elif kind == "file":
+            self.files.add(path)
+        return None
+
+
+class _Unpacker:
+    """Checks members one at a time and writes the safe ones under ``dest``."""
+
+    def __init__(self, dest: Path, strip: int, label: str) -> None:
+        self.dest = dest
+        self.strip = strip
+        self.label = label
+        self.archive_tree = _Tree()  # paths as in the archive
+        self.out_tree = _Tree()  # paths after strip_components
+        self.regular: dict[Parts, Parts | None] = {}  # file member -> where written (or None)
+        self.made: set[Parts] = {()}
+        self.symlinks: list[tuple[Parts, str]] = []
+        self.kept = 0
+
+    def refuse(self, name: str, reason: str) -> NoReturn:
+        raise UnsafeArchive(f"Refusing archive '{self.label}': member '{_show(name)}' {reason}.")
+
+    def parts(self, name: str, path: str, *, hardlink: bool = False) -> Parts:
+        """Split a member path; refuse NUL, absolute paths and ``..``."""
+        parts = tuple(p for p in path.split("/") if p not in ("", "."))
+        bad = "\x00" in path or path.startswith("/") or ".." in parts
+        if bad and hardlink:
+            self.refuse(name, f"is a hard link to '{_show(path)}', which is outside the tree")
+        if "\x00" in path:
+            self.refuse(name, "has a NUL byte in its name")
+        if path.startswith("/"):
+            self.refuse(name, "has an absolute path")
+        if ".." in parts:
+            self.refuse(name, "has a '..' component")
+        return parts
+
+    def check_symlink(self, m: _Member) -> None:
+        target = _show(m.target)
+        if "\x00" in m.target:
+            self.refuse(m.name, "is a symlink whose target has a NUL byte")
+        if not m.target:
+            self.refuse(m.name, "is a symlink with an empty target")
+        if m.target.startswith("/"):
+            self.refuse(m.name, f"is a symlink to the absolute path '{target}'")
+        if len(os.fsencode(m.target)) > _MAX_TARGET:
+            self.refuse(m.name, "is a symlink with a target longer than Linux allows")
+
+    def hardlink_source(self, m: _Member, kept: bool) -> Parts | None:
+        """Where the hard link's target was written; refuse a target that is not earlier."""
+        source = self.parts(m.name, m.target, hardlink=True)
+        if source not in self.regular:
+            self.refuse(
+                m.name,
+                f"is a hard link to '{_show(m.target)}', which is not an earlier regular file"
+                " of the archive",
+            )
+        written = self.regular[source]
+        if kept and written is None:
+            self.refuse(m.name, f"is a hard link to '{_show(m.target)}', which stripping drops")
+        return written
+
+    def record(self, tree: _Tree, path: Parts, m: _Member) -> None:
+        kind = "file" if m.kind == "hardlink" else m.kind
+        why = tree.add(path, kind, m.name, m.target)
+        if why is not None:
+            self.refuse(m.name, why)
+
+    def add(self, m: _Member, content: Opener | None) -> None:
+        """Check one member against the rules and earlier members, then write it."""
+        parts = self.parts(m.name, m.name)
+        if m.special is not None:
+            self.refuse(m.name, f"is {m.special}, which is not allowed")
+        if not parts and m.kind != "dir":
+            self.refuse(m.name, "names the top of the tree but is not a directory")
+        if m.kind == "symlink":
+            self.check_symlink(m)
+        kept = parts[self.strip :] if len(parts) > self.strip else None
+        source = self.hardlink_source(m, kept is not None) if m.kind == "hardlink" else None
+        self.record(self.archive_tree, parts, m)
+        if m.kind in ("file", "hardlink"):
+            self.regular[parts] = kept
+        if kept is None:
+            return
+        self.record(self.out_tree, kept, m)
+        self.kept += 1
+        if m.kind == "dir":
+            self.make_dirs(kept)
+        elif m.kind == "symlink":
+            self.symlinks.append((kept, m.target))  # created last: nothing is written through
+        elif source is not None:
+            self.make_dirs(kept[:-1])
+            os.link(self.path(source), self.path(kept), follow_symlinks=False)
+        elif content is not None:
+            self.write(kept, content, m.executable)
+
+    def path(self, parts: Parts) -> str:
+        return os.path.join(self.dest, *parts)
+
+    def make_dirs(self, parts: Parts) -> None:
+        for i in range(1, len(parts) + 1):
+            if parts[:i] not in self.made:
+                full = self.path(parts[:i])
+                os.mkdir(full, 0o755)
+                os.chmod(full, 0o755)
+                self.made.add(parts[:i])
+
+    def write(self, parts: Parts, content: Opener, executable: bool) -> None:
+        self.make_dirs(parts[:-1])
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(self.path(parts), flags, 0o600)
+        with os.fdopen(fd, "wb") as out, content() as src:
+            shutil.copyfileobj(src, out, _CHUNK)
+            os.fchmod(out.fileno(), 0o755 if executable else 0o644)
+
+    def finish(self) -> None:
+        """Check every symlink against the whole tree, then create them."""
+        for tree in (self.archive_tree, self.out_tree):
+            for link in sorted(tree.links):
+                target, name = tree.links[link]
+                why = _escape(link, target, tree.links)
+                if why is not None:
+                    self.refuse(name, f"is a symlink to '{_show(target)}', which {why}")
+        if self.strip and not self.kept:
+            raise FetchError(
+                f"Stripping {self.strip} leading path component(s) from '{self.label}' "
+                "leaves nothing to unpack."
+            )
+        for link, target in sorted(self.symlinks):
+            self.make_dirs(link[:-1])
+            os.symlink(target, self.path(link))
+
+
+def _tar_member(info: tarfile.TarInfo) -> _Member:
+    exe = bool(info.mode & 0o111)
+    if info.isreg():
+        return _Member(info.name, "file", exe)
+    if info.isdir():
+        return _Member(info.name, "dir")
+    if info.issym():
+        return _Member(info.name, "symlink", target=info.linkname)
+    if info.islnk():
+        return _Member(info.name, "hardlink", target=info.linkname)
+    specials = {
+        tarfile.CHRTYPE: "a character device",
+        tarfile.BLKTYPE: "a block device",
+        tarfile.FIFOTYPE: "a FIFO",
+    }
+    what = specials.get(info.type, f"of unsupported tar type {info.type!r}")
+    return _Member(info.name, "other", special=what)
+
+
+def _tar_content(tf: tarfile.TarFile, info: tarfile.TarInfo) -> IO[bytes]:
+    f = tf.extractfile(info)
+    if f is None:  # pragma: no cover - only called for regular files
+        raise tarfile.ReadError(f"no content for {info.name!r}")
+    return f
+
+
+def _tar_members(archive: Path, fmt: str) -> _Members:
+    with contextlib.ExitStack() as stack:
+        stream: IO[bytes] = stack.enter_context(open(archive, "rb"))
+        if fmt == "tar.zst":
+            reader = zstandard.ZstdDecompressor().stream_reader(stream, read_across_frames=True)
+            stream = stack.enter_context(reader)
+        tf = stack.enter_context(
+            tarfile.open(
+                fileobj=stream,
+                mode=_TAR_MODES[fmt],
+                encoding="utf-8",
+                errors="surrogateescape",
+            )
+        )
+        for info in tf:
+            opener = functools.partial(_tar_content, tf, info) if info.isreg() else None
+            yield _tar_member(info), opener
+
+
+def _zip_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> _Member:
+    name = info.orig_filename  # zipfile cuts ``filename`` at a NUL; keep it to refuse it
+    mode = info.external_attr >> 16
+    fmt = stat.S_IFMT(mode)
+    if fmt == stat.S_IFLNK and not name.endswith("/"):
+        if info.file_size > _MAX_TARGET:
+            return _Member(name, "other", special="a symlink with an over-long target")
+        target = zf.read(info).decode("utf-8", "surrogateescape")
+        return _Member(name, "symlink", target=target)
+    if fmt == stat.S_IFDIR or (name.endswith("/") and fmt in (0, stat.S_IFREG)):
+        return _Member(name, "dir")
+    if fmt in (0, stat.S_IFREG) and not name.endswith("/"):
+        return _Member(name, "file", bool(mode & 0o111))
+    specials = {
+        stat.S_IFCHR: "a character device",
+        stat.S_IFBLK: "a block device",
+        stat.S_IFIFO: "a FIFO",
+        stat.S_IFSOCK: "a socket",
+    }
+    return _Member(name, "other", special=specials.get(fmt, f"of unsupported type {fmt:#o}"))
+
+
+def _zip_members(archive: Path, label: str) -> _Members:
+    with zipfile.ZipFile(archive) as zf:
+        for info in zf.infolist():
+            if info.flag_bits & 0x1:
+                raise FetchError(
+                    f"Cannot unpack '{label}': its member '{_show(info.filename)}' is encrypted."
+                )
+            member = _zip_member(zf, info)
+            yield member, functools.partial(zf.open, info) if member.kind == "file" else None
+
+
+def unpack(
+    archive: Path, dest: Path, *, strip_components: int = 0, label: str | None = None
+) -> None:
+    """Unpack `archive` into `dest` (which must not exist; it is created as a directory).
+    `label` names the archive in error messages (e.g. the URL or recipe), default the file name.
+    """
+    label = label if label is not None else archive.name
+    if strip_components < 0:
+        raise ValueError(f"strip_components must be >= 0, not {strip_components}")
+    fmt = _detect(archive, label)
+    if os.path.lexists(dest):
+        raise StoreError(f"Cannot unpack '{label}': '{dest}' already exists.")
+    dest.mkdir(parents=True, mode=0o755)
+    try:
+        os.chmod(dest, 0o755)
+        unpacker = _Unpacker(dest, strip_components, label)
+        members = _zip_members(archive, label) if fmt == "zip" else _tar_members(archive, fmt)
+        with contextlib.closing(members):
+            for member, content in members:
+                unpacker.add(member, content)
+        unpacker.finish()
+    except MlpkgError:
+        remove_tree(dest)
+        raise
+    except _CORRUPT as e:
+        remove_tree(dest)
+        raise FetchError(
+            f"Cannot unpack '{label}' ({fmt}): it is corrupt, truncated or unreadable ({e})."
+        ) from e
+    except BaseException:
+        remove_tree(dest)
+        raise
