@@ -15,13 +15,25 @@ test (see :class:`Route`), and which records every request it receives::
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
+import os
 import re
+import subprocess
+import sys
+import tarfile
+import textwrap
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
 
 @dataclass
@@ -161,6 +173,264 @@ def _make_handler(server: LoopbackServer) -> type[BaseHTTPRequestHandler]:
 def http_server() -> Iterator[LoopbackServer]:
     """A loopback HTTP server with per-test routes (see :class:`LoopbackServer`)."""
     server = LoopbackServer()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+# --- CLI integration fixtures (tests/cli) -------------------------------------------------
+
+
+class RecipeDir:
+    """A recipe directory (``<dir>/<name>/<version>.toml``) that tests write recipes into."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.mkdir(parents=True, exist_ok=True)
+
+    def add(self, name: str, version: str, text: str) -> Path:
+        """Write ``text`` (dedented) as the recipe ``name@version``; return the file."""
+        file = self.path / name / f"{version}.toml"
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_text(textwrap.dedent(text).lstrip(), encoding="utf-8")
+        return file
+
+    __call__ = add
+
+
+@pytest.fixture
+def recipe_dir(tmp_path: Path) -> RecipeDir:
+    """An empty recipe directory under ``tmp_path``; ``recipe_dir.add(name, version, toml)``
+    (or ``recipe_dir(name, version, toml)``) writes a recipe into it."""
+    return RecipeDir(tmp_path / "recipes")
+
+
+@dataclass
+class CliResult:
+    """What one ``mlpkg`` invocation did: exit code, stdout and stderr (text)."""
+
+    code: int
+    out: str
+    err: str
+    args: tuple[str, ...] = ()
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+    def __str__(self) -> str:
+        return (
+            f"mlpkg {' '.join(self.args)} -> {self.code}\nstdout:\n{self.out}\nstderr:\n{self.err}"
+        )
+
+
+class MlpkgCli:
+    """Runs ``mlpkg`` against one private ``MLPKG_HOME`` and one recipe directory.
+
+    ``run`` calls the CLI's entry point in this process (fast; for simple commands);
+    ``sub`` and ``popen`` run ``python -m mlpkg`` as a real subprocess (for kills,
+    concurrency and anything where the process's own environment matters). Every
+    subprocess started with ``popen`` is killed at teardown if still running.
+    """
+
+    def __init__(self, home: Path, recipes: RecipeDir) -> None:
+        self.home = home
+        self.recipes = recipes
+        self.procs: list[subprocess.Popen[str]] = []
+
+    @property
+    def store(self) -> Path:
+        return self.home / "store"
+
+    def overrides(self) -> dict[str, str]:
+        return {"MLPKG_HOME": str(self.home), "MLPKG_RECIPES_PATH": str(self.recipes.path)}
+
+    def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        """A full environment for a subprocess: ours, minus MLPKG_* settings, plus the
+        test's home and recipe directory, plus ``extra``."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MLPKG_")}
+        if "MLPKG_SANDBOX" in os.environ:
+            env["MLPKG_SANDBOX"] = os.environ["MLPKG_SANDBOX"]
+        env.update(self.overrides())
+        env.update(extra or {})
+        return env
+
+    def run(self, *args: str, env: dict[str, str] | None = None) -> CliResult:
+        """Run ``mlpkg ARGS`` in this process (with ``env`` added to ``os.environ`` for the
+        call) and return what it did."""
+        from mlpkg.cli import main
+
+        env = {**self.overrides(), **(env or {})}
+        code: int = 0
+        with CliRunner().isolation(env=dict(env)) as (out, err, _):
+            try:
+                main(list(args))
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            stdout, stderr = out.getvalue(), err.getvalue()
+        return CliResult(code, stdout.decode(), stderr.decode(), args)
+
+    def argv(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "mlpkg", *args]
+
+    def sub(self, *args: str, timeout: float = 60, env: dict[str, str] | None = None) -> CliResult:
+        """Run ``python -m mlpkg ARGS`` as a subprocess (killed after ``timeout`` s)."""
+        r = subprocess.run(
+            self.argv(*args), env=self.env(env), capture_output=True, text=True,
+            timeout=timeout, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        return CliResult(r.returncode, r.stdout, r.stderr, args)
+
+    def popen(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+        """Start ``python -m mlpkg ARGS`` in the background (stdout/stderr piped)."""
+        proc = subprocess.Popen(
+            self.argv(*args), env=self.env(env), stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+        )  # fmt: skip
+        self.procs.append(proc)
+        return proc
+
+    @staticmethod
+    def finish(proc: subprocess.Popen[str], timeout: float = 60) -> CliResult:
+        """Wait for a ``popen`` process and collect what it did."""
+        out, err = proc.communicate(timeout=timeout)
+        args = tuple(str(a) for a in proc.args[3:])  # type: ignore[index]
+        return CliResult(proc.returncode, out, err, args)
+
+    def wait_for(
+        self,
+        pattern: str,
+        *,
+        proc: subprocess.Popen[str] | None = None,
+        exclude: frozenset[Path] = frozenset(),
+        nonempty: bool = False,
+        timeout: float = 20,
+    ) -> Path:
+        """Poll until something matching the glob ``pattern`` under the home exists (and,
+        with ``nonempty``, is a file with data), other than ``exclude``; return it. Fails
+        the test after ``timeout`` s, or as soon as ``proc`` (if given) exits."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for p in sorted(self.home.glob(pattern)):
+                if p in exclude:
+                    continue
+                with contextlib.suppress(OSError):
+                    if not nonempty or p.stat().st_size > 0:
+                        return p
+            if proc is not None and proc.poll() is not None:
+                out, err = proc.communicate()
+                pytest.fail(f"mlpkg exited {proc.returncode} too early:\n{out}\n{err}")
+            time.sleep(0.02)
+        pytest.fail(f"nothing matched {pattern} under {self.home} within {timeout} s")
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+            with contextlib.suppress(Exception):
+                proc.communicate(timeout=10)
+
+
+@pytest.fixture
+def mlpkg_cli(tmp_path: Path, recipe_dir: RecipeDir) -> Iterator[MlpkgCli]:
+    """Runs the ``mlpkg`` CLI with ``MLPKG_HOME=tmp_path/home`` and ``recipe_dir`` as
+    ``MLPKG_RECIPES_PATH``, in process (``run``) or as a subprocess (``sub``/``popen``)."""
+    cli = MlpkgCli(tmp_path / "home", recipe_dir)
+    try:
+        yield cli
+    finally:
+        cli.close()
+
+
+def make_tarball(files: dict[str, bytes | str], *, top: str = "pkg-1.0") -> bytes:
+    """A gzipped tar of ``files`` (relative name → content) under the directory ``top``,
+    with fixed metadata; names ending in ``*`` are made executable (the ``*`` dropped)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        d = tarfile.TarInfo(top)
+        d.type, d.mode = tarfile.DIRTYPE, 0o755
+        tf.addfile(d)
+        for name, content in sorted(files.items()):
+            data = content.encode() if isinstance(content, str) else content
+            info = tarfile.TarInfo(f"{top}/{name.rstrip('*')}")
+            info.size, info.mode, info.mtime = len(data), 0o755 if name.endswith("*") else 0o644, 0
+            tf.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+@pytest.fixture
+def tarball() -> Any:
+    """``tarball(files, top="pkg-1.0") -> bytes``: a small .tar.gz made here (see
+    :func:`make_tarball`)."""
+    return make_tarball
+
+
+class SlowServer:
+    """A loopback HTTP server that sends each body in ``chunk``-byte pieces, sleeping
+    ``delay`` seconds between them (for killing a client in the middle of a download).
+    Ranges are ignored (always 200, the whole body)."""
+
+    def __init__(self) -> None:
+        self.bodies: dict[str, tuple[bytes, int, float]] = {}
+        self.hits: dict[str, int] = {}
+        self.stopping = threading.Event()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                outer.hits[self.path] = outer.hits.get(self.path, 0) + 1
+                entry = outer.bodies.get(self.path)
+                if entry is None:
+                    self.send_response(404)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                body, chunk, delay = entry
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                try:
+                    for i in range(0, len(body), chunk):
+                        if outer.stopping.is_set():
+                            break
+                        self.wfile.write(body[i : i + chunk])
+                        self.wfile.flush()
+                        time.sleep(delay)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+                self.close_connection = True
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
+        self.thread.start()
+
+    def route(self, path: str, body: bytes, *, chunk: int = 16384, delay: float = 0.05) -> str:
+        """Serve ``body`` at ``path`` slowly; return its URL."""
+        self.bodies[path] = (body, chunk, delay)
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def close(self) -> None:
+        self.stopping.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(timeout=5)
+
+
+@pytest.fixture
+def slow_http_server() -> Iterator[SlowServer]:
+    """A loopback HTTP server that streams bodies slowly (see :class:`SlowServer`)."""
+    server = SlowServer()
     try:
         yield server
     finally:

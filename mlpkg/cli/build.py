@@ -1,4 +1,8 @@
-"""Commands that resolve specs: build, install, show, search."""
+"""Commands that resolve specs: build, install, show, search.
+
+``build`` and ``install`` first ask the plan cache: when it holds the specs' plan and
+every path in it is valid, there is nothing to do and no recipe is parsed.
+"""
 
 from __future__ import annotations
 
@@ -8,50 +12,52 @@ import click
 
 from mlpkg.cli.context import App, common
 from mlpkg.errors import BadInput
-from mlpkg.resolver.plan import Plan
-from mlpkg.resolver.realise import realise_plan
-from mlpkg.store.db import PathInfo
+from mlpkg.store.path import StorePath
 
 
-def print_plan(app: App, plan: Plan) -> None:
+def print_plan(app: App, doc: dict[str, Any]) -> None:
     groups = {"fetch": "will be fetched", "link": "will be linked", "build": "will be built"}
     for action, words in groups.items():
-        nodes = [n for n in plan.nodes if n.action == action]
+        nodes = [n for n in doc["nodes"] if n["action"] == action]
         if nodes:
             app.out(f"these {len(nodes)} paths {words}:")
             for n in nodes:
-                app.out(f"  {app.store.real_path(n.path)}")
-    valid = plan.counts()["valid"]
-    app.out(f"{valid} of {len(plan.nodes)} paths are valid already.")
+                app.out(f"  {app.store.dir / n['path']}")
+    app.out(f"{doc['counts']['valid']} of {len(doc['nodes'])} paths are valid already.")
 
 
-def realise(app: App, specs: tuple[str, ...], dry_run: bool) -> tuple[Plan, list[PathInfo]]:
+def realise(app: App, specs: tuple[str, ...], dry_run: bool) -> dict[str, Any]:
+    """Plan, then (unless ``dry_run``) act; return the plan document."""
     if not specs:
         raise BadInput("Give at least one spec, e.g. `mlpkg build hello`.")
+    if not dry_run:
+        cached = app.cached_plan(specs)
+        if cached is not None:
+            app.debug("plan cache: every path is valid, nothing to do")
+            return cached
     plan = app.plan(specs)
-    if dry_run:
-        return plan, []
-    if not plan.pending():
-        return plan, [i for i in map(app.store.info, plan.roots) if i is not None]
+    doc = plan.to_json()
+    if dry_run or not plan.pending():
+        return doc
+    from mlpkg.resolver.realise import realise_plan
+
     reporter = app.reporter()
     try:
-        infos = realise_plan(plan, app.store, reporter)
+        realise_plan(plan, app.store, reporter)
     finally:
         reporter.close()
-    return plan, infos
+    return doc
 
 
-def _emit_result(app: App, plan: Plan, dry_run: bool, roots: dict[str, str]) -> None:
+def _emit_result(app: App, doc: dict[str, Any], dry_run: bool, roots: dict[str, str]) -> None:
+    paths = [str(app.store.dir / r) for r in doc["roots"]]
     if app.json:
-        doc: dict[str, Any] = {"plan": plan.to_json(), "dry_run": dry_run}
-        doc["paths"] = [str(app.store.real_path(p)) for p in plan.roots]
-        doc["roots"] = roots
-        app.emit(doc)
+        app.emit({"plan": doc, "dry_run": dry_run, "paths": paths, "roots": roots})
     elif dry_run:
-        print_plan(app, plan)
+        print_plan(app, doc)
     else:
-        for p in plan.roots:
-            app.out(str(app.store.real_path(p)))
+        for p in paths:
+            app.out(p)
 
 
 @click.command("build")
@@ -61,11 +67,11 @@ def _emit_result(app: App, plan: Plan, dry_run: bool, roots: dict[str, str]) -> 
 @common
 def build_cmd(app: App, specs: tuple[str, ...], dry_run: bool, root_name: str | None) -> None:
     """Realise SPECS and print their store paths."""
-    plan, _ = realise(app, specs, dry_run)
+    doc = realise(app, specs, dry_run)
     roots = {}
     if root_name and not dry_run:
-        roots[root_name] = str(app.store.add_root(root_name, plan.roots[0]))
-    _emit_result(app, plan, dry_run, roots)
+        roots[root_name] = str(app.store.add_root(root_name, StorePath.parse(doc["roots"][0])))
+    _emit_result(app, doc, dry_run, roots)
 
 
 @click.command("install")
@@ -74,14 +80,15 @@ def build_cmd(app: App, specs: tuple[str, ...], dry_run: bool, root_name: str | 
 @common
 def install_cmd(app: App, specs: tuple[str, ...], dry_run: bool) -> None:
     """Realise SPECS and keep them: each becomes a root (gcroots/installed/NAME)."""
-    plan, _ = realise(app, specs, dry_run)
+    doc = realise(app, specs, dry_run)
     roots: dict[str, str] = {}
     if not dry_run:
+        names = {n["path"]: n["name"] for n in doc["nodes"]}
         (app.store.gcroots_dir / "installed").mkdir(exist_ok=True)
-        for p in plan.roots:
-            name = plan.node(p).drv.name
-            roots[name] = str(app.store.add_root(f"installed/{name}", p))
-    _emit_result(app, plan, dry_run, roots)
+        for r in doc["roots"]:
+            link = app.store.add_root(f"installed/{names[r]}", StorePath.parse(r))
+            roots[names[r]] = str(link)
+    _emit_result(app, doc, dry_run, roots)
 
 
 @click.command("show")
@@ -92,14 +99,13 @@ def show_cmd(app: App, spec: str) -> None:
     plan = app.plan([spec])
     node = plan.node(plan.roots[0])
     recipe = node.drv.recipe
-    versions = [rf.version for rf in app.index.files(recipe.name)]
     doc: dict[str, Any] = {
         "name": recipe.name,
         "version": node.drv.version,
         "kind": recipe.kind,
         "summary": recipe.summary,
         "aliases": recipe.aliases,
-        "versions": versions,
+        "versions": [rf.version for rf in app.index.files(recipe.name)],
         "path": str(app.store.real_path(node.path)),
         "valid": node.action == "valid",
         "inputs": {k: str(app.store.real_path(v)) for k, v in sorted(node.drv.inputs.items())},
@@ -107,14 +113,24 @@ def show_cmd(app: App, spec: str) -> None:
         "closure": len(plan.nodes),
     }
     if recipe.source is not None:
-        doc["urls"] = recipe.source.urls
-        doc["sha256"] = recipe.source.sha256
-        doc["md5"] = recipe.source.md5
+        doc.update(urls=recipe.source.urls, sha256=recipe.source.sha256, md5=recipe.source.md5)
     if app.json:
         app.emit(doc)
         return
-    app.out(f"{recipe.name} {node.drv.version} ({recipe.kind})" + (f": {recipe.summary}" if recipe.summary else ""))
-    for key in ("aliases", "versions", "path", "valid", "recipe_hash", "closure", "urls", "sha256", "md5"):
+    summary = f": {recipe.summary}" if recipe.summary else ""
+    app.out(f"{recipe.name} {node.drv.version} ({recipe.kind}){summary}")
+    keys = (
+        "aliases",
+        "versions",
+        "path",
+        "valid",
+        "recipe_hash",
+        "closure",
+        "urls",
+        "sha256",
+        "md5",
+    )
+    for key in keys:
         value = doc.get(key)
         if value not in (None, [], ""):
             app.out(f"  {key}: {', '.join(value) if isinstance(value, list) else value}")
@@ -134,8 +150,7 @@ def search_cmd(app: App, term: str) -> None:
         if not files:
             continue
         newest = app.index.load(files[0])
-        hay = " ".join([name, *newest.aliases, newest.summary]).lower()
-        if needle in hay:
+        if needle in " ".join([name, *newest.aliases, newest.summary]).lower():
             rows.append({"name": name, "versions": [f.version for f in files],
                          "kind": newest.kind, "aliases": newest.aliases,
                          "summary": newest.summary})  # fmt: skip

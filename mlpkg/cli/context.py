@@ -1,5 +1,9 @@
 """What every command needs: where the home is, the store, the recipe index, the output
-mode, and the progress reporter. Created per invocation; nothing global."""
+mode, and the progress reporter. Created per invocation; nothing global.
+
+Heavy modules (pydantic through the recipe model, httpx, rich) are imported only when a
+command needs them, so that a warm no-op ``mlpkg build`` stays fast.
+"""
 
 from __future__ import annotations
 
@@ -10,17 +14,20 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property, wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from mlpkg.recipes.index import RecipeIndex, default_dirs
-from mlpkg.resolver.plan import Plan, PlanNode, make_plan
-from mlpkg.resolver.provider import IndexProvider
-from mlpkg.resolver.realise import Reporter
-from mlpkg.resolver.spec import Spec, parse_spec
-from mlpkg.store.db import PathInfo
+from mlpkg.resolver import plancache
+from mlpkg.resolver.machine import current_platform
+from mlpkg.store.path import StorePath
 from mlpkg.store.store import Store
+
+if TYPE_CHECKING:
+    from mlpkg.resolver.plan import Plan
+    from mlpkg.resolver.provider import IndexProvider
+    from mlpkg.resolver.realise import Reporter
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -47,11 +54,17 @@ class App:
         return Store(self.home)
 
     @cached_property
+    def dirs(self) -> list[Path]:
+        return default_dirs(self.recipe_dirs)
+
+    @cached_property
     def index(self) -> RecipeIndex:
-        return RecipeIndex(default_dirs(self.recipe_dirs))
+        return RecipeIndex(self.dirs)
 
     @cached_property
     def provider(self) -> IndexProvider:
+        from mlpkg.resolver.provider import IndexProvider
+
         return IndexProvider(self.index)
 
     def close(self) -> None:
@@ -84,35 +97,38 @@ class App:
 
     # -- common steps ---------------------------------------------------------------------
 
-    def specs(self, texts: Sequence[str]) -> list[Spec]:
-        return [parse_spec(t) for t in texts]
+    def plan(self, specs: Sequence[str]) -> Plan:
+        """Resolve ``specs`` into a plan, and remember it in the plan cache."""
+        from mlpkg.resolver.plan import make_plan
+        from mlpkg.resolver.spec import parse_spec
 
-    def plan(self, texts: Sequence[str]) -> Plan:
-        return make_plan(self.provider, self.specs(texts), self.store)
+        plan = make_plan(self.provider, [parse_spec(s) for s in specs], self.store)
+        key = plancache.cache_key(specs, self.dirs, current_platform())
+        doc = plan.to_json()
+        plancache.save(self.home, key, doc, self.index.stamps, self.provider.detector.stamps)
+        return plan
+
+    def cached_plan(self, specs: Sequence[str]) -> dict[str, Any] | None:
+        """The plan document of ``specs`` from the plan cache, if it is still right and
+        every path in it is valid; None otherwise."""
+        key = plancache.cache_key(specs, self.dirs, current_platform())
+        doc = plancache.load(self.home, key)
+        if doc is None:
+            return None
+        paths = [StorePath.parse(n["path"]) for n in doc["nodes"]]
+        if len(self.store.db.valid_among(paths)) != len(set(paths)):
+            return None
+        for node in doc["nodes"]:
+            node["action"] = "valid"
+        doc["counts"] = {"valid": len(doc["nodes"]), "fetch": 0, "build": 0, "link": 0}
+        return doc
 
     def reporter(self) -> Reporter:
-        if self.interactive:
-            from mlpkg.cli.progress import RichReporter
+        from mlpkg.cli.progress import RichReporter, TextReporter
 
+        if self.interactive:
             return RichReporter(self)
         return TextReporter(self)
-
-
-class TextReporter(Reporter):
-    """One line per path made (stderr), nothing with -q; build logs live with -v."""
-
-    def __init__(self, app: App) -> None:
-        self.app = app
-        self.echo = sys.stderr if app.verbose else None
-
-    def start(self, node: PlanNode, index: int, total: int) -> None:
-        self.app.info(f"[{index}/{total}] {node.action} {node.path}")
-
-    def note(self, text: str) -> None:
-        self.app.debug(text)
-
-    def finish(self, node: PlanNode, info: PathInfo) -> None:
-        self.app.debug(f"  {info.archive_hash} {info.size} bytes")
 
 
 def common(func: F) -> F:
@@ -128,7 +144,7 @@ def common(func: F) -> F:
         type=click.Path(file_okay=False, path_type=Path),
         help="An extra recipe directory, searched first (repeatable).",
     )
-    @click.pass_context
+    @click.pass_context  # type: ignore[arg-type]
     @wraps(func)
     def wrapper(
         ctx: click.Context, as_json: bool, verbose: bool, quiet: bool,

@@ -1,4 +1,4 @@
-"""Rich progress bars for realisation (only when stderr is a terminal and not -q)."""
+"""Progress reporting: rich bars when stderr is a terminal (and not -q), else plain lines."""
 
 from __future__ import annotations
 
@@ -20,6 +20,23 @@ from mlpkg.cli.context import App
 from mlpkg.resolver.plan import PlanNode
 from mlpkg.resolver.realise import Reporter
 from mlpkg.store.db import PathInfo
+
+
+class TextReporter(Reporter):
+    """One line per path made (stderr), nothing with -q; build logs live with -v."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.echo = sys.stderr if app.verbose else None
+
+    def start(self, node: PlanNode, index: int, total: int) -> None:
+        self.app.info(f"[{index}/{total}] {node.action} {node.path}")
+
+    def note(self, text: str) -> None:
+        self.app.debug(text)
+
+    def finish(self, node: PlanNode, info: PathInfo) -> None:
+        self.app.debug(f"  {info.archive_hash} {info.size} bytes")
 
 
 class RichReporter(Reporter):

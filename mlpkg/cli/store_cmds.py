@@ -3,23 +3,23 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections import deque
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from mlpkg.cli.context import App, common
 from mlpkg.errors import BadInput, RecipeError, VerifyError
-from mlpkg.recipes.model import Recipe, Source
-from mlpkg.resolver.derivation import Derivation, current_platform
-from mlpkg.resolver.plan import PlanNode
-from mlpkg.resolver.realise import Reporter, maker, unpack_local
 from mlpkg.store.db import PathInfo
 from mlpkg.store.gc import collect
 from mlpkg.store.path import HASH_CHARS, StorePath
 from mlpkg.store.store import Maker
 from mlpkg.store.verify import verify
+
+if TYPE_CHECKING:
+    from mlpkg.recipes.model import Recipe
 
 
 def human(n: float) -> str:
@@ -32,7 +32,9 @@ def human(n: float) -> str:
 
 def resolve_path(app: App, arg: str) -> StorePath:
     """A store path from a path, a base name, or a spec (resolved to its store path)."""
-    looks_like_path = "/" in arg or (len(arg) > HASH_CHARS and arg[HASH_CHARS] == "-" and "@" not in arg)
+    looks_like_path = "/" in arg or (
+        len(arg) > HASH_CHARS and arg[HASH_CHARS] == "-" and "@" not in arg
+    )
     if looks_like_path:
         path = app.store.parse_path(arg)
     else:
@@ -112,15 +114,20 @@ def why_depends_cmd(app: App, package: str, dependency: str) -> None:
         app.emit({"depends": True, "chain": [str(p) for p in chain]})
         return
     app.out(str(app.store.real_path(chain[0])))
-    for depth, (prev, p) in enumerate(zip(chain, chain[1:], strict=False), 1):
+    for depth, (prev, p) in enumerate(itertools.pairwise(chain), 1):
         info = app.store.info(prev)
         inputs = info.deriver.get("inputs", {}) if info else {}
-        keys = [k for k, v in inputs.items() if v == str(p)]  # type: ignore[union-attr]
+        assert isinstance(inputs, dict)
+        keys = [k for k, v in inputs.items() if v == str(p)]
         via = f" (input {keys[0]})" if keys else ""
         app.out(f"{'  ' * depth}└── {app.store.real_path(p)}{via}")
 
 
 def _remaker(app: App) -> Any:
+    from mlpkg.resolver.derivation import Derivation
+    from mlpkg.resolver.plan import PlanNode
+    from mlpkg.resolver.realise import Reporter, maker
+
     reporter = Reporter()
 
     def remake(info: PathInfo) -> Maker:
@@ -183,6 +190,8 @@ def _file_hashes(file: Path) -> tuple[str, str]:
 def _recipe_for_file(app: App, name: str, version: str, sha: str, md5: str, file: Path) -> Recipe:
     """The fetch recipe name@version if there is one (checked against the file), else a
     flat fixed-output recipe for the file's sha256."""
+    from mlpkg.recipes.model import Recipe, Source
+
     try:
         canonical = app.index.canonical_name(name)
         files = [f for f in app.index.files(canonical) if f.version == version]
@@ -194,7 +203,9 @@ def _recipe_for_file(app: App, name: str, version: str, sha: str, md5: str, file
     recipe = app.index.load(files[0])
     src = recipe.source
     if recipe.kind != "fetch" or src is None:
-        raise RecipeError(f"{recipe.spec} is a {recipe.kind} recipe; add-file needs a fetch recipe.")
+        raise RecipeError(
+            f"{recipe.spec} is a {recipe.kind} recipe; add-file needs a fetch recipe."
+        )
     if (src.sha256 and src.sha256 != sha) or (not src.sha256 and src.md5 != md5):
         want = f"sha256 {src.sha256}" if src.sha256 else f"md5 {src.md5}"
         got = f"sha256 {sha}" if src.sha256 else f"md5 {md5}"
@@ -211,6 +222,9 @@ def _recipe_for_file(app: App, name: str, version: str, sha: str, md5: str, file
 def add_file_cmd(app: App, file: Path, name: str, version: str) -> None:
     """Add a local FILE as the fixed-output path a recipe expects (for licensed or offline
     artifacts): afterwards, builds needing NAME@VERSION use it without downloading."""
+    from mlpkg.resolver.derivation import Derivation, current_platform
+    from mlpkg.resolver.realise import unpack_local
+
     sha, md5 = _file_hashes(file)
     recipe = _recipe_for_file(app, name, version, sha, md5, file)
     drv = Derivation(recipe, {}, current_platform())

@@ -14,15 +14,29 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from packaging.version import InvalidVersion, Version
 
 from mlpkg.errors import RecipeError, UnknownPackage
-from mlpkg.recipes import loader
-from mlpkg.recipes.model import Recipe
+
+if TYPE_CHECKING:  # the model pulls in pydantic: imported only when a recipe is read
+    from mlpkg.recipes.model import Recipe
 
 EXTERNAL_STEM = "external"
 _ALIASES_RE = re.compile(r"^\s*aliases\s*=", re.MULTILINE)
+
+
+Stamp = list[int] | None  # [st_mtime_ns, st_size, st_ino], or None for "does not exist"
+
+
+def stamp(path: Path) -> Stamp:
+    """What must stay the same for a cached answer that read ``path`` to stay right."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_mtime_ns, st.st_size, st.st_ino]
 
 
 def canonical(name: str) -> str:
@@ -67,11 +81,18 @@ class RecipeIndex:
         self._aliases: dict[str, str] | None = None
         self._files: dict[str, list[RecipeFile]] = {}
         self._recipes: dict[Path, Recipe] = {}
+        # Every directory listed and file read, with its stamp, so that a cache of what was
+        # computed from them (mlpkg.resolver.plancache) knows when it is stale.
+        self.stamps: dict[str, Stamp] = {}
+
+    def _stamp(self, path: Path) -> None:
+        self.stamps.setdefault(str(path), stamp(path))
 
     def _owners(self) -> dict[str, Path]:
         if self._owner is None:
             owner: dict[str, Path] = {}
             for d in self.dirs:
+                self._stamp(d)
                 if not d.is_dir():
                     continue
                 for entry in os.scandir(d):
@@ -103,7 +124,10 @@ class RecipeIndex:
             found: dict[str, str] = {}
             for name in self.names():
                 for rf in self.files(name):
-                    if not _ALIASES_RE.search(rf.path.read_text(encoding="utf-8", errors="replace")):
+                    self._stamp(rf.path)
+                    if not _ALIASES_RE.search(
+                        rf.path.read_text(encoding="utf-8", errors="replace")
+                    ):
                         continue
                     for alias in self.load(rf).aliases:
                         other = found.setdefault(canonical(alias), name)
@@ -123,6 +147,7 @@ class RecipeIndex:
             owner = self._owners().get(name)
             result: list[tuple[tuple[int, Version], RecipeFile]] = []
             if owner is not None:
+                self._stamp(owner / name)
                 for entry in os.scandir(owner / name):
                     if not entry.name.endswith(".toml"):
                         continue
@@ -136,6 +161,9 @@ class RecipeIndex:
     def load(self, rf: RecipeFile) -> Recipe:
         recipe = self._recipes.get(rf.path)
         if recipe is None:
+            from mlpkg.recipes import loader
+
+            self._stamp(rf.path)
             recipe = loader.load(rf.path)
             self._recipes[rf.path] = recipe
         return recipe

@@ -124,8 +124,7 @@ class Recipe(_Strict):
     def _format(cls, value: int) -> int:
         if value != FORMAT_VERSION:
             raise ValueError(
-                f"recipe format {value} is not understood; this mlpkg reads format "
-                f"{FORMAT_VERSION}"
+                f"recipe format {value} is not understood; this mlpkg reads format {FORMAT_VERSION}"
             )
         return value
 

@@ -20,20 +20,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import platform
-import sys
 from dataclasses import dataclass, field
 from typing import Any
 
 from mlpkg.recipes.model import Recipe
+from mlpkg.resolver.machine import current_platform
 from mlpkg.store.path import StorePath
 
 FINGERPRINT_VERSION = 1
-
-
-def current_platform() -> str:
-    """``<machine>-<os>``, e.g. ``x86_64-linux``."""
-    return f"{platform.machine().lower()}-{sys.platform}"
 
 
 def canonical_json(value: Any) -> bytes:
@@ -126,3 +120,6 @@ class Derivation:
             platform=data["platform"],
             detected=Detected(det["version"], dict(det["locations"])) if det else None,
         )
+
+
+__all__ = ["Derivation", "Detected", "canonical_json", "current_platform"]

@@ -16,13 +16,19 @@ import subprocess
 from mlpkg.errors import ExternalNotFound
 from mlpkg.recipes.model import Recipe
 from mlpkg.resolver.derivation import Detected
+from mlpkg.resolver.plancache import executable_stamp
 
 
 class Detector:
-    """Runs detection once per recipe per process."""
+    """Runs detection once per recipe per process.
+
+    ``stamps`` records, for every executable located, where ``PATH`` lookup found it and
+    the stamp of the file it resolves to: a cached plan is stale when either changes.
+    """
 
     def __init__(self) -> None:
         self._cache: dict[str, Detected | ExternalNotFound] = {}
+        self.stamps: dict[str, list[object]] = {}
 
     def __call__(self, recipe: Recipe) -> Detected:
         key = f"{recipe.name}\0{recipe.external!r}"
@@ -34,6 +40,8 @@ class Detector:
         found = self._cache[key]
         if isinstance(found, ExternalNotFound):
             raise found
+        for exe in sorted(found.locations):
+            self.stamps[exe] = executable_stamp(exe)
         return found
 
 

@@ -52,14 +52,9 @@ def realise_plan(plan: Plan, store: Store, reporter: Reporter | None = None) -> 
     pending = [n for n in plan.nodes if n.path not in valid]
     for i, node in enumerate(pending, 1):
         reporter.start(node, i, len(pending))
-        info = realise_derivation(node.drv, store, reporter, node)
-        reporter.finish(node, info)
-    infos = []
-    for root in plan.roots:
-        info = store.info(root)
-        assert info is not None
-        infos.append(info)
-    return infos
+        reporter.finish(node, realise_derivation(node.drv, store, reporter, node))
+    infos = [store.info(root) for root in plan.roots]
+    return [i for i in infos if i is not None]
 
 
 def realise_derivation(

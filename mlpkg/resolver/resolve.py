@@ -3,30 +3,35 @@
 Contract:
 
 * The resolver sees only a :class:`Provider` (after resolvelib): ``canonical_name`` resolves a
-  name or alias (raising :class:`~mlpkg.errors.UnknownPackage` when unknown, which propagates
-  unchanged), ``candidates`` lists a canonical name's candidates. Each is called at most once
-  per distinct argument. Variants are not resolved here (``Spec.variants`` is ignored).
+  name or alias (raising :class:`~mlpkg.errors.UnknownPackage` when unknown), ``candidates``
+  lists a canonical name's candidates. Each is called at most once per distinct argument,
+  for the names reachable from the roots through the inputs of any candidate (all of them
+  are loaded first, to order the decisions). An unknown root name, or an unknown input of a
+  candidate that gets chosen, raises the provider's UnknownPackage unchanged. Variants are
+  not resolved here (``Spec.variants`` is ignored).
 * One version per canonical name in the whole closure. Every requirement remembers who asked
   (a root spec, or ``name@version`` and the input key of a chosen candidate). Names are
-  decided breadth-first from the roots; each gets the newest candidate matching every
-  requirement on it so far, and its inputs become new requirements.
+  decided dependants first (reverse depth-first post-order of the name graph), so a name is
+  usually decided only once every requirement on it is known; each gets the newest candidate
+  matching every requirement on it, and its inputs become new requirements.
 * When a name has no matching candidate, or a new requirement contradicts a pin, the search
   backtracks to the most recent decision involved in the conflict (conflict-directed
   backjumping: decisions that took no part are skipped, which never loses a solution), tries
-  its next older candidate and undoes everything after it. State changes are undone from a
+  its next older candidate and undoes everything after it. Requirements are undone from a
   trail rather than copied, so a search that needs no backtracking is near-linear.
 * A root spec that no candidate matches raises :class:`~mlpkg.errors.UnknownPackage`
   ("No version of X matches @9.9; available: ..."). When no solution exists,
   :class:`~mlpkg.errors.ResolutionError` names the first package found impossible, every
   requester with what it asked for, and the versions available.
-* :meth:`Resolution.topological` orders the closure inputs-first and raises
+* :meth:`Resolution.topological` orders the closure inputs first and raises
   :class:`~mlpkg.errors.ResolutionError` naming a cycle when there is one. Nothing recurses,
   so deep chains are fine.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import heapq
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
@@ -62,6 +67,48 @@ class Provider(Protocol):
     def candidates(self, name: str) -> Sequence[Candidate]: ...  # canonical name; newest first
 
 
+class _Cycle(Exception):
+    def __init__(self, cycle: list[str]) -> None:
+        super().__init__(cycle)
+        self.cycle = cycle
+
+
+def _postorder(
+    starts: Iterable[str], graph: Mapping[str, Iterable[str]], *, strict: bool
+) -> list[str]:
+    """Depth-first post-order (inputs before dependants), without recursion.
+
+    With ``strict``, a cycle raises :class:`_Cycle` holding it (first name repeated at the end);
+    otherwise the edge that closes a cycle is ignored.
+    """
+    done: set[str] = set()
+    order: list[str] = []
+    for start in starts:
+        if start in done:
+            continue
+        path = [start]
+        on_path = {start}
+        stack = [iter(graph.get(start, ()))]
+        while stack:
+            for dep in stack[-1]:
+                if dep in on_path:
+                    if strict:
+                        raise _Cycle([*path[path.index(dep) :], dep])
+                    continue
+                if dep not in done:
+                    path.append(dep)
+                    on_path.add(dep)
+                    stack.append(iter(graph.get(dep, ())))
+                    break
+            else:
+                stack.pop()
+                node = path.pop()
+                on_path.discard(node)
+                done.add(node)
+                order.append(node)
+    return order
+
+
 @dataclass
 class Resolution:
     """The chosen versions: roots (canonical, in order), pins and input edges."""
@@ -70,42 +117,20 @@ class Resolution:
     pins: dict[str, Candidate]
     edges: dict[str, dict[str, str]] = field(default_factory=dict)
 
-    def _label(self, name: str) -> str:
-        pin = self.pins.get(name)
-        return name if pin is None else f"{name}@{pin.version}"
-
-    def _cycle_error(self, path: list[str], back_to: str) -> ResolutionError:
-        cycle = [*path[path.index(back_to) :], back_to]
-        text = " -> ".join(self._label(name) for name in cycle)
-        return ResolutionError(f"Inputs form a cycle: {text}.", package=back_to)
-
     def topological(self) -> list[str]:
         """Every name, inputs before their dependants; :class:`ResolutionError` on a cycle."""
-        done: set[str] = set()
-        order: list[str] = []
-        starts = [*self.roots, *(name for name in self.pins if name not in self.roots)]
-        for start in starts:
-            if start in done:
-                continue
-            path = [start]
-            on_path = {start}
-            stack = [iter(self.edges.get(start, {}).values())]
-            while stack:
-                for dep in stack[-1]:
-                    if dep in on_path:
-                        raise self._cycle_error(path, dep)
-                    if dep not in done:
-                        path.append(dep)
-                        on_path.add(dep)
-                        stack.append(iter(self.edges.get(dep, {}).values()))
-                        break
-                else:
-                    stack.pop()
-                    node = path.pop()
-                    on_path.discard(node)
-                    done.add(node)
-                    order.append(node)
-        return order
+        graph = {name: inputs.values() for name, inputs in self.edges.items()}
+        starts = [*self.roots, *self.pins]
+        try:
+            return _postorder(starts, graph, strict=True)
+        except _Cycle as exc:
+            labels = [
+                name if name not in self.pins else f"{name}@{self.pins[name].version}"
+                for name in exc.cycle
+            ]
+            raise ResolutionError(
+                f"Inputs form a cycle: {' -> '.join(labels)}.", package=exc.cycle[0]
+            ) from None
 
 
 class _Requirement(NamedTuple):
@@ -123,17 +148,18 @@ class _Requirement(NamedTuple):
         return f"{self.requester} (input {self.key}) needs {wanted}"
 
 
+_Input = tuple[str, Spec, str]  # input key, spec, canonical name ("" when unknown)
+
+
 @dataclass(eq=False)
 class _Decision:
     """A name pinned by choice, with what is needed to undo it and try the next candidate."""
 
     name: str
-    matching: list[Candidate]  # candidates matching the requirements when it was decided
-    head: int  # the name's position in the agenda
+    matching: list[int]  # indexes of the candidates matching its requirements when decided
     mark: int  # trail length before the pin
-    agenda_len: int  # agenda length before the pin
     conflicts: set[int]  # earlier decision levels that ruled out candidates of this name
-    index: int = 0
+    index: int = 0  # into matching: the candidate pinned now
 
 
 @dataclass
@@ -152,46 +178,55 @@ def _versions_text(candidates: Sequence[Candidate]) -> str:
 
 
 class _Resolver:
-    """The search state. Every change is logged on ``trail`` so a backjump can undo it."""
+    """The search state. Requirement changes are logged on ``trail`` so a backjump can undo
+    them; names wait in the ``ready`` heap, dependants first."""
 
     def __init__(self, provider: Provider) -> None:
         self.provider = provider
-        self.names: dict[str, str] = {}  # any name -> canonical name
+        self.names: dict[str, str] = {}  # any name -> canonical name ("" when unknown)
+        self.unknown: dict[str, UnknownPackage] = {}  # raised once such an input is needed
         self.cands: dict[str, list[Candidate]] = {}  # canonical name -> newest first
+        self.inputs: dict[str, list[tuple[_Input, ...]]] = {}  # parallel to cands
+        self.priority: dict[str, int] = {}  # decision order: dependants before inputs
         self.reqs: dict[str, list[_Requirement]] = {}
         self.pins: dict[str, Candidate] = {}
         self.level: dict[str, int] = {}  # pinned name -> decision level
         self.decisions: list[_Decision] = []
         self.trail: list[str] = []  # names whose requirement list grew, in order
-        self.agenda: list[str] = []  # names with requirements, in order of first requirement
-        self.head = 0  # agenda[head] is the next name to decide
+        self.ready: list[tuple[int, str]] = []  # heap; stale entries are skipped
         self.conflict: _Conflict | None = None  # the first conflict found
 
-    def canonical(self, name: str) -> str:
+    def lookup(self, name: str) -> str:
         found = self.names.get(name)
         if found is None:
-            found = self.names[name] = self.provider.canonical_name(name)
+            try:
+                found = self.provider.canonical_name(name)
+            except UnknownPackage as exc:
+                self.unknown[name] = exc
+                found = ""
+            self.names[name] = found
         return found
 
-    def candidates(self, name: str) -> list[Candidate]:
+    def load(self, name: str) -> list[Candidate]:
+        """The candidates of a canonical name, newest first (one provider call per name)."""
         found = self.cands.get(name)
         if found is None:
             listed = self.provider.candidates(name)
             found = self.cands[name] = sorted(listed, key=lambda c: c.version, reverse=True)
+            self.inputs[name] = [
+                tuple((key, spec, self.lookup(spec.name)) for key, spec in c.inputs.items())
+                for c in found
+            ]
         return found
 
-    def require(self, name: str, requirement: _Requirement) -> None:
-        existing = self.reqs.setdefault(name, [])
-        if not existing:
-            self.agenda.append(name)
-        existing.append(requirement)
-        self.trail.append(name)
-
     def add_roots(self, roots: Sequence[Spec]) -> list[str]:
+        """Check the root specs, rank every name they can reach, and require the roots."""
         names: list[str] = []
         for spec in roots:
-            name = self.canonical(spec.name)
-            available = self.candidates(name)
+            name = self.lookup(spec.name)
+            if not name:
+                raise self.unknown[spec.name]
+            available = self.load(name)
             if not any(spec.matches(c.version) for c in available):
                 if spec.version is None:
                     raise UnknownPackage(f"No version of {name} is available.", package=name)
@@ -200,45 +235,74 @@ class _Resolver:
                     f"available: {_versions_text(available)}.",
                     package=name,
                 )
+            names.append(name)
+        self.rank(names)
+        for spec, name in zip(roots, names, strict=True):
             self.require(name, _Requirement(spec, None, None, _ROOT))
-            if name not in names:
-                names.append(name)
-        return names
+        return list(dict.fromkeys(names))
+
+    def rank(self, roots: list[str]) -> None:
+        """Load every name reachable through any candidate and order them dependants first,
+        so that a name is decided once everything that may require it has been."""
+        graph: dict[str, list[str]] = {}
+        todo = list(dict.fromkeys(roots))
+        while todo:
+            name = todo.pop()
+            if name in graph:
+                continue
+            self.load(name)
+            deps = {dep: None for inputs in self.inputs[name] for _, _, dep in inputs if dep}
+            graph[name] = list(reversed(deps))  # so that, reversed, inputs keep their order
+            todo.extend(dep for dep in deps if dep not in graph)
+        order = _postorder(reversed(dict.fromkeys(roots)), graph, strict=False)
+        self.priority = {name: i for i, name in enumerate(reversed(order))}
+
+    def push(self, name: str) -> None:
+        heapq.heappush(self.ready, (self.priority[name], name))
+
+    def require(self, name: str, requirement: _Requirement) -> None:
+        existing = self.reqs.setdefault(name, [])
+        if not existing:
+            self.push(name)
+        existing.append(requirement)
+        self.trail.append(name)
 
     def note_conflict(self, name: str, requirements: list[_Requirement]) -> None:
         """Remember the first conflict whose requirements no candidate can satisfy together."""
         if self.conflict is not None and self.conflict.genuine:
             return
         genuine = not any(
-            all(r.spec.matches(c.version) for r in requirements) for c in self.candidates(name)
+            all(r.spec.matches(c.version) for r in requirements) for c in self.cands[name]
         )
         if self.conflict is None or genuine:
             self.conflict = _Conflict(name, list(requirements), genuine)
 
-    def filter(self, name: str) -> tuple[list[Candidate], set[int]]:
+    def filter(self, name: str) -> tuple[list[int], set[int]]:
         """Candidates matching every requirement, and the levels of those that ruled any out."""
         requirements = [r for r in self.reqs[name] if r.spec.version is not None]
         culprits: set[int] = set()
-        matching: list[Candidate] = []
-        for candidate in self.candidates(name):
+        matching: list[int] = []
+        for index, candidate in enumerate(self.cands[name]):
             for requirement in requirements:  # lowest level first, so the best culprit
                 if not requirement.spec.matches(candidate.version):
                     if requirement.level != _ROOT:
                         culprits.add(requirement.level)
                     break
             else:
-                matching.append(candidate)
+                matching.append(index)
         return matching, culprits
 
     def pin(self, decision: _Decision, level: int) -> bool:
         """Pin ``decision``'s current candidate and require its inputs; False on a conflict."""
-        candidate = decision.matching[decision.index]
         name = decision.name
+        index = decision.matching[decision.index]
+        candidate = self.cands[name][index]
         self.pins[name] = candidate
         self.level[name] = level
         requester = f"{name}@{candidate.version}"
-        for key, spec in candidate.inputs.items():
-            dep = self.canonical(spec.name)
+        for key, spec, dep in self.inputs[name][index]:
+            if not dep:
+                raise self.unknown[spec.name]
             requirement = _Requirement(spec, requester, key, level)
             pinned = self.pins.get(dep)
             if pinned is not None and not spec.matches(pinned.version):
@@ -254,12 +318,12 @@ class _Resolver:
         for later in self.decisions[level:]:
             del self.pins[later.name]
             del self.level[later.name]
+        for later in self.decisions[level + 1 :]:
+            self.push(later.name)  # skipped if no longer required
         del self.decisions[level + 1 :]
         decision = self.decisions[level]
         while len(self.trail) > decision.mark:
             self.reqs[self.trail.pop()].pop()
-        del self.agenda[decision.agenda_len :]
-        self.head = decision.head
         return decision
 
     def advance(self, decision: _Decision) -> bool:
@@ -267,7 +331,6 @@ class _Resolver:
         level = len(self.decisions) - 1
         while decision.index < len(decision.matching):
             if self.pin(decision, level):
-                self.head = decision.head + 1
                 return True
             self.undo(level)
             decision.index += 1
@@ -276,6 +339,7 @@ class _Resolver:
     def exhausted(self, decision: _Decision) -> set[int]:
         """The nogood of a decision with no candidates left: its conflicts and a requester."""
         self.decisions.pop()
+        self.push(decision.name)
         nogood = set(decision.conflicts)
         first = self.reqs[decision.name][0].level  # the lowest level that needs this name
         if first != _ROOT:
@@ -302,7 +366,7 @@ class _Resolver:
         constrained = [r for r in conflict.requirements if r.spec.version is not None]
         listed = constrained or conflict.requirements
         who = ", ".join(r.describe(conflict.name) for r in listed)
-        available = _versions_text(self.candidates(conflict.name))
+        available = _versions_text(self.cands[conflict.name])
         qualifier = "" if conflict.genuine else " together with the other choices"
         return ResolutionError(
             f"No version of {conflict.name} satisfies every requirement{qualifier}: {who}; "
@@ -310,25 +374,32 @@ class _Resolver:
             package=conflict.name,
         )
 
-    def step(self) -> None:
-        """Decide the name at the head of the agenda, backjumping when it cannot be."""
-        name = self.agenda[self.head]
+    def decide(self, name: str) -> None:
+        """Pin ``name`` to its newest workable candidate, backjumping when it has none."""
         matching, culprits = self.filter(name)
         if not matching:
             self.note_conflict(name, self.reqs[name])
+            self.push(name)
             self.backjump(culprits)
             return
-        decision = _Decision(name, matching, self.head, len(self.trail), len(self.agenda), culprits)
+        decision = _Decision(name, matching, len(self.trail), culprits)
         self.decisions.append(decision)
         if not self.advance(decision):
             self.backjump(self.exhausted(decision))
 
+    def run(self) -> None:
+        while self.ready:
+            _, name = heapq.heappop(self.ready)
+            if name not in self.pins and self.reqs.get(name):
+                self.decide(name)
+
     def resolution(self, roots: list[str]) -> Resolution:
-        pins = {name: self.pins[name] for name in self.agenda}
-        edges = {
-            name: {key: self.canonical(spec.name) for key, spec in pin.inputs.items()}
-            for name, pin in pins.items()
-        }
+        pins: dict[str, Candidate] = {}
+        edges: dict[str, dict[str, str]] = {}
+        for decision in self.decisions:
+            index = decision.matching[decision.index]
+            pins[decision.name] = self.cands[decision.name][index]
+            edges[decision.name] = {key: dep for key, _, dep in self.inputs[decision.name][index]}
         return Resolution(roots=roots, pins=pins, edges=edges)
 
 
@@ -336,6 +407,5 @@ def resolve(provider: Provider, roots: Sequence[Spec]) -> Resolution:
     """Pin one version of every name in the closure of ``roots`` (see the module docstring)."""
     resolver = _Resolver(provider)
     root_names = resolver.add_roots(roots)
-    while resolver.head < len(resolver.agenda):
-        resolver.step()
+    resolver.run()
     return resolver.resolution(root_names)

@@ -34,7 +34,7 @@ VERSION = 1
 _U64 = struct.Struct("<Q")
 _CHUNK = 1 << 20
 
-Sink = Callable[[bytes], object]
+Sink = Callable[[bytes | memoryview], object]
 
 
 @dataclass
@@ -73,7 +73,7 @@ class _Writer:
         self.forbidden_in: list[str] = []
         self.buf = bytearray(_CHUNK)
 
-    def put(self, data: bytes) -> None:
+    def put(self, data: bytes | memoryview) -> None:
         self.sink(data)
         self.size += len(data)
 
@@ -154,7 +154,7 @@ def write(path: Path, out: BinaryIO) -> ArchiveInfo:
     """Write the archive of ``path`` to a binary file object and return its hash and size."""
     h = hashlib.sha256()
 
-    def sink(data: bytes) -> None:
+    def sink(data: bytes | memoryview) -> None:
         h.update(data)
         out.write(data)
 

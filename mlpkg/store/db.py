@@ -155,14 +155,18 @@ class Database:
             for ref in info.references:
                 row = c.execute("SELECT id FROM paths WHERE path = ?", (str(ref),)).fetchone()
                 if row is None:
-                    raise StoreError(f"Cannot register {info.path}: its reference {ref} is not valid.")
+                    raise StoreError(
+                        f"Cannot register {info.path}: its reference {ref} is not valid."
+                    )
                 c.execute("INSERT INTO refs(referrer, reference) VALUES (?, ?)", (referrer, row[0]))
             c.execute("COMMIT")
         except BaseException:
             c.execute("ROLLBACK")
             raise
 
-    def update_hash(self, path: StorePath, archive_hash: str, size: int, manifest: list[list[object]]) -> None:
+    def update_hash(
+        self, path: StorePath, archive_hash: str, size: int, manifest: list[list[object]]
+    ) -> None:
         self.conn.execute(
             "UPDATE paths SET archive_hash = ?, size = ?, manifest = ? WHERE path = ?",
             (archive_hash, size, json.dumps(manifest), str(path)),
@@ -204,7 +208,9 @@ class Database:
         )
 
     def all_paths(self) -> list[StorePath]:
-        return [StorePath.parse(r[0]) for r in self.conn.execute("SELECT path FROM paths ORDER BY path")]
+        return [
+            StorePath.parse(r[0]) for r in self.conn.execute("SELECT path FROM paths ORDER BY path")
+        ]
 
     def reference_graph(self) -> dict[StorePath, list[StorePath]]:
         """Every valid path with its references (one query, for gc and closures)."""

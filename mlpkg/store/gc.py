@@ -11,6 +11,7 @@ before its directory is removed, and referrers go before what they reference.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from dataclasses import dataclass, field
@@ -46,10 +47,8 @@ def _disk_usage(path: str) -> int:
     if os.path.isdir(path) and not os.path.islink(path):
         for dirpath, dirnames, filenames in os.walk(path):
             for n in dirnames + filenames:
-                try:
+                with contextlib.suppress(FileNotFoundError):
                     total += os.lstat(os.path.join(dirpath, n)).st_blocks * 512
-                except FileNotFoundError:
-                    pass
     return total
 
 
@@ -89,7 +88,9 @@ def collect(store: Store, *, dry_run: bool = False) -> GcResult:
     return result
 
 
-def _referrers_first(dead: list[StorePath], graph: dict[StorePath, list[StorePath]]) -> list[StorePath]:
+def _referrers_first(
+    dead: list[StorePath], graph: dict[StorePath, list[StorePath]]
+) -> list[StorePath]:
     """Order dead paths so that every path comes before the paths it references."""
     dead_set = set(dead)
     order: list[StorePath] = []
@@ -106,7 +107,9 @@ def _referrers_first(dead: list[StorePath], graph: dict[StorePath, list[StorePat
                 continue
             state[node] = 1
             stack.append((node, True))
-            stack.extend((r, False) for r in graph.get(node, ()) if r in dead_set and not state.get(r))
+            stack.extend(
+                (r, False) for r in graph.get(node, ()) if r in dead_set and not state.get(r)
+            )
     order.reverse()  # post-order lists references first; referrers must go first
     return order
 

@@ -67,9 +67,7 @@ def is_locked(file: Path) -> bool:
     """True when some live process holds an exclusive or shared lock on ``file``."""
     probe = FileLock(file)
     try:
-        if probe.acquire(blocking=False):
-            return False
-        return True
+        return not probe.acquire(blocking=False)
     except FileNotFoundError:
         return False
     finally:
@@ -123,10 +121,7 @@ def live_temp_roots(temproots_dir: Path) -> Iterator[str]:
     if not temproots_dir.is_dir():
         return
     for entry in sorted(temproots_dir.iterdir()):
-        if entry.name == str(os.getpid()):
-            alive = True
-        else:
-            alive = is_locked(entry)
+        alive = entry.name == str(os.getpid()) or is_locked(entry)
         if not alive:
             with contextlib.suppress(FileNotFoundError):
                 entry.unlink()

@@ -19,6 +19,7 @@ mechanism this machine has:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import shutil
@@ -186,10 +187,8 @@ def _copy(src: IO[bytes], logf: IO[bytes], echo: IO[str] | None) -> None:
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
     import signal
 
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     proc.wait()
 
 

@@ -122,8 +122,9 @@ class Store:
     def roots(self) -> dict[str, StorePath]:
         """Explicit roots: every link (or file of names) under ``gcroots/``, recursively."""
         found: dict[str, StorePath] = {}
-        for dirpath, _, files in os.walk(self.gcroots_dir, followlinks=False):
-            for name in files:
+        for dirpath, dirs, files in os.walk(self.gcroots_dir, followlinks=False):
+            links_to_dirs = [d for d in dirs if os.path.islink(os.path.join(dirpath, d))]
+            for name in files + links_to_dirs:
                 entry = Path(dirpath) / name
                 rel = str(entry.relative_to(self.gcroots_dir))
                 if entry.is_symlink():

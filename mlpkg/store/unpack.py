@@ -1,34 +1,34 @@
 """Safe unpacking of source archives (design invariant 5).
 
-:func:`detect_format` names an archive's format by its first bytes, never by its file name:
-``tar.gz``, ``tar.bz2``, ``tar.xz``, ``tar.zst``, ``tar`` or ``zip``; anything else is a
-:class:`~mlpkg.errors.FetchError`.
+:func:`detect_format` names an archive's format by its first bytes, never its file name:
+``tar.gz``, ``tar.bz2``, ``tar.xz``, ``tar.zst``, ``tar`` or ``zip``; else ``FetchError``.
 
 :func:`unpack` writes an archive into ``dest``, which must not exist and is created as a
-directory. Tar archives are read as a stream (never whole in memory); every member is checked
-as it arrives and written by this module, not by ``tarfile.extractall``. The *whole* archive
-is refused with :class:`~mlpkg.errors.UnsafeArchive` (one sentence naming the archive label
-and the member) for: absolute member paths; any ``..`` component; a NUL in a name; symlinks
-whose target is absolute or resolves outside the tree (relative to the link's own directory,
-following the archive's other symlinks); hard links whose target is not an earlier regular
-file member inside the tree; device files, FIFOs, sockets and any other special type; a member
-whose path passes through a symlink or a file member (in either order); duplicate paths. On
-any error ``dest`` is removed, so nothing partial is left.
+directory. Tar is read as a stream, each member checked as it arrives and written here (no
+``extractall``). The *whole* archive is refused with ``UnsafeArchive`` (one sentence naming
+the label and the member) for: absolute paths; any ``..`` component; a NUL in a name; symlinks
+whose target is absolute or resolves outside the tree (from the link's own directory, through
+the archive's other symlinks); hard links whose target is not an earlier regular file member;
+devices, FIFOs, sockets and any other type; a path through a symlink or file member (in either
+order); duplicate paths. On any error ``dest`` is removed: nothing partial is left.
 
 What is written is normalised: files 0644, or 0755 when any execute bit was set; directories
 0755; no setuid, setgid or sticky bits; owners and timestamps are ignored. Directories the
 archive does not list are created. Symlinks are created last, so nothing is ever written
-through one, and the tree does not depend on the order of members (``.`` and empty path
-components are ignored, so ``./a`` is ``a``). ``strip_components=N`` drops the first ``N``
-components like ``tar --strip-components``: members with ``N`` or fewer are checked, then
-dropped; a symlink must stay inside both the archive's tree and the stripped one. If nothing
-is left, :class:`~mlpkg.errors.FetchError`. Corrupt or truncated archives give ``FetchError``.
+through one, and the tree does not depend on the order of members (``./a`` is ``a``).
+``strip_components=N`` drops the first ``N`` components like ``tar --strip-components`` (which
+counts ``.``): members with ``N`` or fewer are checked, then dropped; a symlink must stay
+inside both the archive's tree and the stripped one. If nothing is left, ``FetchError``.
+Corrupt or truncated archives give ``FetchError`` too.
 """
 
 from __future__ import annotations
 
+import bz2
 import contextlib
 import functools
+import gzip
+import io
 import lzma
 import os
 import shutil
@@ -39,11 +39,11 @@ import zlib
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Literal, NoReturn
+from typing import IO, NoReturn, Protocol
 
 import zstandard
 
-from mlpkg.errors import FetchError, MlpkgError, StoreError, UnsafeArchive
+from mlpkg.errors import FetchError, StoreError, UnsafeArchive
 from mlpkg.store.fs import remove_tree
 
 FORMATS = ("tar.gz", "tar.bz2", "tar.xz", "tar.zst", "tar", "zip")
@@ -55,28 +55,17 @@ _MAGIC = (
     (b"PK\x03\x04", "zip"),
     (b"PK\x05\x06", "zip"),  # an empty zip: only the end-of-central-directory record
 )
-_TarMode = Literal["r|", "r|gz", "r|bz2", "r|xz"]
-_TAR_MODES: dict[str, _TarMode] = {
-    "tar": "r|",
-    "tar.gz": "r|gz",
-    "tar.bz2": "r|bz2",
-    "tar.xz": "r|xz",
-    "tar.zst": "r|",  # decompressed by zstandard
-}
 _CHUNK = 1 << 20
 _MAX_TARGET = 4095  # PATH_MAX - 1: the longest symlink target Linux accepts
 _MAX_HOPS = 40  # like Linux's limit on nested symlinks
-_MAX_STEPS = 1 << 16  # components examined while resolving one symlink
-_CORRUPT = (
-    tarfile.TarError,
-    zipfile.BadZipFile,
-    EOFError,
-    OSError,
-    zlib.error,
-    lzma.LZMAError,
-    zstandard.ZstdError,
-    NotImplementedError,  # e.g. a zip compression method Python lacks
-)
+# What a corrupt, truncated or unreadable archive raises (NotImplementedError: a zip method).
+_CORRUPT: tuple[type[Exception], ...] = (tarfile.TarError, zipfile.BadZipFile, OSError)
+_CORRUPT += (EOFError, zlib.error, lzma.LZMAError, zstandard.ZstdError, NotImplementedError)
+
+_SPECIAL = {stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device"}
+_SPECIAL |= {stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket"}
+_TAR_SPECIAL = {tarfile.CHRTYPE: stat.S_IFCHR, tarfile.BLKTYPE: stat.S_IFBLK}
+_TAR_SPECIAL[tarfile.FIFOTYPE] = stat.S_IFIFO
 
 Parts = tuple[str, ...]
 Opener = Callable[[], IO[bytes]]
@@ -96,16 +85,7 @@ class _Member:
 
 def _show(text: str) -> str:
     """``text`` with control characters (and undecodable bytes) escaped, for messages."""
-    out = []
-    for c in text:
-        code = ord(c)
-        if c.isprintable():
-            out.append(c)
-        elif code < 0x100 or 0xDC80 <= code <= 0xDCFF:  # surrogateescape: a raw byte
-            out.append(f"\\x{code & 0xFF:02x}")
-        else:
-            out.append(f"\\u{code:04x}")
-    return "".join(out)
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
 def _join(parts: Parts) -> str:
@@ -157,12 +137,9 @@ def _escape(link: Parts, target: str, links: dict[Parts, tuple[str, str]]) -> st
     """
     stack = list(link[:-1])
     pending = target.split("/")[::-1]
-    hops = steps = 0
-    while pending:
-        steps += 1
+    hops = 0
+    while pending:  # at most _MAX_HOPS expansions of targets up to _MAX_TARGET bytes
         part = pending.pop()
-        if steps > _MAX_STEPS:
-            return "nests too deeply to check"
         if part in ("", "."):
             continue
         if part == "..":
@@ -244,29 +221,32 @@ class _Unpacker:
         return parts
 
     def check_symlink(self, m: _Member) -> None:
-        target = _show(m.target)
         if "\x00" in m.target:
             self.refuse(m.name, "is a symlink whose target has a NUL byte")
         if not m.target:
             self.refuse(m.name, "is a symlink with an empty target")
         if m.target.startswith("/"):
-            self.refuse(m.name, f"is a symlink to the absolute path '{target}'")
+            self.refuse(m.name, f"is a symlink to the absolute path '{_show(m.target)}'")
         if len(os.fsencode(m.target)) > _MAX_TARGET:
             self.refuse(m.name, "is a symlink with a target longer than Linux allows")
 
     def hardlink_source(self, m: _Member, kept: bool) -> Parts | None:
         """Where the hard link's target was written; refuse a target that is not earlier."""
         source = self.parts(m.name, m.target, hardlink=True)
+        what = f"is a hard link to '{_show(m.target)}', which"
         if source not in self.regular:
-            self.refuse(
-                m.name,
-                f"is a hard link to '{_show(m.target)}', which is not an earlier regular file"
-                " of the archive",
-            )
+            self.refuse(m.name, f"{what} is not an earlier regular file of the archive")
         written = self.regular[source]
         if kept and written is None:
-            self.refuse(m.name, f"is a hard link to '{_show(m.target)}', which stripping drops")
+            self.refuse(m.name, f"{what} stripping drops")
         return written
+
+    def stripped(self, name: str) -> Parts | None:
+        """The path a member is written to, or None if stripping drops it. Like tar, this
+        counts ``.`` components: ``./pkg/a`` less one component is ``pkg/a``."""
+        raw = [p for p in name.split("/") if p]
+        kept = tuple(p for p in raw[self.strip :] if p != ".")
+        return kept if len(raw) > self.strip and kept else None
 
     def record(self, tree: _Tree, path: Parts, m: _Member) -> None:
         kind = "file" if m.kind == "hardlink" else m.kind
@@ -283,7 +263,7 @@ class _Unpacker:
             self.refuse(m.name, "names the top of the tree but is not a directory")
         if m.kind == "symlink":
             self.check_symlink(m)
-        kept = parts[self.strip :] if len(parts) > self.strip else None
+        kept = self.stripped(m.name)
         source = self.hardlink_source(m, kept is not None) if m.kind == "hardlink" else None
         self.record(self.archive_tree, parts, m)
         if m.kind in ("file", "hardlink"):
@@ -349,12 +329,8 @@ def _tar_member(info: tarfile.TarInfo) -> _Member:
         return _Member(info.name, "symlink", target=info.linkname)
     if info.islnk():
         return _Member(info.name, "hardlink", target=info.linkname)
-    specials = {
-        tarfile.CHRTYPE: "a character device",
-        tarfile.BLKTYPE: "a block device",
-        tarfile.FIFOTYPE: "a FIFO",
-    }
-    what = specials.get(info.type, f"of unsupported tar type {info.type!r}")
+    fmt = _TAR_SPECIAL.get(info.type, 0)
+    what = _SPECIAL.get(fmt, f"of unsupported tar type {info.type!r}")
     return _Member(info.name, "other", special=what)
 
 
@@ -365,23 +341,61 @@ def _tar_content(tf: tarfile.TarFile, info: tarfile.TarInfo) -> IO[bytes]:
     return f
 
 
-def _tar_members(archive: Path, fmt: str) -> _Members:
+class _Readable(Protocol):
+    def read(self, size: int = ..., /) -> bytes: ...
+    def close(self) -> object: ...
+
+
+class _Counting(io.RawIOBase):
+    """Hands on a decompressed stream to tarfile, counting bytes to spot a truncated tar."""
+
+    def __init__(self, inner: _Readable) -> None:
+        super().__init__()
+        self.inner = inner
+        self.count = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1, /) -> bytes:
+        data = self.inner.read(size)
+        self.count += len(data)
+        return data
+
+
+def _decompressed(fmt: str, raw: IO[bytes]) -> _Readable:
+    """A stream of the tar inside ``raw``, decompressed a chunk at a time."""
+    if fmt == "tar.gz":
+        return gzip.GzipFile(fileobj=raw, mode="rb")
+    if fmt == "tar.bz2":
+        return bz2.BZ2File(raw)
+    if fmt == "tar.xz":
+        return lzma.LZMAFile(raw)
+    if fmt == "tar.zst":
+        reader: _Readable = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
+        return reader
+    return raw
+
+
+def _tar_members(archive: Path, fmt: str, label: str) -> _Members:
     with contextlib.ExitStack() as stack:
-        stream: IO[bytes] = stack.enter_context(open(archive, "rb"))
-        if fmt == "tar.zst":
-            reader = zstandard.ZstdDecompressor().stream_reader(stream, read_across_frames=True)
-            stream = stack.enter_context(reader)
+        raw = stack.enter_context(open(archive, "rb"))
+        inner = _decompressed(fmt, raw)
+        stack.callback(inner.close)
+        stream = _Counting(inner)
         tf = stack.enter_context(
-            tarfile.open(
-                fileobj=stream,
-                mode=_TAR_MODES[fmt],
-                encoding="utf-8",
-                errors="surrogateescape",
-            )
+            tarfile.open(fileobj=stream, mode="r|", encoding="utf-8", errors="surrogateescape")
         )
         for info in tf:
             opener = functools.partial(_tar_content, tf, info) if info.isreg() else None
             yield _tar_member(info), opener
+        # tarfile takes a stream that stops between members, or inside a header, for the end.
+        if stream.count < tf.offset + tarfile.BLOCKSIZE:
+            raise FetchError(
+                f"Cannot unpack '{label}': it is truncated (no end-of-archive marker)."
+            )
+        while stream.read(_CHUNK):  # reach the end, so that gzip, bz2 and xz check their CRC
+            pass
 
 
 def _zip_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> _Member:
@@ -397,13 +411,7 @@ def _zip_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> _Member:
         return _Member(name, "dir")
     if fmt in (0, stat.S_IFREG) and not name.endswith("/"):
         return _Member(name, "file", bool(mode & 0o111))
-    specials = {
-        stat.S_IFCHR: "a character device",
-        stat.S_IFBLK: "a block device",
-        stat.S_IFIFO: "a FIFO",
-        stat.S_IFSOCK: "a socket",
-    }
-    return _Member(name, "other", special=specials.get(fmt, f"of unsupported type {fmt:#o}"))
+    return _Member(name, "other", special=_SPECIAL.get(fmt, f"of unsupported type {fmt:#o}"))
 
 
 def _zip_members(archive: Path, label: str) -> _Members:
@@ -433,19 +441,17 @@ def unpack(
     try:
         os.chmod(dest, 0o755)
         unpacker = _Unpacker(dest, strip_components, label)
-        members = _zip_members(archive, label) if fmt == "zip" else _tar_members(archive, fmt)
+        members = (
+            _zip_members(archive, label) if fmt == "zip" else _tar_members(archive, fmt, label)
+        )
         with contextlib.closing(members):
             for member, content in members:
                 unpacker.add(member, content)
         unpacker.finish()
-    except MlpkgError:
-        remove_tree(dest)
-        raise
-    except _CORRUPT as e:
-        remove_tree(dest)
-        raise FetchError(
-            f"Cannot unpack '{label}' ({fmt}): it is corrupt, truncated or unreadable ({e})."
-        ) from e
-    except BaseException:
-        remove_tree(dest)
+    except BaseException as e:
+        remove_tree(dest)  # refused or failed: leave nothing behind
+        if isinstance(e, _CORRUPT):
+            raise FetchError(
+                f"Cannot unpack '{label}' ({fmt}): it is corrupt, truncated or unreadable ({e})."
+            ) from e
         raise

@@ -96,6 +96,8 @@ def verify(
     for entry in sorted(os.listdir(store.dir)):
         if entry not in valid and not entry.startswith((".tmp-", ".trash-")):
             result.problems.append(
-                Problem(entry, "debris", f"{Path(entry)} is in the store but not valid (gc removes it).")
+                Problem(
+                    entry, "debris", f"{Path(entry)} is in the store but not valid (gc removes it)."
+                )
             )
     return result
