@@ -278,17 +278,25 @@ class MlpkgCli:
     def sub(self, *args: str, timeout: float = 60, env: dict[str, str] | None = None) -> CliResult:
         """Run ``python -m mlpkg ARGS`` as a subprocess (killed after ``timeout`` s)."""
         r = subprocess.run(
-            self.argv(*args), env=self.env(env), capture_output=True, text=True,
-            timeout=timeout, stdin=subprocess.DEVNULL,
-        )  # fmt: skip
+            self.argv(*args),
+            env=self.env(env),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
         return CliResult(r.returncode, r.stdout, r.stderr, args)
 
     def popen(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
         """Start ``python -m mlpkg ARGS`` in the background (stdout/stderr piped)."""
         proc = subprocess.Popen(
-            self.argv(*args), env=self.env(env), stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
-        )  # fmt: skip
+            self.argv(*args),
+            env=self.env(env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )
         self.procs.append(proc)
         return proc
 

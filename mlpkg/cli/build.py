@@ -84,7 +84,6 @@ def install_cmd(app: App, specs: tuple[str, ...], dry_run: bool) -> None:
     roots: dict[str, str] = {}
     if not dry_run:
         names = {n["path"]: n["name"] for n in doc["nodes"]}
-        (app.store.gcroots_dir / "installed").mkdir(exist_ok=True)
         for r in doc["roots"]:
             link = app.store.add_root(f"installed/{names[r]}", StorePath.parse(r))
             roots[names[r]] = str(link)

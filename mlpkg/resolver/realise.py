@@ -70,6 +70,7 @@ def realise_derivation(
         deriver=drv.to_json(),
         references=drv.inputs.values(),
         relocatable=drv.kind == "build",
+        forbidden=[sandbox.FIXED_OUT],
     )
 
 

@@ -22,7 +22,7 @@ import hashlib
 import os
 import stat
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -54,7 +54,7 @@ class ArchiveInfo:
     sha256: str  # hex digest of the archive
     size: int  # bytes of the archive
     manifest: list[ManifestEntry] = field(default_factory=list)
-    forbidden_in: list[str] = field(default_factory=list)  # files containing ``forbid``
+    forbidden_in: list[str] = field(default_factory=list)  # entries naming a ``forbid`` string
 
     @property
     def hash(self) -> str:
@@ -64,12 +64,13 @@ class ArchiveInfo:
 class _Writer:
     """Feeds archive bytes to a sink while counting and, optionally, collecting facts."""
 
-    def __init__(self, sink: Sink, manifest: bool, forbid: bytes | None) -> None:
+    def __init__(self, sink: Sink, manifest: bool, forbid: Sequence[bytes]) -> None:
         self.sink = sink
         self.size = 0
         self.want_manifest = manifest
         self.manifest: list[ManifestEntry] = []
-        self.forbid = forbid
+        self.forbid = [f for f in forbid if f]
+        self.overlap = max((len(f) for f in self.forbid), default=1) - 1
         self.forbidden_in: list[str] = []
         self.buf = bytearray(_CHUNK)
 
@@ -86,6 +87,8 @@ class _Writer:
             target = os.readlink(path)
             raw = os.fsencode(target)
             self.put(b"S" + _U64.pack(len(raw)) + raw)
+            if any(f in raw for f in self.forbid):
+                self.forbidden_in.append(rel)
             if self.want_manifest:
                 self.manifest.append(ManifestEntry(rel, "l", len(raw), target))
         elif stat.S_ISDIR(mode):
@@ -107,6 +110,7 @@ class _Writer:
         seen = 0
         tail = b""
         forbid = self.forbid
+        found = False
         with open(path, "rb", buffering=0) as f:
             while True:
                 n = f.readinto(self.buf)
@@ -116,21 +120,24 @@ class _Writer:
                 self.sink(chunk)
                 if file_hash is not None:
                     file_hash.update(chunk)
-                if forbid is not None:
+                if forbid and not found:
                     data = tail + bytes(chunk)
-                    if forbid in data and (not self.forbidden_in or self.forbidden_in[-1] != rel):
-                        self.forbidden_in.append(rel)
-                    tail = data[-(len(forbid) - 1) :] if len(forbid) > 1 else b""
+                    found = any(f in data for f in forbid)
+                    tail = data[-self.overlap :] if self.overlap else b""
                 seen += n
         if seen != size:
             raise StoreError(f"'{path}' changed size while it was being archived.")
+        if found:
+            self.forbidden_in.append(rel)
         self.size += size
         if file_hash is not None:
             kind = "x" if executable else "f"
             self.manifest.append(ManifestEntry(rel, kind, size, file_hash.hexdigest()))
 
 
-def dump(path: Path, sink: Sink, *, manifest: bool = False, forbid: bytes | None = None) -> _Writer:
+def dump(
+    path: Path, sink: Sink, *, manifest: bool = False, forbid: Sequence[bytes] = ()
+) -> _Writer:
     """Write the archive of ``path`` to ``sink`` (called with successive byte chunks)."""
     writer = _Writer(sink, manifest, forbid)
     writer.put(MAGIC + struct.pack("<I", VERSION))
@@ -138,12 +145,13 @@ def dump(path: Path, sink: Sink, *, manifest: bool = False, forbid: bytes | None
     return writer
 
 
-def scan(path: Path, *, manifest: bool = False, forbid: bytes | None = None) -> ArchiveInfo:
+def scan(path: Path, *, manifest: bool = False, forbid: Sequence[bytes] = ()) -> ArchiveInfo:
     """Hash the archive of ``path`` without materialising it.
 
     With ``manifest``, also list every entry with its own sha256 (``verify`` uses it to name
-    the file that changed). With ``forbid``, list the files whose bytes contain it (the
-    store root must not appear in store content: invariant 3).
+    the file that changed). With ``forbid``, list the files whose bytes, and the symlinks
+    whose targets, contain any of those strings (the store root must not appear in store
+    content: invariant 3).
     """
     h = hashlib.sha256()
     writer = dump(path, h.update, manifest=manifest, forbid=forbid)

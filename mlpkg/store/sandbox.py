@@ -40,6 +40,7 @@ _ETC = (
     "nsswitch.conf", "hosts", "localtime", "ssl", "ca-certificates", "resolv.conf",
 )  # fmt: skip
 KINDS = ("bubblewrap", "unshare", "none")
+FIXED_OUT = "/build/out"  # $out inside bubblewrap; it must not survive into the output
 
 
 @functools.cache
@@ -107,7 +108,7 @@ def _env(req: BuildRequest, root: str) -> dict[str, str]:
         "PATH": ":".join([*bins, SYSTEM_PATH]),
         "HOME": f"{root}/home",
         "TMPDIR": f"{root}/tmp",
-        "out": f"{root}/out",
+        "out": f"{root}/out",  # FIXED_OUT under bubblewrap
         "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH,
         "TZ": "UTC",
         "LC_ALL": "C",

@@ -20,7 +20,7 @@ import contextlib
 import os
 import secrets
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from mlpkg.errors import BadInput, BuildError, StoreError
@@ -110,11 +110,18 @@ class Store:
     # -- roots ----------------------------------------------------------------------------
 
     def add_root(self, name: str, path: StorePath) -> Path:
-        """Register ``gcroots/<name>`` → the path (replacing an older root of that name)."""
-        if not name or "/" in name or name.startswith("."):
-            raise BadInput(f"'{name}' is not a valid root name (no slashes, no leading dot).")
+        """Register ``gcroots/<name>`` → the path (replacing an older root of that name).
+
+        ``name`` may have directories (``installed/hello``)."""
+        parts = name.split("/")
+        if any(not p or p.startswith(".") for p in parts):
+            raise BadInput(
+                f"'{name}' is not a valid root name (components must be non-empty and "
+                "not start with a dot)."
+            )
         link = self.gcroots_dir / name
-        tmp = self.gcroots_dir / f".{name}.{secrets.token_hex(4)}"
+        link.parent.mkdir(parents=True, exist_ok=True)
+        tmp = link.parent / f".{parts[-1]}.{secrets.token_hex(4)}"
         os.symlink(self.real_path(path), tmp)
         os.replace(tmp, link)
         return link
@@ -150,14 +157,16 @@ class Store:
         references: Iterable[StorePath] = (),
         relocatable: bool = True,
         expected_hash: str | None = None,
+        forbidden: Sequence[str] = (),
     ) -> PathInfo:
         """Make ``path`` valid by calling ``make`` unless it is valid already (invariant 2).
 
         ``make(tmp)`` writes the content at ``tmp``, a fresh location inside the store.
         The content is then made read-only, hashed, checked (with ``relocatable``, no file
-        may name the store root: invariant 3; with ``expected_hash``, the archive hash must
-        equal it), renamed into place and registered, in that order. A crash at any point
-        leaves nothing valid: leftovers are removed the next time the path is made. Holds
+        or symlink may name the store root, the build directory, or a ``forbidden``
+        string: invariant 3; with ``expected_hash``, the archive hash must equal it),
+        renamed into place and registered, in that order. A crash at any point leaves
+        nothing valid: leftovers are removed the next time the path is made. Holds
         the path's lock throughout, so concurrent callers make it once.
         """
         refs = sorted(set(references))
@@ -178,7 +187,7 @@ class Store:
                 make(tmp)
                 if not os.path.lexists(tmp):
                     raise BuildError(f"Making {path.name} produced no output.", package=path.name)
-                scanned = self._check(tmp, path, relocatable, expected_hash)
+                scanned = self._check(tmp, path, relocatable, expected_hash, forbidden)
                 os.replace(tmp, self.real_path(path))
             except BaseException:
                 remove_tree(tmp)
@@ -198,16 +207,24 @@ class Store:
             return info
 
     def _check(
-        self, tmp: Path, path: StorePath, relocatable: bool, expected_hash: str | None
+        self,
+        tmp: Path,
+        path: StorePath,
+        relocatable: bool,
+        expected_hash: str | None,
+        extra_forbidden: Sequence[str] = (),
     ) -> archive.ArchiveInfo:
         canonicalise(tmp)
-        forbid = os.fsencode(str(self.dir)) if relocatable else None
-        scanned = archive.scan(tmp, manifest=True, forbid=forbid)
+        forbid = [str(self.dir), str(self.builds_dir), *extra_forbidden] if relocatable else []
+        scanned = archive.scan(tmp, manifest=True, forbid=[os.fsencode(f) for f in forbid])
         if scanned.forbidden_in:
             raise BuildError(
-                f"The output of {path.name} names the store root in "
-                f"'{scanned.forbidden_in[0]}'; store content must be relocatable.",
-                details=[f"files naming {self.dir}: {', '.join(scanned.forbidden_in)}"],
+                f"The output of {path.name} names the store or its build directory in "
+                f"'{scanned.forbidden_in[0] or '.'}'; store content must be relocatable.",
+                details=[
+                    f"entries naming one of {', '.join(forbid)}: {', '.join(scanned.forbidden_in)}",
+                    "write paths relative to the file, or compute them at activation time",
+                ],
                 package=path.name,
             )
         if expected_hash is not None and scanned.hash != expected_hash:
@@ -237,7 +254,7 @@ class Store:
             old = self.dir / f".trash-{path.hash_part}-{secrets.token_hex(6)}"
             try:
                 make(tmp)
-                scanned = self._check(tmp, path, info.kind != "fetch", info.archive_hash)
+                scanned = self._check(tmp, path, info.kind == "build", info.archive_hash)
                 if os.path.lexists(self.real_path(path)):
                     os.replace(self.real_path(path), old)
                 os.replace(tmp, self.real_path(path))

@@ -216,7 +216,7 @@ def test_deep_chain_needs_no_recursion() -> None:
     index = Index()
     for i in range(depth):
         inputs = {"next": f"n{i + 1}@1"} if i + 1 < depth else {}
-        index.add(f"n{i}", "1.0", **inputs).add(f"n{i}", "2.0")
+        index.add(f"n{i}", "1.0", **inputs).add(f"n{i}", "2.0", **inputs)
     limit = sys.getrecursionlimit()
     sys.setrecursionlimit(200)
     try:
@@ -268,7 +268,7 @@ def test_random_dag_resolves_quickly() -> None:
     for name, inputs in resolution.edges.items():
         for dep in inputs.values():
             assert position[dep] < position[name]
-    for name, pin in resolution.pins.items():
+    for pin in resolution.pins.values():
         for spec in pin.inputs.values():
             assert spec.matches(resolution.pins[canonicalize(spec.name)].version)
     assert sum(len(e) for e in resolution.edges.values()) > 1000

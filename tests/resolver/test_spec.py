@@ -182,7 +182,7 @@ def test_constraint_str_and_equality() -> None:
 
 
 def test_constraint_rejects_junk_directly() -> None:
-    with pytest.raises(BadInput, match="Invalid version constraint 'x.y'"):
+    with pytest.raises(BadInput, match=r"Invalid version constraint 'x\.y'"):
         VersionConstraint("x.y")
 
 

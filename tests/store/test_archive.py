@@ -125,8 +125,11 @@ def test_forbid_finds_a_string_across_chunk_boundaries(tmp_path: Path) -> None:
     data[cut : cut + len(needle)] = needle
     (root / "big").write_bytes(bytes(data))
     (root / "clean").write_bytes(b"nothing here")
-    info = archive.scan(root, forbid=needle)
+    info = archive.scan(root, forbid=[b"elsewhere", needle])
     assert info.forbidden_in == ["big"]
+    os.symlink("/some/store/root/abc-x/file", root / "link")
+    os.symlink("../abc-x/file", root / "relative")
+    assert archive.scan(root, forbid=[needle]).forbidden_in == ["big", "link"]
 
 
 def test_fifo_is_refused(tmp_path: Path) -> None:

@@ -70,7 +70,7 @@ def test_output_naming_the_store_root_is_refused(tmp_path: Path) -> None:
             tmp.mkdir()
             (tmp / "config").write_text(f"prefix={tmp}\n")
 
-        with pytest.raises(BuildError, match="names the store root in 'config'"):
+        with pytest.raises(BuildError, match=r"names the store or its build directory in .config."):
             realise(store, P, leak)
         assert not store.is_valid(P) and os.listdir(store.dir) == []
 
