@@ -10,11 +10,13 @@ from rich.progress import (
     DownloadColumn,
     Progress,
     SpinnerColumn,
+    Task,
     TaskID,
     TextColumn,
     TimeElapsedColumn,
     TransferSpeedColumn,
 )
+from rich.text import Text
 
 from mlpkg.cli.context import App
 from mlpkg.resolver.plan import PlanNode
@@ -39,6 +41,18 @@ class TextReporter(Reporter):
         self.app.debug(f"  {info.archive_hash} {info.size} bytes")
 
 
+class _BytesColumn(DownloadColumn):
+    """Bytes done/total, for downloads only (builds have no byte count)."""
+
+    def render(self, task: Task) -> Text:
+        return super().render(task) if task.fields.get("bytes") else Text("")
+
+
+class _SpeedColumn(TransferSpeedColumn):
+    def render(self, task: Task) -> Text:
+        return super().render(task) if task.fields.get("bytes") else Text("")
+
+
 class RichReporter(Reporter):
     def __init__(self, app: App) -> None:
         self.app = app
@@ -48,8 +62,8 @@ class RichReporter(Reporter):
             SpinnerColumn(),
             TextColumn("{task.description}"),
             BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
+            _BytesColumn(),
+            _SpeedColumn(),
             TimeElapsedColumn(),
             console=self.console,
             transient=False,
@@ -62,7 +76,8 @@ class RichReporter(Reporter):
             self.bar.start()
             self.started = True
         label = f"[{index}/{total}] {node.action} {node.drv.name}-{node.drv.version}"
-        self.tasks[str(node.path)] = self.bar.add_task(label, total=None)
+        is_fetch = node.action == "fetch"
+        self.tasks[str(node.path)] = self.bar.add_task(label, total=None, bytes=is_fetch)
 
     def progress(self, node: PlanNode, done: int, total: int | None) -> None:
         task = self.tasks.get(str(node.path))

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from mlpkg.recipes.model import Recipe
@@ -88,15 +89,17 @@ class Derivation:
             fp["detected_version"] = self.detected.version
         return fp
 
-    @property
-    def path(self) -> StorePath:
-        return StorePath.from_fingerprint(
-            canonical_json(self.fingerprint()), f"{self.name}-{self.version}"
-        )
+    @cached_property
+    def _fingerprint_bytes(self) -> bytes:
+        return canonical_json(self.fingerprint())
 
-    @property
+    @cached_property
+    def path(self) -> StorePath:
+        return StorePath.from_fingerprint(self._fingerprint_bytes, f"{self.name}-{self.version}")
+
+    @cached_property
     def recipe_hash(self) -> str:
-        return "sha256:" + hashlib.sha256(canonical_json(self.fingerprint())).hexdigest()
+        return "sha256:" + hashlib.sha256(self._fingerprint_bytes).hexdigest()
 
     def to_json(self) -> dict[str, Any]:
         """The record kept in the database with the path."""

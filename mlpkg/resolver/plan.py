@@ -9,10 +9,12 @@ which to build.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from mlpkg.errors import BadInput
 from mlpkg.resolver.derivation import Derivation, current_platform
 from mlpkg.resolver.provider import IndexProvider, RecipeCandidate
 from mlpkg.resolver.resolve import resolve
@@ -68,22 +70,46 @@ class Plan:
         }
 
 
+def derive(
+    provider: IndexProvider, specs: Sequence[Spec], platform: str | None = None
+) -> tuple[list[Derivation], list[StorePath]]:
+    """Resolve ``specs`` and hash the closure bottom-up: the derivations in dependency
+    order, and the store paths of the roots. Pure: no store, no building."""
+    platform = platform or current_platform()
+    for spec in specs:
+        if spec.variants:
+            raise BadInput(
+                f"'{spec}' asks for variant +{spec.variants[0]}, but {spec.name} declares no "
+                "variants.",
+                package=spec.name,
+            )
+    # Resolution allocates many small objects that all live until the end: the cyclic
+    # garbage collector would only rescan them over and over (measured in bench/resolve.py).
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        resolution = resolve(provider, specs)
+        paths: dict[str, StorePath] = {}
+        drvs: list[Derivation] = []
+        for name in resolution.topological():
+            cand = resolution.pins[name]
+            assert isinstance(cand, RecipeCandidate)
+            edges = resolution.edges.get(name, {})
+            inputs = {key: paths[edges[key]] for key in cand.inputs}
+            drv = Derivation(cand.recipe, inputs, platform, cand.detected)
+            paths[name] = drv.path
+            drvs.append(drv)
+    finally:
+        if collecting:
+            gc.enable()
+    return drvs, [paths[name] for name in resolution.roots]
+
+
 def make_plan(
     provider: IndexProvider, specs: Sequence[Spec], store: Store, platform: str | None = None
 ) -> Plan:
-    """Resolve ``specs`` and hash the result into a plan; see the module docstring."""
-    platform = platform or current_platform()
-    resolution = resolve(provider, specs)
-    paths: dict[str, StorePath] = {}
-    drvs: list[Derivation] = []
-    for name in resolution.topological():
-        cand = resolution.pins[name]
-        assert isinstance(cand, RecipeCandidate)
-        edges = resolution.edges.get(name, {})
-        inputs = {key: paths[edges[key]] for key in cand.inputs}
-        drv = Derivation(cand.recipe, inputs, platform, cand.detected)
-        paths[name] = drv.path
-        drvs.append(drv)
-    valid = store.db.valid_among(paths.values())
+    """Resolve and hash ``specs`` (:func:`derive`), then ask the store what is valid."""
+    drvs, roots = derive(provider, specs, platform)
+    valid = store.db.valid_among(d.path for d in drvs)
     nodes = [PlanNode(d, d.path, "valid" if d.path in valid else ACTIONS[d.kind]) for d in drvs]
-    return Plan(nodes, [paths[name] for name in resolution.roots])
+    return Plan(nodes, roots)

@@ -5,15 +5,16 @@ Contract:
 * The resolver sees only a :class:`Provider` (after resolvelib): ``canonical_name`` resolves a
   name or alias (raising :class:`~mlpkg.errors.UnknownPackage` when unknown), ``candidates``
   lists a canonical name's candidates. Each is called at most once per distinct argument,
-  for the names reachable from the roots through the inputs of any candidate (all of them
-  are loaded first, to order the decisions). An unknown root name, or an unknown input of a
-  candidate that gets chosen, raises the provider's UnknownPackage unchanged. Variants are
-  not resolved here (``Spec.variants`` is ignored).
+  and a candidate's ``inputs`` are read once, only for candidates that are chosen or likely
+  to be (the newest one a spec allows, read ahead to order the decisions). An unknown root
+  name, or an unknown input of a chosen candidate, raises the provider's UnknownPackage
+  unchanged; other provider errors met while reading ahead are raised only if that name or
+  candidate turns out to be needed. ``Spec.variants`` are ignored here.
 * One version per canonical name in the whole closure. Every requirement remembers who asked
   (a root spec, or ``name@version`` and the input key of a chosen candidate). Names are
-  decided dependants first (reverse depth-first post-order of the name graph), so a name is
-  usually decided only once every requirement on it is known; each gets the newest candidate
-  matching every requirement on it, and its inputs become new requirements.
+  decided dependants first (reverse depth-first post-order of the graph of likely choices),
+  so a name is usually decided once every requirement on it is known; each gets the newest
+  candidate matching every requirement on it, and its inputs become new requirements.
 * When a name has no matching candidate, or a new requirement contradicts a pin, the search
   backtracks to the most recent decision involved in the conflict (conflict-directed
   backjumping: decisions that took no part are skipped, which never loses a solution), tries
@@ -37,7 +38,7 @@ from typing import NamedTuple, Protocol
 
 from packaging.version import Version
 
-from mlpkg.errors import ResolutionError, UnknownPackage
+from mlpkg.errors import MlpkgError, ResolutionError, UnknownPackage
 from mlpkg.resolver.spec import Spec
 
 __all__ = ["Candidate", "Provider", "Resolution", "resolve"]
@@ -185,8 +186,9 @@ class _Resolver:
         self.provider = provider
         self.names: dict[str, str] = {}  # any name -> canonical name ("" when unknown)
         self.unknown: dict[str, UnknownPackage] = {}  # raised once such an input is needed
+        self.broken: dict[str, MlpkgError] = {}  # names whose candidates failed to load
         self.cands: dict[str, list[Candidate]] = {}  # canonical name -> newest first
-        self.inputs: dict[str, list[tuple[_Input, ...]]] = {}  # parallel to cands
+        self.inputs: dict[str, list[tuple[_Input, ...] | None]] = {}  # parallel to cands
         self.priority: dict[str, int] = {}  # decision order: dependants before inputs
         self.reqs: dict[str, list[_Requirement]] = {}
         self.pins: dict[str, Candidate] = {}
@@ -211,16 +213,29 @@ class _Resolver:
         """The candidates of a canonical name, newest first (one provider call per name)."""
         found = self.cands.get(name)
         if found is None:
-            listed = self.provider.candidates(name)
+            if name in self.broken:
+                raise self.broken[name]
+            try:
+                listed = self.provider.candidates(name)
+            except MlpkgError as exc:
+                self.broken[name] = exc
+                raise
             found = self.cands[name] = sorted(listed, key=lambda c: c.version, reverse=True)
-            self.inputs[name] = [
-                tuple((key, spec, self.lookup(spec.name)) for key, spec in c.inputs.items())
-                for c in found
-            ]
+            self.inputs[name] = [None] * len(found)
+        return found
+
+    def inputs_of(self, name: str, index: int) -> tuple[_Input, ...]:
+        """A candidate's inputs with canonical names (asked of the candidate once)."""
+        slots = self.inputs[name]
+        found = slots[index]
+        if found is None:
+            inputs = self.cands[name][index].inputs
+            found = tuple((key, spec, self.lookup(spec.name)) for key, spec in inputs.items())
+            slots[index] = found
         return found
 
     def add_roots(self, roots: Sequence[Spec]) -> list[str]:
-        """Check the root specs, rank every name they can reach, and require the roots."""
+        """Check the root specs, rank the names they reach, and require the roots."""
         names: list[str] = []
         for spec in roots:
             name = self.lookup(spec.name)
@@ -236,36 +251,53 @@ class _Resolver:
                     package=name,
                 )
             names.append(name)
-        self.rank(names)
+        self.rank(list(zip(names, roots, strict=True)))
         for spec, name in zip(roots, names, strict=True):
             self.require(name, _Requirement(spec, None, None, _ROOT))
         return list(dict.fromkeys(names))
 
-    def rank(self, roots: list[str]) -> None:
-        """Load every name reachable through any candidate and order them dependants first,
-        so that a name is decided once everything that may require it has been."""
-        graph: dict[str, list[str]] = {}
-        todo = list(dict.fromkeys(roots))
-        while todo:
-            name = todo.pop()
-            if name in graph:
-                continue
-            self.load(name)
-            deps = {dep: None for inputs in self.inputs[name] for _, _, dep in inputs if dep}
-            graph[name] = list(reversed(deps))  # so that, reversed, inputs keep their order
-            todo.extend(dep for dep in deps if dep not in graph)
-        order = _postorder(reversed(dict.fromkeys(roots)), graph, strict=False)
-        self.priority = {name: i for i, name in enumerate(reversed(order))}
+    def likely_inputs(self, name: str, spec: Spec) -> list[tuple[str, Spec]]:
+        """The inputs of the newest candidate of ``name`` that ``spec`` allows."""
+        try:
+            for index, candidate in enumerate(self.load(name)):
+                if spec.matches(candidate.version):
+                    return [(dep, s) for _, s, dep in self.inputs_of(name, index) if dep]
+        except MlpkgError:
+            pass  # raised again if this name or candidate turns out to be needed
+        return []
 
-    def push(self, name: str) -> None:
-        heapq.heappush(self.ready, (self.priority[name], name))
+    def rank(self, starts: list[tuple[str, Spec]]) -> None:
+        """Give the unranked names reachable from ``starts`` their decision order.
+
+        The graph followed is that of the likely choices (each name's newest candidate that
+        the spec reaching it allows), ordered dependants first, so that a name is usually
+        decided only once everything requiring it is pinned and it has no pinned conflicts.
+        """
+        graph: dict[str, list[str]] = {}
+        todo = starts[::-1]
+        while todo:
+            name, spec = todo.pop()
+            if name in graph or name in self.priority:
+                continue
+            deps = [
+                (dep, s) for dep, s in self.likely_inputs(name, spec) if dep not in self.priority
+            ]
+            graph[name] = list(dict.fromkeys(dep for dep, _ in reversed(deps)))
+            todo.extend(reversed(deps))
+        for name in reversed(_postorder(reversed([n for n, _ in starts]), graph, strict=False)):
+            self.priority[name] = len(self.priority)
 
     def require(self, name: str, requirement: _Requirement) -> None:
         existing = self.reqs.setdefault(name, [])
         if not existing:
+            if name not in self.priority:
+                self.rank([(name, requirement.spec)])
             self.push(name)
         existing.append(requirement)
         self.trail.append(name)
+
+    def push(self, name: str) -> None:
+        heapq.heappush(self.ready, (self.priority[name], name))
 
     def note_conflict(self, name: str, requirements: list[_Requirement]) -> None:
         """Remember the first conflict whose requirements no candidate can satisfy together."""
@@ -300,7 +332,7 @@ class _Resolver:
         self.pins[name] = candidate
         self.level[name] = level
         requester = f"{name}@{candidate.version}"
-        for key, spec, dep in self.inputs[name][index]:
+        for key, spec, dep in self.inputs_of(name, index):
             if not dep:
                 raise self.unknown[spec.name]
             requirement = _Requirement(spec, requester, key, level)
@@ -376,6 +408,7 @@ class _Resolver:
 
     def decide(self, name: str) -> None:
         """Pin ``name`` to its newest workable candidate, backjumping when it has none."""
+        self.load(name)  # raises what listing this name raised, now that it is needed
         matching, culprits = self.filter(name)
         if not matching:
             self.note_conflict(name, self.reqs[name])
@@ -399,7 +432,8 @@ class _Resolver:
         for decision in self.decisions:
             index = decision.matching[decision.index]
             pins[decision.name] = self.cands[decision.name][index]
-            edges[decision.name] = {key: dep for key, _, dep in self.inputs[decision.name][index]}
+            inputs = self.inputs_of(decision.name, index)
+            edges[decision.name] = {key: dep for key, _, dep in inputs}
         return Resolution(roots=roots, pins=pins, edges=edges)
 
 
