@@ -20,6 +20,7 @@ import io
 import json
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 import tarfile
@@ -215,6 +216,11 @@ class CliResult:
     err: str
     args: tuple[str, ...] = ()
 
+    def ok(self) -> CliResult:
+        """This result, after checking that the command succeeded."""
+        assert self.code == 0, str(self)
+        return self
+
     def json(self) -> Any:
         return json.loads(self.out)
 
@@ -332,6 +338,26 @@ class MlpkgCli:
                 pytest.fail(f"mlpkg exited {proc.returncode} too early:\n{out}\n{err}")
             time.sleep(0.02)
         pytest.fail(f"nothing matched {pattern} under {self.home} within {timeout} s")
+
+    def path_of(self, spec: str) -> Path:
+        """The store path ``spec`` resolves to (valid or not)."""
+        return Path(self.run("show", "--json", spec).ok().json()["path"])
+
+    def valid_paths(self) -> list[str]:
+        """What the store database lists as valid (read directly, not through mlpkg)."""
+        db = self.home / "db.sqlite"
+        if not db.exists():
+            return []
+        conn = sqlite3.connect(db)
+        try:
+            return sorted(r[0] for r in conn.execute("SELECT path FROM paths"))
+        finally:
+            conn.close()
+
+    def store_entries(self) -> list[str]:
+        """Every entry of ``store/`` (valid paths, and any .tmp-* or other debris)."""
+        store = self.home / "store"
+        return sorted(os.listdir(store)) if store.is_dir() else []
 
     def close(self) -> None:
         for proc in self.procs:

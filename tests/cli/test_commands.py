@@ -9,7 +9,6 @@ import hashlib
 import json
 import os
 import re
-import sqlite3
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:  # the fixtures' types (tests/conftest.py); nothing is imported at run time
-    from tests.conftest import CliResult, LoopbackServer, MlpkgCli
+    from tests.conftest import LoopbackServer, MlpkgCli
 
 from mlpkg.store import sandbox
 
@@ -109,34 +108,6 @@ def add_greet(cli: MlpkgCli, tarball: Callable[..., bytes]) -> None:
     )
 
 
-def ok(result: CliResult) -> CliResult:
-    assert result.code == 0, str(result)
-    return result
-
-
-def path_of(cli: MlpkgCli, spec: str) -> Path:
-    """The store path ``spec`` resolves to (valid or not)."""
-    return Path(ok(cli.run("show", "--json", spec)).json()["path"])
-
-
-def valid_paths(home: Path) -> list[str]:
-    """What the store database lists as valid (read directly, not through mlpkg)."""
-    db = home / "db.sqlite"
-    if not db.exists():
-        return []
-    conn = sqlite3.connect(db)
-    try:
-        return sorted(r[0] for r in conn.execute("SELECT path FROM paths"))
-    finally:
-        conn.close()
-
-
-def store_entries(home: Path) -> list[str]:
-    """Every entry of ``store/`` (valid paths, and any .tmp-* or other debris)."""
-    store = home / "store"
-    return sorted(os.listdir(store)) if store.is_dir() else []
-
-
 def tree_modes(root: Path) -> dict[str, int]:
     modes = {}
     for dirpath, dirnames, filenames in os.walk(root):
@@ -158,7 +129,7 @@ def test_build_prints_the_store_path_which_exists_read_only(
     mlpkg_cli: MlpkgCli, tarball: Callable[..., bytes]
 ) -> None:
     add_greet(mlpkg_cli, tarball)
-    r = ok(mlpkg_cli.run("build", "greet"))
+    r = mlpkg_cli.run("build", "greet").ok()
     lines = r.out.splitlines()
     assert len(lines) == 1, r.out
     out = Path(lines[0])
@@ -170,24 +141,24 @@ def test_build_prints_the_store_path_which_exists_read_only(
     for rel, mode in tree_modes(out).items():
         if not stat.S_ISLNK(mode):
             assert mode & 0o222 == 0, f"{rel} is writable: {oct(mode)}"
-    assert str(out.name) in valid_paths(mlpkg_cli.home)
+    assert str(out.name) in mlpkg_cli.valid_paths()
 
 
 def test_second_build_is_a_no_op(mlpkg_cli: MlpkgCli, tarball: Callable[..., bytes]) -> None:
     add_greet(mlpkg_cli, tarball)
-    first = ok(mlpkg_cli.run("build", "greet"))
+    first = mlpkg_cli.run("build", "greet").ok()
     logs = mlpkg_cli.home / "logs"
     before = {p.name: p.stat().st_mtime_ns for p in logs.iterdir()}
     assert len(before) == 1  # one build, one log (the fetch writes none)
-    info = ok(mlpkg_cli.run("path-info", "--json", "greet")).json()[0]
-    store_before = sorted(store_entries(mlpkg_cli.home))
+    info = mlpkg_cli.run("path-info", "--json", "greet").ok().json()[0]
+    store_before = sorted(mlpkg_cli.store_entries())
 
-    second = ok(mlpkg_cli.run("build", "greet"))
+    second = mlpkg_cli.run("build", "greet").ok()
     assert second.out == first.out
     assert "build" not in second.err and "fetch" not in second.err, second.err
     assert {p.name: p.stat().st_mtime_ns for p in logs.iterdir()} == before
-    assert sorted(store_entries(mlpkg_cli.home)) == store_before
-    again = ok(mlpkg_cli.run("path-info", "--json", "greet")).json()[0]
+    assert sorted(mlpkg_cli.store_entries()) == store_before
+    again = mlpkg_cli.run("path-info", "--json", "greet").ok().json()[0]
     assert again["registered"] == info["registered"]
 
 
@@ -195,32 +166,32 @@ def test_build_dry_run_lists_the_plan_and_changes_nothing(
     mlpkg_cli: MlpkgCli, tarball: Callable[..., bytes]
 ) -> None:
     add_greet(mlpkg_cli, tarball)
-    src, greet = path_of(mlpkg_cli, "greet-src"), path_of(mlpkg_cli, "greet")
-    r = ok(mlpkg_cli.run("build", "--dry-run", "greet"))
+    src, greet = mlpkg_cli.path_of("greet-src"), mlpkg_cli.path_of("greet")
+    r = mlpkg_cli.run("build", "--dry-run", "greet").ok()
     text = r.out
     assert "1 paths will be fetched" in text and "1 paths will be built" in text, text
     fetched = text.index("will be fetched")
     built = text.index("will be built")
     assert fetched < text.index(str(src)) < built < text.index(str(greet)), text
     assert "0 of 2 paths are valid already." in text
-    assert store_entries(mlpkg_cli.home) == []
+    assert mlpkg_cli.store_entries() == []
     assert os.listdir(mlpkg_cli.home / "logs") == []
     assert os.listdir(mlpkg_cli.home / "partial") == []
-    assert valid_paths(mlpkg_cli.home) == []
+    assert mlpkg_cli.valid_paths() == []
 
-    doc = ok(mlpkg_cli.run("build", "--dry-run", "--json", "greet")).json()
+    doc = mlpkg_cli.run("build", "--dry-run", "--json", "greet").ok().json()
     assert doc["dry_run"] is True
     assert doc["plan"]["counts"] == {"valid": 0, "fetch": 1, "build": 1, "link": 0}
-    assert valid_paths(mlpkg_cli.home) == []
+    assert mlpkg_cli.valid_paths() == []
 
 
 # -- --json ---------------------------------------------------------------------------------
 
 
 def _json_build(cli: MlpkgCli) -> None:
-    doc = ok(cli.run("build", "--json", "greet")).json()
+    doc = cli.run("build", "--json", "greet").ok().json()
     assert doc["dry_run"] is False
-    assert doc["paths"] == [str(path_of(cli, "greet"))]
+    assert doc["paths"] == [str(cli.path_of("greet"))]
     assert {n["name"]: n["action"] for n in doc["plan"]["nodes"]} == {
         "greet-src": "fetch",
         "greet": "build",
@@ -228,51 +199,51 @@ def _json_build(cli: MlpkgCli) -> None:
 
 
 def _json_show(cli: MlpkgCli) -> None:
-    doc = ok(cli.run("show", "--json", "greet")).json()
+    doc = cli.run("show", "--json", "greet").ok().json()
     assert doc["name"] == "greet" and doc["version"] == "1.0" and doc["kind"] == "build"
     assert doc["versions"] == ["1.0"] and doc["closure"] == 2
-    assert doc["inputs"] == {"src": str(path_of(cli, "greet-src"))}
-    src = ok(cli.run("show", "--json", "greet-src")).json()
+    assert doc["inputs"] == {"src": str(cli.path_of("greet-src"))}
+    src = cli.run("show", "--json", "greet-src").ok().json()
     assert src["kind"] == "fetch" and len(src["sha256"]) == 64 and src["urls"]
 
 
 def _json_search(cli: MlpkgCli) -> None:
-    rows = ok(cli.run("search", "--json", "greet")).json()
+    rows = cli.run("search", "--json", "greet").ok().json()
     assert [r["name"] for r in rows] == ["greet", "greet-src"]
     assert rows[0]["versions"] == ["1.0"] and rows[0]["summary"] == "A friendly greeter"
 
 
 def _json_path_info(cli: MlpkgCli) -> None:
-    ok(cli.run("build", "greet"))
-    docs = ok(cli.run("path-info", "--json", "greet")).json()
+    cli.run("build", "greet").ok()
+    docs = cli.run("path-info", "--json", "greet").ok().json()
     assert len(docs) == 1
     d = docs[0]
-    assert d["path"] == path_of(cli, "greet").name and d["kind"] == "build"
+    assert d["path"] == cli.path_of("greet").name and d["kind"] == "build"
     assert d["archive_hash"].startswith("sha256:") and d["size"] > 0
-    assert d["references"] == [path_of(cli, "greet-src").name]
+    assert d["references"] == [cli.path_of("greet-src").name]
 
 
 def _json_why_depends(cli: MlpkgCli) -> None:
-    ok(cli.run("build", "greet"))
-    doc = ok(cli.run("why-depends", "--json", "greet", "greet-src")).json()
+    cli.run("build", "greet").ok()
+    doc = cli.run("why-depends", "--json", "greet", "greet-src").ok().json()
     assert doc == {
         "depends": True,
-        "chain": [path_of(cli, "greet").name, path_of(cli, "greet-src").name],
+        "chain": [cli.path_of("greet").name, cli.path_of("greet-src").name],
     }
 
 
 def _json_gc(cli: MlpkgCli) -> None:
-    ok(cli.run("build", "greet"))
-    doc = ok(cli.run("gc", "--json")).json()
+    cli.run("build", "greet").ok()
+    doc = cli.run("gc", "--json").ok().json()
     assert sorted(doc["deleted"]) == sorted(
-        [path_of(cli, "greet").name, path_of(cli, "greet-src").name]
+        [cli.path_of("greet").name, cli.path_of("greet-src").name]
     )
     assert doc["freed_bytes"] > 0 and doc["kept"] == 0 and doc["dry_run"] is False
 
 
 def _json_verify(cli: MlpkgCli) -> None:
-    ok(cli.run("build", "greet"))
-    doc = ok(cli.run("verify", "--json", "--check-contents")).json()
+    cli.run("build", "greet").ok()
+    doc = cli.run("verify", "--json", "--check-contents").ok().json()
     assert doc == {"checked": 2, "ok": True, "problems": []}
 
 
@@ -302,19 +273,19 @@ def test_search_matches_names_and_summaries(
     mlpkg_cli: MlpkgCli, tarball: Callable[..., bytes]
 ) -> None:
     add_greet(mlpkg_cli, tarball)
-    by_name = ok(mlpkg_cli.run("search", "greet"))
+    by_name = mlpkg_cli.run("search", "greet").ok()
     names = [line.split()[0] for line in by_name.out.splitlines()]
     assert names == ["greet", "greet-src"], by_name.out
     assert "greet [1.0]  A friendly greeter" in by_name.out
 
-    by_summary = ok(mlpkg_cli.run("search", "FRIENDLY"))
+    by_summary = mlpkg_cli.run("search", "FRIENDLY").ok()
     assert [line.split()[0] for line in by_summary.out.splitlines()] == ["greet"]
 
     # --recipes DIR works like MLPKG_RECIPES_PATH
-    flag = ok(mlpkg_cli.run("search", "--recipes", str(mlpkg_cli.recipes.path), "friendly"))
+    flag = mlpkg_cli.run("search", "--recipes", str(mlpkg_cli.recipes.path), "friendly").ok()
     assert flag.out == by_summary.out
 
-    none = ok(mlpkg_cli.run("search", "no-such-thing-anywhere"))
+    none = mlpkg_cli.run("search", "no-such-thing-anywhere").ok()
     assert none.out == ""
     assert "No package matches 'no-such-thing-anywhere'" in none.err
 
@@ -323,27 +294,27 @@ def test_show_describes_recipe_inputs_and_validity(
     mlpkg_cli: MlpkgCli, tarball: Callable[..., bytes]
 ) -> None:
     add_greet(mlpkg_cli, tarball)
-    src = path_of(mlpkg_cli, "greet-src")
-    r = ok(mlpkg_cli.run("show", "greet"))
+    src = mlpkg_cli.path_of("greet-src")
+    r = mlpkg_cli.run("show", "greet").ok()
     lines = r.out.splitlines()
     assert lines[0] == "greet 1.0 (build): A friendly greeter"
-    assert f"  path: {path_of(mlpkg_cli, 'greet')}" in lines
+    assert f"  path: {mlpkg_cli.path_of('greet')}" in lines
     assert "  valid: False" in lines
     assert f"  input src: {src}" in lines
     assert "  closure: 2" in lines
-    ok(mlpkg_cli.run("build", "greet"))
-    assert "  valid: True" in ok(mlpkg_cli.run("show", "greet")).out.splitlines()
+    mlpkg_cli.run("build", "greet").ok()
+    assert "  valid: True" in mlpkg_cli.run("show", "greet").ok().out.splitlines()
 
 
 def test_path_info_closure_and_sizes(mlpkg_cli: MlpkgCli, tarball: Callable[..., bytes]) -> None:
     add_greet(mlpkg_cli, tarball)
-    greet = Path(ok(mlpkg_cli.run("build", "greet")).out.strip())
-    src = path_of(mlpkg_cli, "greet-src")
+    greet = Path(mlpkg_cli.run("build", "greet").ok().out.strip())
+    src = mlpkg_cli.path_of("greet-src")
 
-    only = ok(mlpkg_cli.run("path-info", "--json", str(greet))).json()
+    only = mlpkg_cli.run("path-info", "--json", str(greet)).ok().json()
     assert [d["path"] for d in only] == [greet.name]
 
-    docs = ok(mlpkg_cli.run("path-info", "--closure", "--size", "--json", "greet")).json()
+    docs = mlpkg_cli.run("path-info", "--closure", "--size", "--json", "greet").ok().json()
     by_path = {d["path"]: d for d in docs}
     assert set(by_path) == {greet.name, src.name}
     assert by_path[src.name]["closure_size"] == by_path[src.name]["size"]
@@ -352,7 +323,7 @@ def test_path_info_closure_and_sizes(mlpkg_cli: MlpkgCli, tarball: Callable[...,
         == by_path[greet.name]["size"] + by_path[src.name]["size"]
     )
 
-    text = ok(mlpkg_cli.run("path-info", "-r", "-S", "greet")).out.splitlines()
+    text = mlpkg_cli.run("path-info", "-r", "-S", "greet").ok().out.splitlines()
     assert len(text) == 2
     assert sorted(line.split()[0] for line in text) == sorted([str(greet), str(src)])
     assert all("closure" in line for line in text)
@@ -375,19 +346,19 @@ def _chain(cli: MlpkgCli, tarball: Callable[..., bytes]) -> None:
             "app", "1.0", 'mkdir "$out"; cp "$lib/greeting.txt" "$out/"\n', {"lib": "lib@1.0"}
         ),
     )
-    ok(cli.run("build", "app"))
+    cli.run("build", "app").ok()
 
 
 def test_why_depends_shows_the_chain(mlpkg_cli: MlpkgCli, tarball: Callable[..., bytes]) -> None:
     _chain(mlpkg_cli, tarball)
-    app, lib, src = (path_of(mlpkg_cli, s) for s in ("app", "lib", "greet-src"))
-    r = ok(mlpkg_cli.run("why-depends", "app", "greet-src"))
+    app, lib, src = (mlpkg_cli.path_of(s) for s in ("app", "lib", "greet-src"))
+    r = mlpkg_cli.run("why-depends", "app", "greet-src").ok()
     assert r.out.splitlines() == [
         str(app),
         f"  └── {lib} (input lib)",
         f"    └── {src} (input src)",
     ]
-    doc = ok(mlpkg_cli.run("why-depends", "--json", str(app), src.name)).json()
+    doc = mlpkg_cli.run("why-depends", "--json", str(app), src.name).ok().json()
     assert doc == {"depends": True, "chain": [app.name, lib.name, src.name]}
 
 
@@ -395,10 +366,10 @@ def test_why_depends_says_when_there_is_no_dependency(
     mlpkg_cli: MlpkgCli, tarball: Callable[..., bytes]
 ) -> None:
     _chain(mlpkg_cli, tarball)
-    app, src = path_of(mlpkg_cli, "app"), path_of(mlpkg_cli, "greet-src")
-    r = ok(mlpkg_cli.run("why-depends", "greet-src", "app"))
+    app, src = mlpkg_cli.path_of("app"), mlpkg_cli.path_of("greet-src")
+    r = mlpkg_cli.run("why-depends", "greet-src", "app").ok()
     assert r.out.strip() == f"{src} does not depend on {app}."
-    doc = ok(mlpkg_cli.run("why-depends", "--json", "greet-src", "app")).json()
+    doc = mlpkg_cli.run("why-depends", "--json", "greet-src", "app").ok().json()
     assert doc == {"depends": False, "chain": []}
 
 
@@ -419,12 +390,12 @@ def test_add_file_makes_a_dead_source_buildable_offline(
     asked = len(http_server.requests_for("/gone/greet-src-1.0.tar.gz"))
     assert asked >= 1
 
-    added = ok(mlpkg_cli.run("add-file", str(file), "--name", "greet-src", "--version", "1.0"))
-    src = path_of(mlpkg_cli, "greet-src")
+    added = mlpkg_cli.run("add-file", str(file), "--name", "greet-src", "--version", "1.0").ok()
+    src = mlpkg_cli.path_of("greet-src")
     assert added.out.strip() == str(src)
     assert (src / "greeting.txt").read_text() == "hello from greet-src\n"
 
-    built = ok(mlpkg_cli.run("build", "greet"))
+    built = mlpkg_cli.run("build", "greet").ok()
     out = Path(built.out.strip())
     assert (out / "share" / "greeting.txt").read_text() == "hello from greet-src\n"
     assert len(http_server.requests_for("/gone/greet-src-1.0.tar.gz")) == asked  # offline
@@ -441,8 +412,8 @@ def test_add_file_with_the_wrong_hash_is_refused(
     assert r.code == 2, str(r)
     assert sha256(data) in r.err and sha256(other_data) in r.err, r.err
     assert str(other) in r.err and "greet-src@1.0" in r.err
-    assert valid_paths(mlpkg_cli.home) == []
-    assert store_entries(mlpkg_cli.home) == []
+    assert mlpkg_cli.valid_paths() == []
+    assert mlpkg_cli.store_entries() == []
 
 
 # -- roots and gc ---------------------------------------------------------------------------
@@ -452,37 +423,37 @@ def test_install_creates_a_root_that_gc_keeps(
     mlpkg_cli: MlpkgCli, tarball: Callable[..., bytes]
 ) -> None:
     add_greet(mlpkg_cli, tarball)
-    r = ok(mlpkg_cli.run("install", "greet"))
-    greet, src = path_of(mlpkg_cli, "greet"), path_of(mlpkg_cli, "greet-src")
+    r = mlpkg_cli.run("install", "greet").ok()
+    greet, src = mlpkg_cli.path_of("greet"), mlpkg_cli.path_of("greet-src")
     assert r.out.strip() == str(greet)
     link = mlpkg_cli.home / "gcroots" / "installed" / "greet"
     assert link.is_symlink() and Path(os.readlink(link)) == greet
-    gc = ok(mlpkg_cli.run("gc"))
+    gc = mlpkg_cli.run("gc").ok()
     assert gc.out == ""
     assert greet.is_dir() and src.is_dir()
-    assert valid_paths(mlpkg_cli.home) == sorted([greet.name, src.name])
+    assert mlpkg_cli.valid_paths() == sorted([greet.name, src.name])
 
 
 def test_build_root_is_kept_by_gc(mlpkg_cli: MlpkgCli, tarball: Callable[..., bytes]) -> None:
     add_greet(mlpkg_cli, tarball)
-    ok(mlpkg_cli.run("build", "--root", "mine", "greet"))
-    greet, src = path_of(mlpkg_cli, "greet"), path_of(mlpkg_cli, "greet-src")
+    mlpkg_cli.run("build", "--root", "mine", "greet").ok()
+    greet, src = mlpkg_cli.path_of("greet"), mlpkg_cli.path_of("greet-src")
     assert Path(os.readlink(mlpkg_cli.home / "gcroots" / "mine")) == greet
-    ok(mlpkg_cli.run("gc"))
+    mlpkg_cli.run("gc").ok()
     assert greet.is_dir() and src.is_dir()  # the root's closure stays
-    assert valid_paths(mlpkg_cli.home) == sorted([greet.name, src.name])
+    assert mlpkg_cli.valid_paths() == sorted([greet.name, src.name])
 
 
 def test_gc_dry_run_deletes_nothing(mlpkg_cli: MlpkgCli, tarball: Callable[..., bytes]) -> None:
     add_greet(mlpkg_cli, tarball)
-    ok(mlpkg_cli.run("build", "greet"))
-    greet, src = path_of(mlpkg_cli, "greet"), path_of(mlpkg_cli, "greet-src")
-    r = ok(mlpkg_cli.run("gc", "--dry-run"))
+    mlpkg_cli.run("build", "greet").ok()
+    greet, src = mlpkg_cli.path_of("greet"), mlpkg_cli.path_of("greet-src")
+    r = mlpkg_cli.run("gc", "--dry-run").ok()
     assert sorted(r.out.splitlines()) == sorted([f"would delete {greet}", f"would delete {src}"])
     assert "2 entries would delete" in r.err and "would be freed" in r.err, r.err
     assert greet.is_dir() and src.is_dir()
-    assert valid_paths(mlpkg_cli.home) == sorted([greet.name, src.name])
-    ok(mlpkg_cli.run("verify", "--check-contents"))
+    assert mlpkg_cli.valid_paths() == sorted([greet.name, src.name])
+    mlpkg_cli.run("verify", "--check-contents").ok()
 
 
 def test_gc_frees_unreferenced_paths_and_reports_them(
@@ -490,17 +461,17 @@ def test_gc_frees_unreferenced_paths_and_reports_them(
 ) -> None:
     add_greet(mlpkg_cli, tarball)
     add_source(mlpkg_cli, tarball, name="kept-src")
-    ok(mlpkg_cli.run("build", "--root", "keep", "kept-src"))
-    ok(mlpkg_cli.run("build", "greet"))
-    greet, src = path_of(mlpkg_cli, "greet"), path_of(mlpkg_cli, "greet-src")
-    kept = path_of(mlpkg_cli, "kept-src")
-    r = ok(mlpkg_cli.run("gc"))
+    mlpkg_cli.run("build", "--root", "keep", "kept-src").ok()
+    mlpkg_cli.run("build", "greet").ok()
+    greet, src = mlpkg_cli.path_of("greet"), mlpkg_cli.path_of("greet-src")
+    kept = mlpkg_cli.path_of("kept-src")
+    r = mlpkg_cli.run("gc").ok()
     assert r.out.splitlines() == [f"deleted {greet}", f"deleted {src}"]  # referrer first
     assert "2 entries deleted" in r.err and "1 paths kept" in r.err, r.err
     assert not greet.exists() and not src.exists() and kept.is_dir()
-    assert valid_paths(mlpkg_cli.home) == [kept.name]
+    assert mlpkg_cli.valid_paths() == [kept.name]
     assert mlpkg_cli.run("path-info", str(greet)).code == 2
-    assert ok(mlpkg_cli.run("gc")).out == ""  # nothing left to free
+    assert mlpkg_cli.run("gc").ok().out == ""  # nothing left to free
 
 
 # -- invariants 1 and 3 ---------------------------------------------------------------------
@@ -510,16 +481,16 @@ def test_store_paths_do_not_depend_on_the_home(
     tmp_path: Path, mlpkg_cli: MlpkgCli, tarball: Callable[..., bytes]
 ) -> None:
     add_greet(mlpkg_cli, tarball)
-    from_a = ok(mlpkg_cli.run("build", "greet")).out.strip()
+    from_a = mlpkg_cli.run("build", "greet").ok().out.strip()
     other = type(mlpkg_cli)(tmp_path / "elsewhere" / "deeper" / "home2", mlpkg_cli.recipes)
-    from_b = ok(other.run("build", "greet")).out.strip()
+    from_b = other.run("build", "greet").ok().out.strip()
     assert Path(from_a).parent != Path(from_b).parent
     assert Path(from_a).name == Path(from_b).name
-    assert valid_paths(mlpkg_cli.home) == valid_paths(other.home)
+    assert mlpkg_cli.valid_paths() == other.valid_paths()
     hashes = [
         {
             d["path"]: d["archive_hash"]
-            for d in ok(c.run("path-info", "-r", "--json", "greet")).json()
+            for d in c.run("path-info", "-r", "--json", "greet").ok().json()
         }
         for c in (mlpkg_cli, other)
     ]
@@ -531,7 +502,7 @@ def test_no_store_content_names_the_store_root(
 ) -> None:
     _chain(mlpkg_cli, tarball)
     add_greet(mlpkg_cli, tarball)
-    ok(mlpkg_cli.run("build", "greet"))
+    mlpkg_cli.run("build", "greet").ok()
     root = os.fsencode(str(mlpkg_cli.store))
     seen = 0
     for dirpath, dirnames, filenames in os.walk(mlpkg_cli.store):
@@ -556,9 +527,11 @@ def test_output_naming_an_input_path_is_refused(
     )
     r = mlpkg_cli.run("build", "leaky")
     assert r.code == 1, str(r)
-    assert "names the store or its build directory in 'where'" in r.err and "relocatable" in r.err, r.err
-    assert valid_paths(mlpkg_cli.home) == [path_of(mlpkg_cli, "greet-src").name]
-    assert store_entries(mlpkg_cli.home) == [path_of(mlpkg_cli, "greet-src").name]  # no .tmp-*
+    assert (
+        "names the store or its build directory in 'where'" in r.err and "relocatable" in r.err
+    ), r.err
+    assert mlpkg_cli.valid_paths() == [mlpkg_cli.path_of("greet-src").name]
+    assert mlpkg_cli.store_entries() == [mlpkg_cli.path_of("greet-src").name]  # no .tmp-*
 
 
 def test_output_naming_out_is_refused(mlpkg_cli: MlpkgCli) -> None:
@@ -566,8 +539,8 @@ def test_output_naming_out_is_refused(mlpkg_cli: MlpkgCli) -> None:
     mlpkg_cli.recipes.add("selfref", "1.0", build_toml("selfref", "1.0", script))
     r = mlpkg_cli.run("build", "selfref")
     assert r.code == 1, str(r)
-    assert valid_paths(mlpkg_cli.home) == []
-    assert store_entries(mlpkg_cli.home) == []
+    assert mlpkg_cli.valid_paths() == []
+    assert mlpkg_cli.store_entries() == []
 
 
 def test_output_symlink_into_the_store_is_refused(
@@ -580,7 +553,7 @@ def test_output_symlink_into_the_store_is_refused(
     )
     r = mlpkg_cli.run("build", "linky")
     assert r.code == 1, str(r)
-    assert valid_paths(mlpkg_cli.home) == [path_of(mlpkg_cli, "greet-src").name]
+    assert mlpkg_cli.valid_paths() == [mlpkg_cli.path_of("greet-src").name]
 
 
 # -- invariant 4: the build sandbox ---------------------------------------------------------

@@ -10,7 +10,6 @@ import io
 import json
 import os
 import signal
-import sqlite3
 import tarfile
 import time
 from collections.abc import Callable
@@ -100,32 +99,6 @@ def add_app(cli: MlpkgCli, script: str = 'mkdir "$out"; cp "$src/data.txt" "$out
     cli.recipes.add("app", "1.0", build_toml("app", "1.0", script, {"src": "src@1.0"}))
 
 
-def ok(result: CliResult) -> CliResult:
-    assert result.code == 0, str(result)
-    return result
-
-
-def path_of(cli: MlpkgCli, spec: str) -> Path:
-    return Path(ok(cli.run("show", "--json", spec)).json()["path"])
-
-
-def valid_paths(home: Path) -> list[str]:
-    """What the store database lists as valid (read directly, not through mlpkg)."""
-    db = home / "db.sqlite"
-    if not db.exists():
-        return []
-    conn = sqlite3.connect(db)
-    try:
-        return sorted(r[0] for r in conn.execute("SELECT path FROM paths"))
-    finally:
-        conn.close()
-
-
-def store_entries(home: Path) -> list[str]:
-    store = home / "store"
-    return sorted(os.listdir(store)) if store.is_dir() else []
-
-
 def error_sentence(result: CliResult, code: int) -> str:
     """Check the exit code and that stderr has exactly one ``error: ...`` sentence and no
     traceback; return that sentence."""
@@ -139,7 +112,7 @@ def error_sentence(result: CliResult, code: int) -> str:
 
 
 def verify_clean(cli: MlpkgCli) -> None:
-    r = ok(cli.run("verify", "--check-contents"))
+    r = cli.run("verify", "--check-contents").ok()
     assert r.out == "", r.out
     assert "0 problems" in r.err, r.err
 
@@ -190,7 +163,7 @@ def test_input_cycle_is_named(mlpkg_cli: MlpkgCli) -> None:
     r = mlpkg_cli.run("build", "aa")
     sentence = error_sentence(r, 2)
     assert "cycle" in sentence and "aa@1.0 -> bb@1.0 -> aa@1.0" in sentence, sentence
-    assert store_entries(mlpkg_cli.home) == []
+    assert mlpkg_cli.store_entries() == []
 
 
 def test_version_conflict_names_both_requesters(mlpkg_cli: MlpkgCli) -> None:
@@ -205,7 +178,7 @@ def test_version_conflict_names_both_requesters(mlpkg_cli: MlpkgCli) -> None:
     assert "base" in sentence, sentence
     assert "left@1.0 (input b) needs base@1.0" in sentence, sentence
     assert "right@1.0 (input b) needs base@2.0" in sentence, sentence
-    assert store_entries(mlpkg_cli.home) == []
+    assert mlpkg_cli.store_entries() == []
 
 
 # -- fetch failures -----------------------------------------------------------------------------
@@ -224,8 +197,8 @@ def test_download_with_the_wrong_hash_fails_and_stores_nothing(
     sentence = error_sentence(r, 1)
     assert "src@1.0" in sentence
     assert sha256(good) in sentence and sha256(evil) in sentence, sentence
-    assert valid_paths(mlpkg_cli.home) == []
-    assert store_entries(mlpkg_cli.home) == []
+    assert mlpkg_cli.valid_paths() == []
+    assert mlpkg_cli.store_entries() == []
     assert os.listdir(mlpkg_cli.home / "partial") == []
 
 
@@ -238,7 +211,7 @@ def test_a_dead_mirror_is_skipped_for_a_good_one(
     urls = [http_server.url("/dead/src.tar.gz"), http_server.url("/good/src.tar.gz")]
     mlpkg_cli.recipes.add("src", "1.0", fetch_toml("src", "1.0", urls, sha256(data)))
     add_app(mlpkg_cli)
-    r = ok(mlpkg_cli.run("build", "app"))
+    r = mlpkg_cli.run("build", "app").ok()
     assert (Path(r.out.strip()) / "data.txt").read_text() == "from the good mirror\n"
     assert len(http_server.requests_for("/dead/src.tar.gz")) == 1
     assert len(http_server.requests_for("/good/src.tar.gz")) == 1
@@ -284,8 +257,8 @@ def test_hostile_archive_is_refused(mlpkg_cli: MlpkgCli, kind: str) -> None:
     sentence = error_sentence(r, 1)
     assert "Refusing archive" in sentence and "src@1.0" in sentence, sentence
     assert f"'{member}'" in sentence, sentence
-    assert valid_paths(mlpkg_cli.home) == []
-    assert store_entries(mlpkg_cli.home) == []
+    assert mlpkg_cli.valid_paths() == []
+    assert mlpkg_cli.store_entries() == []
     assert not Path("/tmp/mlpkg-evil-x").exists()
 
 
@@ -297,15 +270,15 @@ def test_failing_build_script_names_its_log(
 ) -> None:
     add_src(mlpkg_cli, tarball)
     add_app(mlpkg_cli, 'mkdir "$out"\necho "about to fail: 7c1e"\necho "to stderr" >&2\nexit 3\n')
-    app = path_of(mlpkg_cli, "app")
+    app = mlpkg_cli.path_of("app")
     r = mlpkg_cli.run("build", "app")
     sentence = error_sentence(r, 1)
     log = mlpkg_cli.home / "logs" / f"{app.name}.log"
     assert str(log) in sentence and "exit code 3" in sentence and "app" in sentence, sentence
     text = log.read_text()
     assert "about to fail: 7c1e" in text and "to stderr" in text
-    assert valid_paths(mlpkg_cli.home) == [path_of(mlpkg_cli, "src").name]
-    assert store_entries(mlpkg_cli.home) == [path_of(mlpkg_cli, "src").name]
+    assert mlpkg_cli.valid_paths() == [mlpkg_cli.path_of("src").name]
+    assert mlpkg_cli.store_entries() == [mlpkg_cli.path_of("src").name]
     assert os.listdir(mlpkg_cli.home / "builds") == []
 
 
@@ -330,14 +303,14 @@ def test_kill_during_fetch_then_build_again(
     assert proc.returncode == -signal.SIGKILL
     partial_size = part.stat().st_size
     assert 0 < partial_size < len(data)
-    assert valid_paths(mlpkg_cli.home) == []
-    assert store_entries(mlpkg_cli.home) == []
+    assert mlpkg_cli.valid_paths() == []
+    assert mlpkg_cli.store_entries() == []
 
     # A mirror that honours Range: the rerun resumes the partial file.
     http_server.route("/fast/src.tar.gz", body=data)
     fast = http_server.url("/fast/src.tar.gz")
     mlpkg_cli.recipes.add("src", "1.0", fetch_toml("src", "1.0", [fast], sha256(data)))
-    r = ok(mlpkg_cli.sub("build", "app", timeout=60))
+    r = mlpkg_cli.sub("build", "app", timeout=60).ok()
     assert (Path(r.out.strip()) / "data.txt").read_text() == "big\n"
     first = http_server.requests_for("/fast/src.tar.gz")[0]
     assert first.headers.get("range", "").startswith("bytes="), first.headers
@@ -350,13 +323,13 @@ def test_kill_during_build_then_build_again(
 ) -> None:
     add_src(mlpkg_cli, tarball)
     add_app(mlpkg_cli, GATE + 'cp "$src/data.txt" "$out/"\n')
-    ok(mlpkg_cli.run("build", "src"))
+    mlpkg_cli.run("build", "src").ok()
     proc = mlpkg_cli.popen("build", "app")
     started = mlpkg_cli.wait_for("builds/*/started", proc=proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=10)
-    app = path_of(mlpkg_cli, "app")
-    assert app.name not in valid_paths(mlpkg_cli.home)
+    app = mlpkg_cli.path_of("app")
+    assert app.name not in mlpkg_cli.valid_paths()
     assert not app.exists()
 
     again = mlpkg_cli.popen("build", "app")
@@ -368,10 +341,10 @@ def test_kill_during_build_then_build_again(
     assert (app / "data.txt").read_text() == "data of src\n"
     verify_clean(mlpkg_cli)
 
-    ok(mlpkg_cli.run("build", "--root", "app", "app"))
-    ok(mlpkg_cli.run("gc"))
-    assert not [e for e in store_entries(mlpkg_cli.home) if e.startswith(".")]
-    assert store_entries(mlpkg_cli.home) == valid_paths(mlpkg_cli.home)
+    mlpkg_cli.run("build", "--root", "app", "app").ok()
+    mlpkg_cli.run("gc").ok()
+    assert not [e for e in mlpkg_cli.store_entries() if e.startswith(".")]
+    assert mlpkg_cli.store_entries() == mlpkg_cli.valid_paths()
     assert os.listdir(mlpkg_cli.home / "builds") == []
     verify_clean(mlpkg_cli)
 
@@ -384,8 +357,8 @@ def test_two_builds_of_the_same_spec_build_once(
 ) -> None:
     add_src(mlpkg_cli, tarball)
     add_app(mlpkg_cli, GATE + 'cp "$src/data.txt" "$out/"\n')
-    ok(mlpkg_cli.run("build", "src"))
-    app = path_of(mlpkg_cli, "app")
+    mlpkg_cli.run("build", "src").ok()
+    app = mlpkg_cli.path_of("app")
     first = mlpkg_cli.popen("build", "-v", "app")
     second = mlpkg_cli.popen("build", "-v", "app")
     started = mlpkg_cli.wait_for("builds/*/started", proc=first)
@@ -403,7 +376,7 @@ def test_two_builds_of_the_same_spec_build_once(
     stderr = results[0].err + results[1].err
     assert stderr.count("BUILD-RAN app") == 1, stderr  # the script ran once
     assert stderr.count("in sandbox:") == 1, stderr  # the builder was started once
-    assert valid_paths(mlpkg_cli.home).count(app.name) == 1
+    assert mlpkg_cli.valid_paths().count(app.name) == 1
     verify_clean(mlpkg_cli)
 
 
@@ -413,24 +386,24 @@ def test_gc_during_a_build_keeps_its_inputs(
     add_src(mlpkg_cli, tarball)
     add_src(mlpkg_cli, tarball, name="junk")
     add_app(mlpkg_cli, GATE + 'cp "$src/data.txt" "$out/"\n')
-    ok(mlpkg_cli.run("build", "src"))
-    ok(mlpkg_cli.run("build", "junk"))
-    src, junk, app = (path_of(mlpkg_cli, s) for s in ("src", "junk", "app"))
+    mlpkg_cli.run("build", "src").ok()
+    mlpkg_cli.run("build", "junk").ok()
+    src, junk, app = (mlpkg_cli.path_of(s) for s in ("src", "junk", "app"))
     assert not list((mlpkg_cli.home / "gcroots").iterdir())  # nothing is rooted
 
     proc = mlpkg_cli.popen("build", "app")
     started = mlpkg_cli.wait_for("builds/*/started", proc=proc)
-    gc = ok(mlpkg_cli.sub("gc", "--json", timeout=30)).json()
+    gc = mlpkg_cli.sub("gc", "--json", timeout=30).ok().json()
     assert junk.name in gc["deleted"]  # the collector did run
     assert src.name not in gc["deleted"] and app.name not in gc["deleted"]
-    assert src.is_dir() and src.name in valid_paths(mlpkg_cli.home)
+    assert src.is_dir() and src.name in mlpkg_cli.valid_paths()
     assert started.exists()  # the running build's directory was left alone
 
     (started.parent / "go").touch()
     r = mlpkg_cli.finish(proc, timeout=30)
     assert r.code == 0, str(r)
     assert (app / "data.txt").read_text() == "data of src\n"
-    assert valid_paths(mlpkg_cli.home) == sorted([app.name, src.name])
+    assert mlpkg_cli.valid_paths() == sorted([app.name, src.name])
     verify_clean(mlpkg_cli)
 
 
@@ -447,7 +420,7 @@ def test_tampered_build_path_is_found_and_repaired(
 ) -> None:
     add_src(mlpkg_cli, tarball)
     add_app(mlpkg_cli)
-    app = Path(ok(mlpkg_cli.run("build", "app")).out.strip())
+    app = Path(mlpkg_cli.run("build", "app").ok().out.strip())
     verify_clean(mlpkg_cli)
     _tamper(app / "data.txt")
 
@@ -456,12 +429,12 @@ def test_tampered_build_path_is_found_and_repaired(
     assert app.name in sentence and "data.txt" in sentence, sentence
     assert app.name in r.out and "(data.txt)" in r.out, r.out
 
-    fixed = ok(mlpkg_cli.run("verify", "--repair"))
+    fixed = mlpkg_cli.run("verify", "--repair").ok()
     assert "repaired:" in fixed.out and app.name in fixed.out, fixed.out
     assert (app / "data.txt").read_text() == "data of src\n"
     assert os.stat(app / "data.txt").st_mode & 0o222 == 0
     verify_clean(mlpkg_cli)
-    assert not [e for e in store_entries(mlpkg_cli.home) if e.startswith(".")]
+    assert not [e for e in mlpkg_cli.store_entries() if e.startswith(".")]
 
 
 def test_tampered_fetch_path_is_found_and_repaired(
@@ -471,7 +444,7 @@ def test_tampered_fetch_path_is_found_and_repaired(
     http_server.route("/src.tar.gz", body=data)
     url = http_server.url("/src.tar.gz")
     mlpkg_cli.recipes.add("src", "1.0", fetch_toml("src", "1.0", [url], sha256(data)))
-    src = Path(ok(mlpkg_cli.run("build", "src")).out.strip())
+    src = Path(mlpkg_cli.run("build", "src").ok().out.strip())
     assert len(http_server.requests_for("/src.tar.gz")) == 1
     _tamper(src / "data.txt")
 
@@ -479,7 +452,7 @@ def test_tampered_fetch_path_is_found_and_repaired(
     sentence = error_sentence(r, 1)
     assert src.name in sentence and "data.txt" in sentence, sentence
 
-    ok(mlpkg_cli.run("verify", "--repair"))
+    mlpkg_cli.run("verify", "--repair").ok()
     assert len(http_server.requests_for("/src.tar.gz")) == 2  # fetched again
     assert (src / "data.txt").read_text() == "served\n"
     verify_clean(mlpkg_cli)
