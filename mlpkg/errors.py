@@ -71,6 +71,14 @@ class ResolutionError(BadInput):
     """No consistent set of versions exists, or the inputs form a cycle."""
 
 
+class LockError(BadInput):
+    """A lockfile is malformed, of another platform, or inconsistent with itself."""
+
+
+class CheckError(MlpkgError):
+    """A rebuild or a locked build gave other bytes than recorded (exit 1)."""
+
+
 class StoreError(MlpkgError):
     """The store is inconsistent, or a store operation failed (exit 1)."""
 

@@ -10,7 +10,7 @@ import traceback
 import click
 
 from mlpkg import __version__
-from mlpkg.cli import build, store_cmds
+from mlpkg.cli import build, lock, store_cmds
 from mlpkg.cli.context import App
 from mlpkg.errors import MlpkgError
 
@@ -23,7 +23,7 @@ def cli(ctx: click.Context) -> None:
     ctx.ensure_object(App)
 
 
-for command in (*build.COMMANDS, *store_cmds.COMMANDS):
+for command in (*build.COMMANDS, *lock.COMMANDS, *store_cmds.COMMANDS):
     cli.add_command(command)
 
 
@@ -60,8 +60,11 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as e:  # a bug: say so plainly
         if app.verbose:
             traceback.print_exc()
-        click.echo(f"error: internal error: {type(e).__name__}: {e} (run with -v for the "
-                   "traceback, and please report it).", err=True)  # fmt: skip
+        click.echo(
+            f"error: internal error: {type(e).__name__}: {e} (run with -v for the "
+            "traceback, and please report it).",
+            err=True,
+        )
         code = 1
     finally:
         app.close()

@@ -6,11 +6,14 @@ every path in it is valid, there is nothing to do and no recipe is parsed.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import click
 
-from mlpkg.cli.context import App, common
+from mlpkg.cli.context import App, F, common
+from mlpkg.cli.lock import realise_lock
 from mlpkg.errors import BadInput
 from mlpkg.store.path import StorePath
 
@@ -26,8 +29,14 @@ def print_plan(app: App, doc: dict[str, Any]) -> None:
     app.out(f"{doc['counts']['valid']} of {len(doc['nodes'])} paths are valid already.")
 
 
-def realise(app: App, specs: tuple[str, ...], dry_run: bool) -> dict[str, Any]:
+def realise(
+    app: App, specs: tuple[str, ...], dry_run: bool, lock: LockOptions | None = None
+) -> dict[str, Any]:
     """Plan, then (unless ``dry_run``) act; return the plan document."""
+    if lock is not None and lock.file is not None:
+        if specs:
+            raise BadInput("Give specs or --lock FILE, not both.")
+        return realise_lock(app, lock.file, lock.allow_external_drift, dry_run)
     if not specs:
         raise BadInput("Give at least one spec, e.g. `mlpkg build hello`.")
     if not dry_run:
@@ -60,14 +69,71 @@ def _emit_result(app: App, doc: dict[str, Any], dry_run: bool, roots: dict[str, 
             app.out(p)
 
 
+@dataclass
+class LockOptions:
+    file: Path | None
+    allow_external_drift: bool
+
+
+def lock_options(func: F) -> F:
+    func = click.option(
+        "--allow-external-drift",
+        is_flag=True,
+        help="With --lock: accept external tools of other versions.",
+    )(func)
+    return click.option(
+        "--lock",
+        "lock_file",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        help="Realise exactly the plan of this lockfile.",
+    )(func)
+
+
+def run_check(app: App, specs: tuple[str, ...], rounds: int) -> None:
+    """``build --check``: rebuild the (valid) roots and compare their bytes."""
+    from mlpkg.resolver.check import check
+    from mlpkg.resolver.realise import Reporter
+
+    plan = app.plan(specs)
+    results = []
+    for root in plan.roots:
+        drv = plan.node(root).drv
+        app.info(f"checking {root} ({rounds} round{'s' if rounds > 1 else ''})")
+        results.append(check(drv, app.store, app.reporter() if app.verbose else Reporter(), rounds))
+    if app.json:
+        app.emit([r.to_json() for r in results])
+    for r in results:
+        app.out(f"{app.store.dir / r.path}: reproducible ({r.rounds} rounds, {r.recorded})")
+
+
 @click.command("build")
 @click.argument("specs", nargs=-1)
 @click.option("--dry-run", is_flag=True, help="Print the plan (what is valid, fetched, built).")
 @click.option("--root", "root_name", help="Register the (first) result as gcroots/NAME.")
+@click.option(
+    "--check",
+    "check_",
+    is_flag=True,
+    help="Rebuild valid paths and compare the bytes (names the first difference).",
+)
+@click.option("--rounds", type=click.IntRange(1), default=1, help="With --check: rebuilds.")
+@lock_options
 @common
-def build_cmd(app: App, specs: tuple[str, ...], dry_run: bool, root_name: str | None) -> None:
-    """Realise SPECS and print their store paths."""
-    doc = realise(app, specs, dry_run)
+def build_cmd(
+    app: App,
+    specs: tuple[str, ...],
+    dry_run: bool,
+    root_name: str | None,
+    check_: bool,
+    rounds: int,
+    lock_file: Path | None,
+    allow_external_drift: bool,
+) -> None:
+    """Realise SPECS (or a lockfile) and print their store paths."""
+    if check_:
+        run_check(app, specs, rounds)
+        return
+    doc = realise(app, specs, dry_run, LockOptions(lock_file, allow_external_drift))
     roots = {}
     if root_name and not dry_run:
         roots[root_name] = str(app.store.add_root(root_name, StorePath.parse(doc["roots"][0])))
@@ -77,10 +143,18 @@ def build_cmd(app: App, specs: tuple[str, ...], dry_run: bool, root_name: str | 
 @click.command("install")
 @click.argument("specs", nargs=-1)
 @click.option("--dry-run", is_flag=True, help="Print the plan without acting.")
+@lock_options
 @common
-def install_cmd(app: App, specs: tuple[str, ...], dry_run: bool) -> None:
-    """Realise SPECS and keep them: each becomes a root (gcroots/installed/NAME)."""
-    doc = realise(app, specs, dry_run)
+def install_cmd(
+    app: App,
+    specs: tuple[str, ...],
+    dry_run: bool,
+    lock_file: Path | None,
+    allow_external_drift: bool,
+) -> None:
+    """Realise SPECS (or a lockfile) and keep them: each becomes a root
+    (gcroots/installed/NAME)."""
+    doc = realise(app, specs, dry_run, LockOptions(lock_file, allow_external_drift))
     roots: dict[str, str] = {}
     if not dry_run:
         names = {n["path"]: n["name"] for n in doc["nodes"]}
@@ -150,9 +224,15 @@ def search_cmd(app: App, term: str) -> None:
             continue
         newest = app.index.load(files[0])
         if needle in " ".join([name, *newest.aliases, newest.summary]).lower():
-            rows.append({"name": name, "versions": [f.version for f in files],
-                         "kind": newest.kind, "aliases": newest.aliases,
-                         "summary": newest.summary})  # fmt: skip
+            rows.append(
+                {
+                    "name": name,
+                    "versions": [f.version for f in files],
+                    "kind": newest.kind,
+                    "aliases": newest.aliases,
+                    "summary": newest.summary,
+                }
+            )
     if app.json:
         app.emit(rows)
         return

@@ -147,9 +147,13 @@ def common(func: F) -> F:
     @click.pass_context  # type: ignore[arg-type]
     @wraps(func)
     def wrapper(
-        ctx: click.Context, as_json: bool, verbose: bool, quiet: bool,
-        recipe_dirs: tuple[Path, ...], **kwargs: Any,
-    ) -> Any:  # fmt: skip
+        ctx: click.Context,
+        as_json: bool,
+        verbose: bool,
+        quiet: bool,
+        recipe_dirs: tuple[Path, ...],
+        **kwargs: Any,
+    ) -> Any:
         app: App = ctx.ensure_object(App)
         app.json = app.json or as_json
         app.verbose = app.verbose or verbose

@@ -145,11 +145,17 @@ def _remaker(app: App) -> Any:
 @common
 def verify_cmd(app: App, check_contents: bool, repair: bool) -> None:
     """Check the store against its database."""
-    result = verify(app.store, check_contents=check_contents or repair,
-                    repair=_remaker(app) if repair else None)  # fmt: skip
+    result = verify(
+        app.store, check_contents=check_contents or repair, repair=_remaker(app) if repair else None
+    )
     if app.json:
-        app.emit({"checked": result.checked, "ok": result.ok,
-                  "problems": [p.to_json() for p in result.problems]})  # fmt: skip
+        app.emit(
+            {
+                "checked": result.checked,
+                "ok": result.ok,
+                "problems": [p.to_json() for p in result.problems],
+            }
+        )
     else:
         for p in result.problems:
             app.out(("repaired: " if p.repaired else "") + p.message)
@@ -174,8 +180,10 @@ def gc_cmd(app: App, dry_run: bool) -> None:
     verb = "would delete" if dry_run else "deleted"
     for entry in result.deleted:
         app.out(f"{verb} {app.store.dir / entry}")
-    app.info(f"{len(result.deleted)} entries {verb}, {human(result.freed)} "
-             f"{'would be ' if dry_run else ''}freed; {result.kept} paths kept.")  # fmt: skip
+    app.info(
+        f"{len(result.deleted)} entries {verb}, {human(result.freed)} "
+        f"{'would be ' if dry_run else ''}freed; {result.kept} paths kept."
+    )
 
 
 def _file_hashes(file: Path) -> tuple[str, str]:
@@ -198,8 +206,12 @@ def _recipe_for_file(app: App, name: str, version: str, sha: str, md5: str, file
     except BadInput:
         files = []
     if not files:
-        return Recipe(name=name, version=version, kind="fetch",
-                      source=Source(urls=[file.absolute().as_uri()], sha256=sha))  # fmt: skip
+        return Recipe(
+            name=name,
+            version=version,
+            kind="fetch",
+            source=Source(urls=[file.absolute().as_uri()], sha256=sha),
+        )
     recipe = app.index.load(files[0])
     src = recipe.source
     if recipe.kind != "fetch" or src is None:
@@ -209,8 +221,11 @@ def _recipe_for_file(app: App, name: str, version: str, sha: str, md5: str, file
     if (src.sha256 and src.sha256 != sha) or (not src.sha256 and src.md5 != md5):
         want = f"sha256 {src.sha256}" if src.sha256 else f"md5 {src.md5}"
         got = f"sha256 {sha}" if src.sha256 else f"md5 {md5}"
-        raise BadInput(f"{file} does not match recipe {recipe.spec}: it has {got}, the recipe "
-                       f"declares {want}.", package=recipe.name)  # fmt: skip
+        raise BadInput(
+            f"{file} does not match recipe {recipe.spec}: it has {got}, the recipe "
+            f"declares {want}.",
+            package=recipe.name,
+        )
     return recipe
 
 
@@ -231,9 +246,13 @@ def add_file_cmd(app: App, file: Path, name: str, version: str) -> None:
     info = app.store.info(drv.path)
     if info is None:
         info = app.store.realise(
-            drv.path, lambda tmp: unpack_local(recipe, file, tmp), kind="fetch",
-            recipe_hash=drv.recipe_hash, deriver=drv.to_json(), relocatable=False,
-        )  # fmt: skip
+            drv.path,
+            lambda tmp: unpack_local(recipe, file, tmp, sha),
+            kind="fetch",
+            recipe_hash=drv.recipe_hash,
+            deriver=drv.to_json(),
+            relocatable=False,
+        )
     real = str(app.store.real_path(drv.path))
     if app.json:
         app.emit({**_info_json(app, info, None), "sha256": sha})

@@ -51,6 +51,9 @@ class Derivation:
     inputs: dict[str, StorePath]
     platform: str
     detected: Detected | None = None
+    # A fetch's sha256 when the recipe declares only MD5, learnt at the first fetch and
+    # pinned by a lockfile; checked too, but not hashed (the path is named by the MD5).
+    source_sha256: str | None = None
 
     @property
     def name(self) -> str:
@@ -112,6 +115,7 @@ class Derivation:
                 if self.detected
                 else None
             ),
+            "source_sha256": self.source_sha256,
         }
 
     @classmethod
@@ -122,6 +126,7 @@ class Derivation:
             inputs={k: StorePath.parse(v) for k, v in data["inputs"].items()},
             platform=data["platform"],
             detected=Detected(det["version"], dict(det["locations"])) if det else None,
+            source_sha256=data.get("source_sha256"),
         )
 
 

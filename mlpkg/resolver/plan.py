@@ -12,12 +12,12 @@ from __future__ import annotations
 import gc
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from mlpkg.errors import BadInput
 from mlpkg.resolver.derivation import Derivation, current_platform
-from mlpkg.resolver.provider import IndexProvider, RecipeCandidate
-from mlpkg.resolver.resolve import resolve
+from mlpkg.resolver.provider import RecipeBacked
+from mlpkg.resolver.resolve import Provider, resolve
 from mlpkg.resolver.spec import Spec
 from mlpkg.store.path import StorePath
 from mlpkg.store.store import Store
@@ -71,7 +71,7 @@ class Plan:
 
 
 def derive(
-    provider: IndexProvider, specs: Sequence[Spec], platform: str | None = None
+    provider: Provider, specs: Sequence[Spec], platform: str | None = None
 ) -> tuple[list[Derivation], list[StorePath]]:
     """Resolve ``specs`` and hash the closure bottom-up: the derivations in dependency
     order, and the store paths of the roots. Pure: no store, no building."""
@@ -92,8 +92,7 @@ def derive(
         paths: dict[str, StorePath] = {}
         drvs: list[Derivation] = []
         for name in resolution.topological():
-            cand = resolution.pins[name]
-            assert isinstance(cand, RecipeCandidate)
+            cand = cast(RecipeBacked, resolution.pins[name])
             edges = resolution.edges.get(name, {})
             inputs = {key: paths[edges[key]] for key in cand.inputs}
             drv = Derivation(cand.recipe, inputs, platform, cand.detected)
@@ -106,7 +105,7 @@ def derive(
 
 
 def make_plan(
-    provider: IndexProvider, specs: Sequence[Spec], store: Store, platform: str | None = None
+    provider: Provider, specs: Sequence[Spec], store: Store, platform: str | None = None
 ) -> Plan:
     """Resolve and hash ``specs`` (:func:`derive`), then ask the store what is valid."""
     drvs, roots = derive(provider, specs, platform)

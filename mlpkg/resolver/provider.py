@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from functools import cached_property
+from typing import Protocol
 
 from packaging.version import Version
 
@@ -18,6 +19,19 @@ from mlpkg.recipes.model import Recipe
 from mlpkg.resolver.derivation import Detected
 from mlpkg.resolver.external import Detector
 from mlpkg.resolver.spec import Spec, parse_spec
+
+
+class RecipeBacked(Protocol):
+    """A candidate that can be hashed into a derivation: what :func:`plan.derive` needs."""
+
+    @property
+    def inputs(self) -> Mapping[str, Spec]: ...
+
+    @property
+    def recipe(self) -> Recipe: ...
+
+    @property
+    def detected(self) -> Detected | None: ...
 
 
 class RecipeCandidate:
@@ -78,4 +92,4 @@ class IndexProvider:
         return found
 
 
-__all__ = ["ExternalNotFound", "IndexProvider", "RecipeCandidate"]
+__all__ = ["ExternalNotFound", "IndexProvider", "RecipeBacked", "RecipeCandidate"]

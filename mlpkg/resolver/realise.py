@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO
 
@@ -22,6 +23,7 @@ from mlpkg.store import sandbox
 from mlpkg.store.db import PathInfo
 from mlpkg.store.fetch import Expected, fetch
 from mlpkg.store.fs import remove_tree
+from mlpkg.store.path import StorePath
 from mlpkg.store.store import Maker, Store
 from mlpkg.store.unpack import unpack
 
@@ -42,8 +44,18 @@ class Reporter:
     def close(self) -> None: ...
 
 
-def realise_plan(plan: Plan, store: Store, reporter: Reporter | None = None) -> list[PathInfo]:
-    """Make every path of ``plan`` valid; return the infos of its roots."""
+def realise_plan(
+    plan: Plan,
+    store: Store,
+    reporter: Reporter | None = None,
+    expected: Mapping[StorePath, str] | None = None,
+) -> list[PathInfo]:
+    """Make every path of ``plan`` valid; return the infos of its roots.
+
+    ``expected`` maps paths to the archive hash they must have (from a lockfile): a path
+    whose content differs is not registered, and BuildError names both hashes.
+    """
+    expected = expected or {}
     reporter = reporter or Reporter()
     store.protect(n.path for n in plan.nodes)
     # Validity is read again once the paths are protected: a collection that ran between
@@ -52,13 +64,18 @@ def realise_plan(plan: Plan, store: Store, reporter: Reporter | None = None) -> 
     pending = [n for n in plan.nodes if n.path not in valid]
     for i, node in enumerate(pending, 1):
         reporter.start(node, i, len(pending))
-        reporter.finish(node, realise_derivation(node.drv, store, reporter, node))
+        info = realise_derivation(node.drv, store, reporter, node, expected.get(node.path))
+        reporter.finish(node, info)
     infos = [store.info(root) for root in plan.roots]
     return [i for i in infos if i is not None]
 
 
 def realise_derivation(
-    drv: Derivation, store: Store, reporter: Reporter, node: PlanNode | None = None
+    drv: Derivation,
+    store: Store,
+    reporter: Reporter,
+    node: PlanNode | None = None,
+    expected_hash: str | None = None,
 ) -> PathInfo:
     path = drv.path
     node = node or PlanNode(drv, path, drv.kind)
@@ -71,13 +88,14 @@ def realise_derivation(
         references=drv.inputs.values(),
         relocatable=drv.kind == "build",
         forbidden=[sandbox.FIXED_OUT],
+        expected_hash=expected_hash,
     )
 
 
 def maker(drv: Derivation, store: Store, reporter: Reporter, node: PlanNode) -> Maker:
     """The function that writes ``drv``'s content at a temporary location."""
     if drv.kind == "fetch":
-        return lambda tmp: _fetch(drv.recipe, tmp, store, reporter, node)
+        return lambda tmp: _fetch(drv, tmp, store, reporter, node)
     if drv.kind == "external":
         return lambda tmp: _link_external(drv, tmp)
     if drv.kind == "build":
@@ -85,13 +103,16 @@ def maker(drv: Derivation, store: Store, reporter: Reporter, node: PlanNode) -> 
     raise MlpkgError(f"Recipe kind '{drv.kind}' of {drv.name} cannot be realised yet.")
 
 
-def _fetch(recipe: Recipe, tmp: Path, store: Store, reporter: Reporter, node: PlanNode) -> None:
+def _fetch(
+    drv: Derivation, tmp: Path, store: Store, reporter: Reporter, node: PlanNode
+) -> dict[str, object]:
+    recipe = drv.recipe
     src = recipe.source
     assert src is not None
-    expected = Expected(sha256=src.sha256, md5=src.md5)
+    expected = Expected(sha256=src.sha256 or drv.source_sha256, md5=src.md5)
     key = node.path.hash_part
     download = store.partial_dir / f"{key}.download"
-    fetch(
+    fetched = fetch(
         src.urls,
         download if src.unpack else tmp,
         expected,
@@ -104,15 +125,17 @@ def _fetch(recipe: Recipe, tmp: Path, store: Store, reporter: Reporter, node: Pl
             unpack(download, tmp, strip_components=src.strip_components, label=recipe.spec)
         finally:
             download.unlink(missing_ok=True)
+    return {"sha256": fetched.sha256, "md5": fetched.md5, "url": fetched.url}
 
 
-def unpack_local(recipe: Recipe, file: Path, tmp: Path) -> None:
-    """Make a fixed-output path from a local file (``add-file``)."""
+def unpack_local(recipe: Recipe, file: Path, tmp: Path, sha256: str) -> dict[str, object]:
+    """Make a fixed-output path from a local file (``add-file``) whose sha256 is known."""
     src = recipe.source
     if src is not None and src.unpack:
         unpack(file, tmp, strip_components=src.strip_components, label=str(file))
     else:
         shutil.copyfile(file, tmp)
+    return {"sha256": sha256, "url": file.absolute().as_uri()}
 
 
 def _link_external(drv: Derivation, tmp: Path) -> None:

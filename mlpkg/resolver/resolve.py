@@ -15,11 +15,13 @@ Contract:
   decided dependants first (reverse depth-first post-order of the graph of likely choices),
   so a name is usually decided once every requirement on it is known; each gets the newest
   candidate matching every requirement on it, and its inputs become new requirements.
-* When a name has no matching candidate, or a new requirement contradicts a pin, the search
-  backtracks to the most recent decision involved in the conflict (conflict-directed
-  backjumping: decisions that took no part are skipped, which never loses a solution), tries
-  its next older candidate and undoes everything after it. Requirements are undone from a
-  trail rather than copied, so a search that needs no backtracking is near-linear.
+* Each required name keeps the candidates still allowed by every requirement on it
+  (forward checking). When a new requirement leaves a name none, or contradicts a pin, the
+  candidate that made it fails and the next older one is tried; when a decision runs out of
+  candidates, the search backjumps to the most recent decision involved in the conflict
+  (conflict-directed backjumping: decisions that took no part are skipped, which never loses
+  a solution), tries its next older candidate and undoes everything after it. Changes are
+  undone from a trail rather than copied, so a search without conflicts is near-linear.
 * A root spec that no candidate matches raises :class:`~mlpkg.errors.UnknownPackage`
   ("No version of X matches @9.9; available: ..."). When no solution exists,
   :class:`~mlpkg.errors.ResolutionError` names the first package found impossible, every
@@ -157,17 +159,10 @@ class _Decision:
     """A name pinned by choice, with what is needed to undo it and try the next candidate."""
 
     name: str
-    matching: list[int]  # indexes of the candidates matching its requirements when decided
+    matching: list[int]  # indexes of the candidates allowed when it was decided
     mark: int  # trail length before the pin
-    conflicts: set[int]  # earlier decision levels that ruled out candidates of this name
+    conflicts: set[int] = field(default_factory=set)  # earlier levels its failures involve
     index: int = 0  # into matching: the candidate pinned now
-
-
-@dataclass
-class _Conflict:
-    name: str
-    requirements: list[_Requirement]
-    genuine: bool  # no candidate satisfies all of them
 
 
 def _versions_text(candidates: Sequence[Candidate]) -> str:
@@ -189,14 +184,16 @@ class _Resolver:
         self.broken: dict[str, MlpkgError] = {}  # names whose candidates failed to load
         self.cands: dict[str, list[Candidate]] = {}  # canonical name -> newest first
         self.inputs: dict[str, list[tuple[_Input, ...] | None]] = {}  # parallel to cands
+        self.versions: dict[str, list[Version]] = {}  # parallel to cands
         self.priority: dict[str, int] = {}  # decision order: dependants before inputs
         self.reqs: dict[str, list[_Requirement]] = {}
+        self.allowed: dict[str, list[int]] = {}  # required name -> candidates still allowed
         self.pins: dict[str, Candidate] = {}
         self.level: dict[str, int] = {}  # pinned name -> decision level
         self.decisions: list[_Decision] = []
-        self.trail: list[str] = []  # names whose requirement list grew, in order
+        self.trail: list[tuple[str, list[int] | None]] = []  # (name, allowed before) per req
         self.ready: list[tuple[int, str]] = []  # heap; stale entries are skipped
-        self.conflict: _Conflict | None = None  # the first conflict found
+        self.conflict: tuple[str, list[_Requirement], bool] | None = None  # first; genuine?
 
     def lookup(self, name: str) -> str:
         found = self.names.get(name)
@@ -222,6 +219,7 @@ class _Resolver:
                 raise
             found = self.cands[name] = sorted(listed, key=lambda c: c.version, reverse=True)
             self.inputs[name] = [None] * len(found)
+            self.versions[name] = [c.version for c in found]
         return found
 
     def inputs_of(self, name: str, index: int) -> tuple[_Input, ...]:
@@ -253,7 +251,9 @@ class _Resolver:
             names.append(name)
         self.rank(list(zip(names, roots, strict=True)))
         for spec, name in zip(roots, names, strict=True):
-            self.require(name, _Requirement(spec, None, None, _ROOT))
+            if not self.require(name, _Requirement(spec, None, None, _ROOT)):
+                self.note_conflict(name, self.reqs[name])
+                raise self.failure()
         return list(dict.fromkeys(names))
 
     def likely_inputs(self, name: str, spec: Spec) -> list[tuple[str, Spec]]:
@@ -271,7 +271,7 @@ class _Resolver:
 
         The graph followed is that of the likely choices (each name's newest candidate that
         the spec reaching it allows), ordered dependants first, so that a name is usually
-        decided only once everything requiring it is pinned and it has no pinned conflicts.
+        decided only once everything requiring it is pinned, and pins meet no conflicts.
         """
         graph: dict[str, list[str]] = {}
         todo = starts[::-1]
@@ -279,50 +279,50 @@ class _Resolver:
             name, spec = todo.pop()
             if name in graph or name in self.priority:
                 continue
-            deps = [
-                (dep, s) for dep, s in self.likely_inputs(name, spec) if dep not in self.priority
-            ]
+            deps = [(d, s) for d, s in self.likely_inputs(name, spec) if d not in self.priority]
             graph[name] = list(dict.fromkeys(dep for dep, _ in reversed(deps)))
             todo.extend(reversed(deps))
         for name in reversed(_postorder(reversed([n for n, _ in starts]), graph, strict=False)):
             self.priority[name] = len(self.priority)
 
-    def require(self, name: str, requirement: _Requirement) -> None:
+    def require(self, name: str, requirement: _Requirement) -> bool:
+        """Add a requirement on an unpinned name; False when it leaves no candidate allowed."""
         existing = self.reqs.setdefault(name, [])
+        spec = requirement.spec
+        before = self.allowed.get(name) if existing else None
         if not existing:
             if name not in self.priority:
-                self.rank([(name, requirement.spec)])
-            self.push(name)
+                self.rank([(name, spec)])
+            heapq.heappush(self.ready, (self.priority[name], name))
+            self.allowed[name] = list(range(len(self.load(name))))
+        if spec.version is not None:
+            versions = self.versions[name]
+            self.allowed[name] = [i for i in self.allowed[name] if spec.matches(versions[i])]
         existing.append(requirement)
-        self.trail.append(name)
+        self.trail.append((name, before))
+        return bool(self.allowed[name])
 
-    def push(self, name: str) -> None:
-        heapq.heappush(self.ready, (self.priority[name], name))
+    def culprits(self, name: str) -> set[int]:
+        """The decision levels of the requirements that ruled out candidates of ``name``."""
+        requirements = [r for r in self.reqs[name] if r.spec.version is not None]
+        found: set[int] = set()
+        for candidate in self.cands[name]:
+            for requirement in requirements:  # lowest level first, so the best culprit
+                if not requirement.spec.matches(candidate.version):
+                    found.add(requirement.level)
+                    break
+        found.discard(_ROOT)
+        return found
 
     def note_conflict(self, name: str, requirements: list[_Requirement]) -> None:
-        """Remember the first conflict whose requirements no candidate can satisfy together."""
-        if self.conflict is not None and self.conflict.genuine:
+        """Remember the first conflict, preferring one that no candidate can satisfy."""
+        if self.conflict is not None and self.conflict[2]:
             return
         genuine = not any(
             all(r.spec.matches(c.version) for r in requirements) for c in self.cands[name]
         )
         if self.conflict is None or genuine:
-            self.conflict = _Conflict(name, list(requirements), genuine)
-
-    def filter(self, name: str) -> tuple[list[int], set[int]]:
-        """Candidates matching every requirement, and the levels of those that ruled any out."""
-        requirements = [r for r in self.reqs[name] if r.spec.version is not None]
-        culprits: set[int] = set()
-        matching: list[int] = []
-        for index, candidate in enumerate(self.cands[name]):
-            for requirement in requirements:  # lowest level first, so the best culprit
-                if not requirement.spec.matches(candidate.version):
-                    if requirement.level != _ROOT:
-                        culprits.add(requirement.level)
-                    break
-            else:
-                matching.append(index)
-        return matching, culprits
+            self.conflict = (name, list(requirements), genuine)
 
     def pin(self, decision: _Decision, level: int) -> bool:
         """Pin ``decision``'s current candidate and require its inputs; False on a conflict."""
@@ -337,12 +337,19 @@ class _Resolver:
                 raise self.unknown[spec.name]
             requirement = _Requirement(spec, requester, key, level)
             pinned = self.pins.get(dep)
-            if pinned is not None and not spec.matches(pinned.version):
+            if pinned is None:
+                if not self.require(dep, requirement):
+                    self.note_conflict(dep, self.reqs[dep])
+                    decision.conflicts |= self.culprits(dep) - {level}
+                    return False
+            elif spec.matches(pinned.version):
+                self.reqs[dep].append(requirement)
+                self.trail.append((dep, None))
+            else:
                 self.note_conflict(dep, [*self.reqs[dep], requirement])
                 if self.level[dep] != level:
                     decision.conflicts.add(self.level[dep])
                 return False
-            self.require(dep, requirement)
         return True
 
     def undo(self, level: int) -> _Decision:
@@ -350,12 +357,15 @@ class _Resolver:
         for later in self.decisions[level:]:
             del self.pins[later.name]
             del self.level[later.name]
-        for later in self.decisions[level + 1 :]:
-            self.push(later.name)  # skipped if no longer required
+        for later in self.decisions[level + 1 :]:  # to be decided again, if still required
+            heapq.heappush(self.ready, (self.priority[later.name], later.name))
         del self.decisions[level + 1 :]
         decision = self.decisions[level]
         while len(self.trail) > decision.mark:
-            self.reqs[self.trail.pop()].pop()
+            name, before = self.trail.pop()
+            self.reqs[name].pop()
+            if before is not None:
+                self.allowed[name] = before
         return decision
 
     def advance(self, decision: _Decision) -> bool:
@@ -369,11 +379,13 @@ class _Resolver:
         return False
 
     def exhausted(self, decision: _Decision) -> set[int]:
-        """The nogood of a decision with no candidates left: its conflicts and a requester."""
+        """The nogood of a decision with no candidates left: what ruled each one out, and a
+        requester of the name."""
         self.decisions.pop()
-        self.push(decision.name)
-        nogood = set(decision.conflicts)
-        first = self.reqs[decision.name][0].level  # the lowest level that needs this name
+        name = decision.name
+        heapq.heappush(self.ready, (self.priority[name], name))
+        nogood = decision.conflicts | self.culprits(name)
+        first = self.reqs[name][0].level  # the lowest level that needs this name
         if first != _ROOT:
             nogood.add(first)
         return nogood
@@ -392,39 +404,28 @@ class _Resolver:
         raise self.failure()
 
     def failure(self) -> ResolutionError:
-        conflict = self.conflict
-        if conflict is None:  # not reachable: every failure starts at a conflict
+        if self.conflict is None:  # not reached: every failure starts at a conflict
             return ResolutionError("No set of versions satisfies every requirement.")
-        constrained = [r for r in conflict.requirements if r.spec.version is not None]
-        listed = constrained or conflict.requirements
-        who = ", ".join(r.describe(conflict.name) for r in listed)
-        available = _versions_text(self.cands[conflict.name])
-        qualifier = "" if conflict.genuine else " together with the other choices"
+        name, requirements, genuine = self.conflict
+        listed = [r for r in requirements if r.spec.version is not None] or requirements
+        who = ", ".join(r.describe(name) for r in listed)
+        qualifier = "" if genuine else " together with the other choices"
         return ResolutionError(
-            f"No version of {conflict.name} satisfies every requirement{qualifier}: {who}; "
-            f"available: {available}.",
-            package=conflict.name,
+            f"No version of {name} satisfies every requirement{qualifier}: {who}; "
+            f"available: {_versions_text(self.cands[name])}.",
+            package=name,
         )
 
-    def decide(self, name: str) -> None:
-        """Pin ``name`` to its newest workable candidate, backjumping when it has none."""
-        self.load(name)  # raises what listing this name raised, now that it is needed
-        matching, culprits = self.filter(name)
-        if not matching:
-            self.note_conflict(name, self.reqs[name])
-            self.push(name)
-            self.backjump(culprits)
-            return
-        decision = _Decision(name, matching, len(self.trail), culprits)
-        self.decisions.append(decision)
-        if not self.advance(decision):
-            self.backjump(self.exhausted(decision))
-
     def run(self) -> None:
+        """Decide required names, dependants first, until every one is pinned."""
         while self.ready:
             _, name = heapq.heappop(self.ready)
-            if name not in self.pins and self.reqs.get(name):
-                self.decide(name)
+            if name in self.pins or not self.reqs.get(name):
+                continue  # a stale entry
+            decision = _Decision(name, self.allowed[name], len(self.trail))
+            self.decisions.append(decision)
+            if not self.advance(decision):
+                self.backjump(self.exhausted(decision))
 
     def resolution(self, roots: list[str]) -> Resolution:
         pins: dict[str, Candidate] = {}

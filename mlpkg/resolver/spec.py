@@ -26,6 +26,7 @@ Contract:
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,7 +46,7 @@ __all__ = [
 
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _FOLD_RE = re.compile(r"[-_.]+")
-_VERSION_CHAR_RE = re.compile(r"[A-Za-z0-9.:,!=<>~*_-]")
+_VERSION_TEXT_RE = re.compile(r"[A-Za-z0-9.:,!=<>~*_-]+")
 _PEP440_OPERATORS = ("===", "~=", "==", "!=", "<=", ">=", "<", ">")
 
 Matcher = Callable[[Version], bool]
@@ -129,13 +130,14 @@ def _pep440(text: str) -> Matcher:
     return lambda v: specifiers.contains(v, prereleases=allow_pre)
 
 
+@functools.lru_cache(maxsize=4096)
 def _compile(text: str) -> Matcher:
     """The match function of a version constraint; :class:`_Invalid` when malformed."""
     if not text:
         raise _Invalid("the version after '@' is empty")
-    for char in text:
-        if not _VERSION_CHAR_RE.fullmatch(char):
-            raise _Invalid(f"{char!r} is not allowed in a version constraint")
+    if not _VERSION_TEXT_RE.fullmatch(text):
+        bad = next(char for char in text if not _VERSION_TEXT_RE.fullmatch(char))
+        raise _Invalid(f"{bad!r} is not allowed in a version constraint")
     items = text.split(",")
     if any(not item for item in items):
         raise _Invalid(f"the version constraint {text!r} has an empty item between commas")

@@ -33,8 +33,12 @@ class GcResult:
     skipped: list[str] = field(default_factory=list)  # dead but busy (locked by a process)
 
     def to_json(self) -> dict[str, object]:
-        return {"deleted": self.deleted, "freed_bytes": self.freed, "kept": self.kept,
-                "skipped": self.skipped}  # fmt: skip
+        return {
+            "deleted": self.deleted,
+            "freed_bytes": self.freed,
+            "kept": self.kept,
+            "skipped": self.skipped,
+        }
 
 
 def _disk_usage(path: str) -> int:

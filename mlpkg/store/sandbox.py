@@ -36,9 +36,19 @@ from mlpkg.errors import BadInput, BuildError
 SOURCE_DATE_EPOCH = "315532800"  # 1980-01-01, the earliest date zip files can hold
 SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin"
 _ETC = (
-    "alternatives", "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "passwd", "group",
-    "nsswitch.conf", "hosts", "localtime", "ssl", "ca-certificates", "resolv.conf",
-)  # fmt: skip
+    "alternatives",
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "passwd",
+    "group",
+    "nsswitch.conf",
+    "hosts",
+    "localtime",
+    "ssl",
+    "ca-certificates",
+    "resolv.conf",
+)
 KINDS = ("bubblewrap", "unshare", "none")
 FIXED_OUT = "/build/out"  # $out inside bubblewrap; it must not survive into the output
 

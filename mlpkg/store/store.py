@@ -23,15 +23,16 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-from mlpkg.errors import BadInput, BuildError, StoreError
+from mlpkg.errors import BadInput, BuildError, CheckError, StoreError
 from mlpkg.store import archive
 from mlpkg.store.db import Database, PathInfo
 from mlpkg.store.fs import canonicalise, remove_tree
 from mlpkg.store.locks import FileLock, PathLock, TempRoots
 from mlpkg.store.path import StorePath
 
-Maker = Callable[[Path], None]
-"""Makes a path's content at the given location (which does not exist yet)."""
+Maker = Callable[[Path], "dict[str, object] | None"]
+"""Makes a path's content at the given location (which does not exist yet). It may return
+facts learnt while making it (e.g. the sha256 of a download), kept with the derivation."""
 
 
 class Store:
@@ -184,7 +185,7 @@ class Store:
             self._clear_leftovers(path)
             tmp = self.dir / f".tmp-{path.hash_part}-{secrets.token_hex(6)}"
             try:
-                make(tmp)
+                facts = make(tmp)
                 if not os.path.lexists(tmp):
                     raise BuildError(f"Making {path.name} produced no output.", package=path.name)
                 scanned = self._check(tmp, path, relocatable, expected_hash, forbidden)
@@ -198,7 +199,7 @@ class Store:
                 archive_hash=scanned.hash,
                 size=scanned.size,
                 recipe_hash=recipe_hash,
-                deriver=deriver,
+                deriver={**deriver, "facts": facts} if facts else deriver,
                 references=refs,
                 manifest=[[e.path, e.kind, e.size, e.digest] for e in scanned.manifest],
                 registered=time.time(),
@@ -228,9 +229,16 @@ class Store:
                 package=path.name,
             )
         if expected_hash is not None and scanned.hash != expected_hash:
-            raise BuildError(
-                f"The output of {path.name} has archive hash {scanned.hash}, "
-                f"expected {expected_hash}.",
+            kept = self.home / "failed" / str(path)
+            remove_tree(kept)
+            kept.parent.mkdir(exist_ok=True)
+            os.replace(tmp, kept)
+            raise CheckError(
+                f"{path.name} came out with archive hash {scanned.hash}, but "
+                f"{expected_hash} was expected; nothing was registered.",
+                details=[f"the result is kept for inspection at {kept}"],
+                hint="`mlpkg build --check` on a valid path rebuilds it and names the first "
+                "file that differs; see docs/reproducibility.md.",
                 package=path.name,
             )
         return scanned

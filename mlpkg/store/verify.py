@@ -29,8 +29,13 @@ class Problem:
     repaired: bool = False
 
     def to_json(self) -> dict[str, object]:
-        return {"path": self.path, "kind": self.kind, "message": self.message,
-                "files": self.files, "repaired": self.repaired}  # fmt: skip
+        return {
+            "path": self.path,
+            "kind": self.kind,
+            "message": self.message,
+            "files": self.files,
+            "repaired": self.repaired,
+        }
 
 
 @dataclass

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mlpkg.errors import BuildError, StoreError
+from mlpkg.errors import BuildError, CheckError, StoreError
 from mlpkg.store.gc import collect
 from mlpkg.store.locks import TempRoots, is_locked, live_temp_roots
 from mlpkg.store.path import StorePath
@@ -75,11 +75,15 @@ def test_output_naming_the_store_root_is_refused(tmp_path: Path) -> None:
         assert not store.is_valid(P) and os.listdir(store.dir) == []
 
 
-def test_expected_hash_mismatch_is_refused(tmp_path: Path) -> None:
-    with Store(tmp_path / "home") as store, pytest.raises(BuildError, match="expected sha256:00"):
-        store.realise(P, write_dir, kind="build", recipe_hash="", deriver={},
-                      expected_hash="sha256:" + "0" * 64)  # fmt: skip
-    assert not Store(tmp_path / "home").is_valid(P)
+def test_expected_hash_mismatch_is_refused_and_kept_aside(tmp_path: Path) -> None:
+    with Store(tmp_path / "home") as store:
+        with pytest.raises(CheckError, match=r"but sha256:0+ was expected") as e:
+            store.realise(P, write_dir, kind="build", recipe_hash="", deriver={},
+                          expected_hash="sha256:" + "0" * 64)  # fmt: skip
+        assert not store.is_valid(P) and os.listdir(store.dir) == []
+        kept = tmp_path / "home" / "failed" / str(P)
+        assert (kept / "f").read_text() == "content\n"
+        assert str(kept) in " ".join(e.value.details)
 
 
 def test_references_must_be_valid(tmp_path: Path) -> None:

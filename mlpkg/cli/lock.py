@@ -1,0 +1,185 @@
+"""Lockfiles on the command line: ``lock``, ``lock --check``, ``lock --update``, and the
+``--lock`` mode of ``build`` and ``install``."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from mlpkg.cli.context import App, common
+from mlpkg.errors import BadInput, CheckError, LockError
+
+if TYPE_CHECKING:
+    from mlpkg.resolver.lockfile import Lockfile
+    from mlpkg.resolver.plan import Plan
+
+
+def read_lock(file: Path) -> Lockfile:
+    from mlpkg.resolver import lockfile
+
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise LockError(f"Cannot read lockfile {file}: {e}.", file=str(file)) from None
+    return lockfile.parse(text, str(file))
+
+
+def lock_of_plan(app: App, specs: list[str], plan: Plan) -> Lockfile:
+    """A lock of ``plan``, with what the store knows (archive hashes, downloads' sha256)."""
+    from mlpkg.resolver.lockfile import from_plan
+    from mlpkg.resolver.machine import current_platform
+
+    drvs, infos = [], {}
+    for node in plan.nodes:
+        drv, info = node.drv, app.store.info(node.path)
+        src = drv.recipe.source
+        if src is not None and not src.sha256:  # MD5 only: pin what the first fetch saw
+            facts = info.deriver.get("facts", {}) if info else {}
+            sha = facts.get("sha256") if isinstance(facts, dict) else None
+            drv = replace(drv, source_sha256=sha if isinstance(sha, str) else None)
+        if info is not None:
+            infos[node.path] = (info.archive_hash, info.size)
+        drvs.append(drv)
+    return from_plan(specs, drvs, plan.roots, infos, current_platform())
+
+
+def write_lock(app: App, lock: Lockfile, output: Path) -> None:
+    text = lock.dumps()
+    if str(output) == "-":
+        click.echo(text, nl=False)
+        return
+    tmp = output.with_name(f".{output.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(output)
+    unknown = sum(1 for n in lock.nodes if n.archive_hash is None)
+    note = f"; {unknown} archive hashes unknown (lock --realise records them)" if unknown else ""
+    app.info(f"wrote {output}: {len(lock.nodes)} paths{note}")
+
+
+def check_lock(app: App, file: Path) -> dict[str, Any]:
+    """Is the lock consistent (parse checks it), and do the recipes still give it?"""
+    lock = read_lock(file)
+    plan = app.plan(lock.specs)
+    locked = {n.drv.name: str(n.path) for n in lock.nodes}
+    fresh = {n.drv.name: str(n.path) for n in plan.nodes}
+    changes = [
+        f"{name}: the lock has {locked.get(name, '(nothing)')}, the recipes now give "
+        f"{fresh.get(name, '(nothing)')}"
+        for name in sorted(set(locked) | set(fresh))
+        if locked.get(name) != fresh.get(name)
+    ]
+    return {"file": str(file), "consistent": True, "up_to_date": not changes, "changes": changes}
+
+
+def update_lock(app: App, file: Path, names: tuple[str, ...]) -> Lockfile:
+    """Re-resolve ``names`` with the current recipes; keep every other node as locked."""
+    from mlpkg.resolver.lockfile import PinnedProvider
+    from mlpkg.resolver.plan import make_plan
+    from mlpkg.resolver.spec import parse_spec
+
+    lock = read_lock(file)
+    known = {n.drv.name for n in lock.nodes}
+    free = {app.index.canonical_name(n) if n not in known else n for n in names}
+    unknown = sorted(free - known)
+    if unknown:
+        raise BadInput(f"{file} has no package {unknown[0]}; it locks {', '.join(sorted(known))}.")
+    provider = PinnedProvider(app.provider, lock, free)
+    plan = make_plan(provider, [parse_spec(s) for s in lock.specs], app.store)
+    return lock_of_plan(app, lock.specs, plan)
+
+
+def realise_lock(app: App, file: Path, allow_drift: bool, dry_run: bool) -> dict[str, Any]:
+    """``build --lock``: realise exactly the locked plan and compare every archive hash."""
+    from mlpkg.resolver.lockfile import check_valid_paths, to_plan
+    from mlpkg.resolver.realise import realise_plan
+
+    lock = read_lock(file)
+    plan, expected = to_plan(
+        lock, app.store, app.provider.detector, allow_external_drift=allow_drift
+    )
+    doc = plan.to_json()
+    if dry_run:
+        return doc
+    check_valid_paths(plan, app.store, expected)
+    if plan.pending():
+        reporter = app.reporter()
+        try:
+            realise_plan(plan, app.store, reporter, expected)
+        finally:
+            reporter.close()
+    return doc
+
+
+@click.command("lock")
+@click.argument("specs", nargs=-1)
+@click.option(
+    "-o",
+    "--output",
+    type=Path,
+    default=Path("mlpkg.lock"),
+    show_default=True,
+    help="Where to write the lock ('-' for stdout); the file --update rewrites.",
+)
+@click.option("--realise", is_flag=True, help="Realise first, so every archive hash is known.")
+@click.option(
+    "--check",
+    "check_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Check that FILE is consistent and that the recipes still give it.",
+)
+@click.option(
+    "--update",
+    "update_names",
+    multiple=True,
+    metavar="NAME",
+    help="Re-resolve NAME (repeatable), keeping every other locked node.",
+)
+@common
+def lock_cmd(
+    app: App,
+    specs: tuple[str, ...],
+    output: Path,
+    realise: bool,
+    check_file: Path | None,
+    update_names: tuple[str, ...],
+) -> None:
+    """Write a lockfile pinning the whole closure of SPECS."""
+    if check_file is not None:
+        result = check_lock(app, check_file)
+        if app.json:
+            app.emit(result)
+        for change in result["changes"]:
+            app.out(change)
+        if result["changes"]:
+            raise CheckError(
+                f"{check_file} no longer matches the recipes: {result['changes'][0]}.",
+                hint=f"`mlpkg lock --update NAME -o {check_file}` re-resolves one package.",
+            )
+        app.info(f"{check_file} is consistent and up to date.")
+        return
+    if update_names:
+        lock = update_lock(app, output, update_names)
+    else:
+        if not specs:
+            raise BadInput("Give the specs to lock, e.g. `mlpkg lock hello -o mlpkg.lock`.")
+        plan = app.plan(list(specs))
+        if realise and plan.pending():
+            from mlpkg.resolver.realise import realise_plan
+
+            reporter = app.reporter()
+            try:
+                realise_plan(plan, app.store, reporter)
+            finally:
+                reporter.close()
+        lock = lock_of_plan(app, list(specs), plan)
+    write_lock(app, lock, output)
+    if app.json:
+        app.emit(
+            {"file": str(output), "roots": [str(r) for r in lock.roots], "nodes": len(lock.nodes)}
+        )
+
+
+COMMANDS = [lock_cmd]

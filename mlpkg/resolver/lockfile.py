@@ -1,0 +1,352 @@
+"""Lockfiles, format version 1: the whole plan, with recipes embedded.
+
+A lockfile reproduces a closure without the recipe collection it came from: every node
+carries its recipe, its inputs (as store paths), its store path, the sha256 of each
+download, the detected version of each external tool, and, where the path was realised,
+its archive hash and size. Paths are recomputed from the embedded recipes when a lock is
+read, so a hand-edited recipe is caught (the path no longer matches) rather than trusted.
+
+Layout (TOML, keys sorted, nodes sorted by name then path; see docs/lockfile.md)::
+
+    version = 1
+    platform = "x86_64-linux"
+    specs = ["hello"]
+    roots = ["<hash>-hello-1.0"]
+
+    [[node]]
+    path = "<hash>-hello-1.0"
+    name = "hello"
+    version = "1.0"
+    kind = "build"
+    archive_hash = "sha256:…"      # or "unknown"
+    size = 50646                   # bytes of the archive, when known
+    detected_version = "12.2.0"    # externals only
+    source_sha256 = "…"            # fetches only: what the download hashed to
+    [node.inputs]
+    six = "<hash>-six-src-1.16.0"
+    [node.recipe]                  # the recipe, as in recipes/<name>/<version>.toml
+    …
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from packaging.version import Version
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from mlpkg.errors import CheckError, FormatVersionError, LockError, RecipeError
+from mlpkg.recipes.model import Recipe
+from mlpkg.resolver.derivation import Derivation, Detected
+from mlpkg.resolver.external import Detector
+from mlpkg.resolver.machine import current_platform
+from mlpkg.resolver.plan import ACTIONS, Plan, PlanNode
+from mlpkg.resolver.provider import IndexProvider
+from mlpkg.resolver.spec import parse_spec
+from mlpkg.resolver.toml_writer import dumps
+from mlpkg.store.path import StorePath
+from mlpkg.store.store import Store
+
+LOCK_VERSION = 1
+UNKNOWN = "unknown"
+HEADER = (
+    "mlpkg lockfile: written by `mlpkg lock`, read by `mlpkg build --lock`.\n"
+    "It pins every store path of a closure, with its recipe; see docs/lockfile.md."
+)
+
+
+class _NodeModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: str
+    name: str
+    version: str
+    kind: str
+    archive_hash: str = Field(pattern=r"^(unknown|sha256:[0-9a-f]{64})$")
+    size: int | None = Field(default=None, ge=0)
+    detected_version: str | None = None
+    source_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    inputs: dict[str, str] = {}
+    recipe: dict[str, Any]
+
+
+class _LockModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: int
+    platform: str
+    specs: list[str]
+    roots: list[str] = Field(min_length=1)
+    node: list[_NodeModel] = Field(min_length=1)
+
+
+@dataclass
+class LockedNode:
+    """One pinned store path."""
+
+    drv: Derivation
+    archive_hash: str | None = None  # None: not known (the lock was made without --realise)
+    size: int | None = None
+
+    @property
+    def path(self) -> StorePath:
+        return self.drv.path
+
+    def to_doc(self) -> dict[str, Any]:
+        d = self.drv
+        return {
+            "path": str(d.path),
+            "name": d.name,
+            "version": d.version,
+            "kind": d.kind,
+            "archive_hash": self.archive_hash or UNKNOWN,
+            "size": self.size,
+            "detected_version": d.detected.version if d.detected else None,
+            "source_sha256": d.source_sha256,
+            "inputs": {k: str(v) for k, v in sorted(d.inputs.items())},
+            "recipe": d.recipe.model_dump(mode="json", exclude_defaults=True),
+        }
+
+
+@dataclass
+class Lockfile:
+    platform: str
+    specs: list[str]
+    roots: list[StorePath]
+    nodes: list[LockedNode]  # inputs before the nodes that use them
+
+    def node(self, path: StorePath) -> LockedNode:
+        for n in self.nodes:
+            if n.path == path:
+                return n
+        raise KeyError(str(path))
+
+    def dumps(self) -> str:
+        """The lockfile's text: the same lock always gives the same bytes."""
+        ordered = sorted(self.nodes, key=lambda n: (n.drv.name, str(n.path)))
+        document = {
+            "version": LOCK_VERSION,
+            "platform": self.platform,
+            "specs": list(self.specs),
+            "roots": [str(r) for r in self.roots],
+            "node": [n.to_doc() for n in ordered],
+        }
+        return dumps(document, HEADER)
+
+
+def _field(loc: Sequence[int | str], model: dict[str, Any]) -> str:
+    """``node 3 (hello): field recipe.build.script`` style names for validation errors."""
+    parts = [str(p) for p in loc]
+    if len(parts) >= 2 and parts[0] == "node" and parts[1].isdigit():
+        i = int(parts[1])
+        nodes = model.get("node", [])
+        name = nodes[i].get("name", "?") if i < len(nodes) and isinstance(nodes[i], dict) else "?"
+        rest = ".".join(parts[2:]) or "(the node)"
+        return f"node {i + 1} ({name}): field {rest}"
+    return f"field {'.'.join(parts) or '(top level)'}"
+
+
+def parse(text: str, file: str) -> Lockfile:
+    """Read and check a lockfile. Every problem raises LockError naming the file and, where
+    it lies in a node, the node and field. Paths are recomputed from the embedded recipes
+    and must match (a tampered recipe is named)."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise LockError(
+            f"{file} is not valid TOML (truncated or hand-edited?): {e}.", file=file
+        ) from None
+    version = raw.get("version")
+    if isinstance(version, int) and version != LOCK_VERSION:
+        raise FormatVersionError(
+            f"{file} is a lockfile of format version {version}; this mlpkg reads version "
+            f"{LOCK_VERSION}.",
+            hint="Upgrade mlpkg, or lock again with this one." if version > LOCK_VERSION else None,
+            file=file,
+        )
+    try:
+        model = _LockModel.model_validate(raw)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = _field(first["loc"], raw)
+        details = [f"{file}: {_field(err['loc'], raw)}: {err['msg']}" for err in e.errors()]
+        raise LockError(
+            f"{file} is not a valid lockfile: {where}: {first['msg']}.",
+            details=details,
+            file=file,
+            field=where,
+        ) from None
+    return _build(model, file)
+
+
+def _build(model: _LockModel, file: str) -> Lockfile:
+    by_path = {n.path: n for n in model.node}
+    made: dict[str, LockedNode] = {}
+    order: list[LockedNode] = []
+    state: dict[str, int] = {}
+
+    def visit(start: str) -> None:
+        stack: list[tuple[str, bool]] = [(start, False)]
+        while stack:
+            path, done = stack.pop()
+            if done:
+                made[path] = _node(by_path[path], made, model.platform, file)
+                order.append(made[path])
+                state[path] = 2
+                continue
+            if state.get(path) == 2:
+                continue
+            if state.get(path) == 1:
+                raise LockError(f"{file}: the inputs of node {path} form a cycle.", file=file)
+            state[path] = 1
+            stack.append((path, True))
+            node = by_path[path]
+            for key, dep in sorted(node.inputs.items()):
+                if dep not in by_path:
+                    raise LockError(
+                        f"{file}: node {node.name} has input {key} = {dep}, which is not a "
+                        "node of the lock.",
+                        file=file,
+                        field=f"inputs.{key}",
+                    )
+                if state.get(dep) != 2:
+                    stack.append((dep, False))
+
+    for path in sorted(by_path):
+        if state.get(path) != 2:
+            visit(path)
+    for root in model.roots:
+        if root not in by_path:
+            raise LockError(f"{file}: root {root} is not a node of the lock.", file=file)
+    return Lockfile(model.platform, model.specs, [StorePath.parse(r) for r in model.roots], order)
+
+
+def _node(n: _NodeModel, made: dict[str, LockedNode], platform: str, file: str) -> LockedNode:
+    where = f"{file}: node {n.name}"
+    try:
+        recipe = Recipe.model_validate(n.recipe)
+    except ValidationError as e:
+        err = e.errors()[0]
+        field = ".".join(str(p) for p in err["loc"])
+        raise RecipeError(
+            f"{where}: field recipe.{field}: {err['msg']}.",
+            file=file,
+            field=f"recipe.{field}",
+            package=n.name,
+        ) from None
+    if recipe.kind == "external" and not n.detected_version:
+        raise LockError(f"{where}: an external node needs detected_version.", file=file)
+    detected = Detected(n.detected_version) if n.detected_version else None
+    inputs = {k: made[v].path for k, v in n.inputs.items()}
+    drv = Derivation(recipe, inputs, platform, detected, n.source_sha256)
+    if str(drv.path) != n.path:
+        raise LockError(
+            f"{where}: its embedded recipe and inputs give store path {drv.path}, but the lock "
+            f"records {n.path}; the lock was edited or corrupted.",
+            file=file,
+            package=n.name,
+        )
+    archive = None if n.archive_hash == UNKNOWN else n.archive_hash
+    return LockedNode(drv, archive, n.size)
+
+
+def from_plan(
+    specs: Sequence[str],
+    drvs: Sequence[Derivation],
+    roots: Sequence[StorePath],
+    infos: dict[StorePath, tuple[str, int]],
+    platform: str,
+) -> Lockfile:
+    """A lock of a plan; ``infos`` gives the archive hash and size of realised paths."""
+    nodes = [LockedNode(d, *infos.get(d.path, (None, None))) for d in drvs]
+    return Lockfile(platform, list(specs), list(roots), nodes)
+
+
+def to_plan(
+    lock: Lockfile, store: Store, detector: Detector, *, allow_external_drift: bool = False
+) -> tuple[Plan, dict[StorePath, str]]:
+    """The locked plan for this machine, and the archive hash each path must have.
+
+    External tools are detected here; one whose version differs from the lock is refused,
+    naming both versions, unless ``allow_external_drift`` (then the locked path names are
+    kept and the local tool is linked). Externals' archive hashes are not compared: their
+    links name where the tool lives, which differs between machines.
+    """
+    if lock.platform != current_platform():
+        raise LockError(
+            f"The lock is for platform {lock.platform}; this machine is {current_platform()}."
+        )
+    drvs: list[Derivation] = []
+    drift: list[str] = []
+    for node in lock.nodes:
+        drv = node.drv
+        if drv.kind == "external":
+            assert drv.detected is not None
+            local = detector(drv.recipe)
+            if local.version != drv.detected.version:
+                drift.append(
+                    f"{drv.name}: the lock has {drv.detected.version}, this machine "
+                    f"has {local.version}"
+                )
+            drv = replace(drv, detected=Detected(drv.detected.version, local.locations))
+        drvs.append(drv)
+    if drift and not allow_external_drift:
+        raise LockError(
+            f"An external tool differs from the lock: {drift[0]}.",
+            details=drift,
+            hint="Install the locked version, or pass --allow-external-drift to build anyway.",
+        )
+    valid = store.db.valid_among(d.path for d in drvs)
+    nodes = [PlanNode(d, d.path, "valid" if d.path in valid else ACTIONS[d.kind]) for d in drvs]
+    expected = {
+        n.path: n.archive_hash for n in lock.nodes if n.archive_hash and n.drv.kind != "external"
+    }
+    return Plan(nodes, list(lock.roots)), expected
+
+
+def check_valid_paths(plan: Plan, store: Store, expected: dict[StorePath, str]) -> None:
+    """Compare paths that were valid already with the lock's archive hashes."""
+    for node in plan.nodes:
+        want = expected.get(node.path)
+        info = store.info(node.path)
+        if want and info is not None and info.archive_hash != want:
+            raise CheckError(
+                f"{node.path.name} in this store has archive hash {info.archive_hash}, but the "
+                f"lock records {want}.",
+                hint=f"`mlpkg build --check {node.drv.name}@=={node.drv.version}` rebuilds it and "
+                "names the first differing file; `mlpkg verify --check-contents` tells whether "
+                "the store copy was modified.",
+                package=node.drv.name,
+            )
+
+
+class PinnedCandidate:
+    """A locked node offered to the resolver as the only version of its package."""
+
+    def __init__(self, node: LockedNode) -> None:
+        self.recipe = node.drv.recipe
+        self.detected = node.drv.detected
+        self.name = node.drv.name
+        self.version = Version(node.drv.version)
+        self.inputs = {k: parse_spec(v) for k, v in self.recipe.inputs.items()}
+
+
+class PinnedProvider:
+    """The recipe collection, except that every locked package not named in ``free`` has
+    exactly its locked version, with its embedded recipe (``lock --update``)."""
+
+    def __init__(self, base: IndexProvider, lock: Lockfile, free: set[str]) -> None:
+        self.base = base
+        self.pins = {n.drv.name: PinnedCandidate(n) for n in lock.nodes if n.drv.name not in free}
+
+    def canonical_name(self, name: str) -> str:
+        if name in self.pins:
+            return name
+        return self.base.canonical_name(name)
+
+    def candidates(self, name: str) -> Sequence[Any]:
+        pinned = self.pins.get(name)
+        return [pinned] if pinned is not None else self.base.candidates(name)
