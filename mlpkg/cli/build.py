@@ -103,7 +103,8 @@ def run_check(app: App, specs: tuple[str, ...], rounds: int) -> None:
     if app.json:
         app.emit([r.to_json() for r in results])
     for r in results:
-        app.out(f"{app.store.dir / r.path}: reproducible ({r.rounds} rounds, {r.recorded})")
+        rounds_text = f"{r.rounds} round{'s' if r.rounds > 1 else ''}"
+        app.out(f"{app.store.dir / r.path}: reproducible ({rounds_text}, {r.recorded})")
 
 
 @click.command("build")

@@ -2,8 +2,8 @@
 
 A build is a bash script run with a clean environment (``out``, one variable per input,
 ``PATH`` made of the inputs' ``bin`` directories and the system's, a private ``HOME`` and
-``TMPDIR``, ``SOURCE_DATE_EPOCH`` fixed, ``TZ=UTC``, ``LC_ALL=C``), and, by the best
-mechanism this machine has:
+``TMPDIR``, ``SOURCE_DATE_EPOCH`` fixed, ``TZ=UTC``, ``LC_ALL=C``, ``PYTHONHASHSEED=0``,
+umask 022), and, by the best mechanism this machine has:
 
 - ``bubblewrap``: new user, mount, pid, ipc, uts and network namespaces; the system's
   ``/usr`` (and ``/bin``, ``/lib*``), a few files of ``/etc``, the declared inputs
@@ -125,6 +125,8 @@ def _env(req: BuildRequest, root: str) -> dict[str, str]:
         "LANG": "C",
         "TERM": "dumb",
         "MLPKG_BUILD_CORES": str(os.cpu_count() or 1),
+        "PYTHONHASHSEED": "0",  # set iteration order in Python-driven builds
+        "PYTHONDONTWRITEBYTECODE": "1",
     }
     env.update(req.extra_env)
     env.update({k: str(v) for k, v in req.inputs.items()})
@@ -172,6 +174,7 @@ def _spawn(argv: list[str], env: dict[str, str], cwd: Path, log: Path, echo: IO[
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            umask=0o022,
         )
         assert proc.stdout is not None
         copier = threading.Thread(target=_copy, args=(proc.stdout, logf, echo), daemon=True)
