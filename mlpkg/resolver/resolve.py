@@ -2,33 +2,29 @@
 
 Contract:
 
-* The resolver sees only a :class:`Provider` (after resolvelib): ``canonical_name`` resolves a
-  name or alias (raising :class:`~mlpkg.errors.UnknownPackage` when unknown), ``candidates``
-  lists a canonical name's candidates. Each is called at most once per distinct argument,
-  and a candidate's ``inputs`` are read once, only for candidates that are chosen or likely
-  to be (the newest one a spec allows, read ahead to order the decisions). An unknown root
-  name, or an unknown input of a chosen candidate, raises the provider's UnknownPackage
-  unchanged; other provider errors met while reading ahead are raised only if that name or
-  candidate turns out to be needed. ``Spec.variants`` are ignored here.
-* One version per canonical name in the whole closure. Every requirement remembers who asked
-  (a root spec, or ``name@version`` and the input key of a chosen candidate). Names are
-  decided dependants first (reverse depth-first post-order of the graph of likely choices),
-  so a name is usually decided once every requirement on it is known; each gets the newest
-  candidate matching every requirement on it, and its inputs become new requirements.
-* Each required name keeps the candidates still allowed by every requirement on it
-  (forward checking). When a new requirement leaves a name none, or contradicts a pin, the
-  candidate that made it fails and the next older one is tried; when a decision runs out of
-  candidates, the search backjumps to the most recent decision involved in the conflict
-  (conflict-directed backjumping: decisions that took no part are skipped, which never loses
-  a solution), tries its next older candidate and undoes everything after it. Changes are
-  undone from a trail rather than copied, so a search without conflicts is near-linear.
-* A root spec that no candidate matches raises :class:`~mlpkg.errors.UnknownPackage`
-  ("No version of X matches @9.9; available: ..."). When no solution exists,
-  :class:`~mlpkg.errors.ResolutionError` names the first package found impossible, every
-  requester with what it asked for, and the versions available.
-* :meth:`Resolution.topological` orders the closure inputs first and raises
-  :class:`~mlpkg.errors.ResolutionError` naming a cycle when there is one. Nothing recurses,
-  so deep chains are fine.
+* The resolver sees only a :class:`Provider` (after resolvelib), calling ``canonical_name``
+  and ``candidates`` at most once per argument, and reading a candidate's ``inputs`` once,
+  only for candidates chosen or likely to be (the newest one a spec allows, read ahead to
+  order the decisions). An unknown root, or an unknown input of a chosen candidate, raises
+  the provider's :class:`~mlpkg.errors.UnknownPackage`; other provider errors met while
+  reading ahead are raised only if that name or candidate is needed. Variants are ignored.
+* One version per canonical name in the closure. Every requirement remembers who asked (a
+  root spec, or ``name@version`` and the input key of a chosen candidate). Names are decided
+  dependants first (reverse depth-first post-order of the graph of likely choices), so each
+  usually sees every requirement on it, and gets the newest candidate matching them all.
+* Each required name keeps the candidates every requirement on it allows (forward
+  checking). When a new requirement leaves a name none, or contradicts a pin, the candidate
+  that made it fails and the next older one is tried; when a decision runs out, the search
+  backjumps to the latest decision involved in the conflict (conflict-directed backjumping:
+  decisions that took no part are skipped, which loses no solution), tries its next older
+  candidate and undoes everything after it, from a trail (no state is copied): a search
+  without conflicts is near-linear.
+* A root spec no candidate matches raises UnknownPackage ("No version of X matches @9.9;
+  available: ..."). When no solution exists, :class:`~mlpkg.errors.ResolutionError` names
+  the first package found impossible, every requester with what it asked for, and the
+  versions available.
+* :meth:`Resolution.topological` orders the closure inputs first, or raises ResolutionError
+  naming a cycle. Nothing recurses, so deep chains are fine.
 """
 
 from __future__ import annotations
@@ -70,19 +66,13 @@ class Provider(Protocol):
     def candidates(self, name: str) -> Sequence[Candidate]: ...  # canonical name; newest first
 
 
-class _Cycle(Exception):
-    def __init__(self, cycle: list[str]) -> None:
-        super().__init__(cycle)
-        self.cycle = cycle
-
-
 def _postorder(
     starts: Iterable[str], graph: Mapping[str, Iterable[str]], *, strict: bool
-) -> list[str]:
-    """Depth-first post-order (inputs before dependants), without recursion.
+) -> tuple[list[str], list[str]]:
+    """Depth-first post-order (inputs before dependants) without recursion, and a cycle.
 
-    With ``strict``, a cycle raises :class:`_Cycle` holding it (first name repeated at the end);
-    otherwise the edge that closes a cycle is ignored.
+    With ``strict``, the first cycle met (first name repeated at the end) stops the walk;
+    otherwise edges that close cycles are ignored and the cycle returned is empty.
     """
     done: set[str] = set()
     order: list[str] = []
@@ -96,7 +86,7 @@ def _postorder(
             for dep in stack[-1]:
                 if dep in on_path:
                     if strict:
-                        raise _Cycle([*path[path.index(dep) :], dep])
+                        return order, [*path[path.index(dep) :], dep]
                     continue
                 if dep not in done:
                     path.append(dep)
@@ -109,7 +99,7 @@ def _postorder(
                 on_path.discard(node)
                 done.add(node)
                 order.append(node)
-    return order
+    return order, []
 
 
 @dataclass
@@ -124,16 +114,12 @@ class Resolution:
         """Every name, inputs before their dependants; :class:`ResolutionError` on a cycle."""
         graph = {name: inputs.values() for name, inputs in self.edges.items()}
         starts = [*self.roots, *self.pins]
-        try:
-            return _postorder(starts, graph, strict=True)
-        except _Cycle as exc:
-            labels = [
-                name if name not in self.pins else f"{name}@{self.pins[name].version}"
-                for name in exc.cycle
-            ]
-            raise ResolutionError(
-                f"Inputs form a cycle: {' -> '.join(labels)}.", package=exc.cycle[0]
-            ) from None
+        order, cycle = _postorder(starts, graph, strict=True)
+        if cycle:
+            labels = [f"{n}@{self.pins[n].version}" if n in self.pins else n for n in cycle]
+            text = " -> ".join(labels)
+            raise ResolutionError(f"Inputs form a cycle: {text}.", package=cycle[0])
+        return order
 
 
 class _Requirement(NamedTuple):
@@ -151,10 +137,7 @@ class _Requirement(NamedTuple):
         return f"{self.requester} (input {self.key}) needs {wanted}"
 
 
-_Input = tuple[str, Spec, str]  # input key, spec, canonical name ("" when unknown)
-
-
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Decision:
     """A name pinned by choice, with what is needed to undo it and try the next candidate."""
 
@@ -174,8 +157,8 @@ def _versions_text(candidates: Sequence[Candidate]) -> str:
 
 
 class _Resolver:
-    """The search state. Requirement changes are logged on ``trail`` so a backjump can undo
-    them; names wait in the ``ready`` heap, dependants first."""
+    """The search state: requirements added are logged on ``trail`` for undoing; required
+    names wait in the ``ready`` heap, dependants first."""
 
     def __init__(self, provider: Provider) -> None:
         self.provider = provider
@@ -183,7 +166,7 @@ class _Resolver:
         self.unknown: dict[str, UnknownPackage] = {}  # raised once such an input is needed
         self.broken: dict[str, MlpkgError] = {}  # names whose candidates failed to load
         self.cands: dict[str, list[Candidate]] = {}  # canonical name -> newest first
-        self.inputs: dict[str, list[tuple[_Input, ...] | None]] = {}  # parallel to cands
+        self.inputs: dict[str, list[Mapping[str, Spec] | None]] = {}  # parallel to cands
         self.versions: dict[str, list[Version]] = {}  # parallel to cands
         self.priority: dict[str, int] = {}  # decision order: dependants before inputs
         self.reqs: dict[str, list[_Requirement]] = {}
@@ -191,7 +174,8 @@ class _Resolver:
         self.pins: dict[str, Candidate] = {}
         self.level: dict[str, int] = {}  # pinned name -> decision level
         self.decisions: list[_Decision] = []
-        self.trail: list[tuple[str, list[int] | None]] = []  # (name, allowed before) per req
+        self.trail: list[str] = []  # the name of each requirement added, in order
+        self.saved: list[list[int] | None] = []  # parallel: what it narrowed allowed from
         self.ready: list[tuple[int, str]] = []  # heap; stale entries are skipped
         self.conflict: tuple[str, list[_Requirement], bool] | None = None  # first; genuine?
 
@@ -222,14 +206,12 @@ class _Resolver:
             self.versions[name] = [c.version for c in found]
         return found
 
-    def inputs_of(self, name: str, index: int) -> tuple[_Input, ...]:
-        """A candidate's inputs with canonical names (asked of the candidate once)."""
+    def inputs_of(self, name: str, index: int) -> Mapping[str, Spec]:
+        """A candidate's inputs (asked of the candidate once)."""
         slots = self.inputs[name]
         found = slots[index]
         if found is None:
-            inputs = self.cands[name][index].inputs
-            found = tuple((key, spec, self.lookup(spec.name)) for key, spec in inputs.items())
-            slots[index] = found
+            found = slots[index] = self.cands[name][index].inputs
         return found
 
     def add_roots(self, roots: Sequence[Spec]) -> list[str]:
@@ -261,7 +243,8 @@ class _Resolver:
         try:
             for index, candidate in enumerate(self.load(name)):
                 if spec.matches(candidate.version):
-                    return [(dep, s) for _, s, dep in self.inputs_of(name, index) if dep]
+                    inputs = self.inputs_of(name, index).values()
+                    return [(dep, s) for s in inputs if (dep := self.lookup(s.name))]
         except MlpkgError:
             pass  # raised again if this name or candidate turns out to be needed
         return []
@@ -282,25 +265,31 @@ class _Resolver:
             deps = [(d, s) for d, s in self.likely_inputs(name, spec) if d not in self.priority]
             graph[name] = list(dict.fromkeys(dep for dep, _ in reversed(deps)))
             todo.extend(reversed(deps))
-        for name in reversed(_postorder(reversed([n for n, _ in starts]), graph, strict=False)):
+        order, _ = _postorder(reversed([n for n, _ in starts]), graph, strict=False)
+        for name in reversed(order):
             self.priority[name] = len(self.priority)
 
     def require(self, name: str, requirement: _Requirement) -> bool:
         """Add a requirement on an unpinned name; False when it leaves no candidate allowed."""
         existing = self.reqs.setdefault(name, [])
         spec = requirement.spec
-        before = self.allowed.get(name) if existing else None
+        before = None
         if not existing:
             if name not in self.priority:
                 self.rank([(name, spec)])
             heapq.heappush(self.ready, (self.priority[name], name))
             self.allowed[name] = list(range(len(self.load(name))))
+        allowed = self.allowed[name]
         if spec.version is not None:
             versions = self.versions[name]
-            self.allowed[name] = [i for i in self.allowed[name] if spec.matches(versions[i])]
+            kept = [i for i in allowed if spec.matches(versions[i])]
+            if len(kept) != len(allowed):
+                before, allowed = (allowed if existing else None), kept
+                self.allowed[name] = kept
         existing.append(requirement)
-        self.trail.append((name, before))
-        return bool(self.allowed[name])
+        self.trail.append(name)
+        self.saved.append(before)
+        return bool(allowed)
 
     def culprits(self, name: str) -> set[int]:
         """The decision levels of the requirements that ruled out candidates of ``name``."""
@@ -332,7 +321,8 @@ class _Resolver:
         self.pins[name] = candidate
         self.level[name] = level
         requester = f"{name}@{candidate.version}"
-        for key, spec, dep in self.inputs_of(name, index):
+        for key, spec in self.inputs_of(name, index).items():
+            dep = self.lookup(spec.name)
             if not dep:
                 raise self.unknown[spec.name]
             requirement = _Requirement(spec, requester, key, level)
@@ -344,7 +334,8 @@ class _Resolver:
                     return False
             elif spec.matches(pinned.version):
                 self.reqs[dep].append(requirement)
-                self.trail.append((dep, None))
+                self.trail.append(dep)
+                self.saved.append(None)
             else:
                 self.note_conflict(dep, [*self.reqs[dep], requirement])
                 if self.level[dep] != level:
@@ -362,7 +353,8 @@ class _Resolver:
         del self.decisions[level + 1 :]
         decision = self.decisions[level]
         while len(self.trail) > decision.mark:
-            name, before = self.trail.pop()
+            name = self.trail.pop()
+            before = self.saved.pop()
             self.reqs[name].pop()
             if before is not None:
                 self.allowed[name] = before
@@ -434,7 +426,7 @@ class _Resolver:
             index = decision.matching[decision.index]
             pins[decision.name] = self.cands[decision.name][index]
             inputs = self.inputs_of(decision.name, index)
-            edges[decision.name] = {key: dep for key, _, dep in inputs}
+            edges[decision.name] = {key: self.lookup(s.name) for key, s in inputs.items()}
         return Resolution(roots=roots, pins=pins, edges=edges)
 
 

@@ -127,7 +127,17 @@ def _pep440(text: str) -> Matcher:
     except InvalidSpecifier:
         raise _Invalid(f"{text!r} is not a valid PEP 440 specifier set") from None
     allow_pre = any(_mentions_prerelease(s.version) for s in specifiers)
-    return lambda v: specifiers.contains(v, prereleases=allow_pre)
+    if any(s.operator == "===" for s in specifiers):  # compares text: 4.0 differs from 4.0.0
+        return lambda v: specifiers.contains(v, prereleases=allow_pre)
+    seen: dict[Version, bool] = {}  # SpecifierSet.contains is slow, and versions repeat
+
+    def match(v: Version) -> bool:
+        found = seen.get(v)
+        if found is None:
+            found = seen[v] = specifiers.contains(v, prereleases=allow_pre)
+        return found
+
+    return match
 
 
 @functools.lru_cache(maxsize=4096)

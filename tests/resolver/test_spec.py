@@ -132,6 +132,8 @@ MATCHES = [
     ("<2", "2.0rc1", False),
     ("==1.*", "1.9", True),
     ("==1.*", "2.0", False),
+    ("===4.0", "4.0", True),
+    ("===4.0", "4.0.0", False),
     # Spack ranges: inclusive, both ends read as prefixes.
     ("1.2:1.4", "1.2", True),
     ("1.2:1.4", "1.3.7", True),
