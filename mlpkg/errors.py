@@ -17,7 +17,8 @@ class MlpkgError(Exception):
 
     ``message`` is one clear sentence. ``details`` are extra lines (e.g. every problem of a
     recipe file). ``hint`` says what to do about it. ``file``, ``field`` and ``package``
-    name what is at fault, where known.
+    name what is at fault, where known. ``reported`` says that the command already printed
+    its ``--json`` document, so the CLI prints no second one.
     """
 
     exit_code = 1
@@ -31,8 +32,10 @@ class MlpkgError(Exception):
         file: str | None = None,
         field: str | None = None,
         package: str | None = None,
+        reported: bool = False,
     ) -> None:
         super().__init__(message)
+        self.reported = reported  # the command already printed its --json document
         self.message = message
         self.details = list(details)
         self.hint = hint

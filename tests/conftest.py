@@ -469,3 +469,24 @@ def slow_http_server() -> Iterator[SlowServer]:
         yield server
     finally:
         server.close()
+
+
+@pytest.fixture
+def make_mlpkg_cli(tmp_path: Path) -> Iterator[Any]:
+    """``make_mlpkg_cli(home, recipes=None) -> MlpkgCli``: another CLI runner (see
+    :class:`MlpkgCli`) with its own ``MLPKG_HOME`` at ``home``, and ``recipes`` (default: a
+    new empty directory beside ``home``) as its recipe directory; for checking that
+    something made in one home is reproduced in another. Every runner is closed at teardown.
+    """
+    made: list[MlpkgCli] = []
+
+    def make(home: Path, recipes: Path | None = None) -> MlpkgCli:
+        cli = MlpkgCli(home, RecipeDir(recipes or home.parent / f"{home.name}-recipes"))
+        made.append(cli)
+        return cli
+
+    try:
+        yield make
+    finally:
+        for cli in made:
+            cli.close()

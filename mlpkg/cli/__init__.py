@@ -28,7 +28,7 @@ for command in (*build.COMMANDS, *lock.COMMANDS, *store_cmds.COMMANDS):
 
 
 def _report(app: App, err: MlpkgError) -> None:
-    if app.json:
+    if app.json and not err.reported:
         click.echo(json.dumps(err.to_json(), indent=2, sort_keys=True))
     click.echo(f"error: {err.message}", err=True)
     for line in err.details:

@@ -132,6 +132,10 @@ def build_cmd(
 ) -> None:
     """Realise SPECS (or a lockfile) and print their store paths."""
     if check_:
+        if lock_file is not None or dry_run:
+            raise BadInput(
+                "--check rebuilds valid paths of SPECS; it takes no --lock or --dry-run."
+            )
         run_check(app, specs, rounds)
         return
     doc = realise(app, specs, dry_run, LockOptions(lock_file, allow_external_drift))

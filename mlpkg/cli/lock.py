@@ -27,20 +27,35 @@ def read_lock(file: Path) -> Lockfile:
     return lockfile.parse(text, str(file))
 
 
-def lock_of_plan(app: App, specs: list[str], plan: Plan) -> Lockfile:
-    """A lock of ``plan``, with what the store knows (archive hashes, downloads' sha256)."""
+def lock_of_plan(
+    app: App, specs: list[str], plan: Plan, *, realised: bool, previous: Lockfile | None = None
+) -> Lockfile:
+    """A lock of ``plan``.
+
+    Archive hashes come from ``previous`` for the paths it already pins, else from the store
+    when the plan was just ``realised`` (so a lock does not depend on what happens to be
+    built), else they are unknown. Externals' archive hashes are never recorded: their
+    links name where the tool lives. An MD5-only download's sha256 is what its first fetch
+    saw (kept with the store path) or what ``previous`` pinned.
+    """
     from mlpkg.resolver.lockfile import from_plan
     from mlpkg.resolver.machine import current_platform
 
+    pinned = {n.path: n for n in previous.nodes} if previous else {}
     drvs, infos = [], {}
     for node in plan.nodes:
-        drv, info = node.drv, app.store.info(node.path)
+        drv, info, old = node.drv, app.store.info(node.path), pinned.get(node.path)
         src = drv.recipe.source
         if src is not None and not src.sha256:  # MD5 only: pin what the first fetch saw
             facts = info.deriver.get("facts", {}) if info else {}
             sha = facts.get("sha256") if isinstance(facts, dict) else None
+            sha = old.drv.source_sha256 if old else sha
             drv = replace(drv, source_sha256=sha if isinstance(sha, str) else None)
-        if info is not None:
+        if drv.kind == "external":
+            pass
+        elif old is not None and old.archive_hash:
+            infos[node.path] = (old.archive_hash, old.size)
+        elif realised and info is not None:
             infos[node.path] = (info.archive_hash, info.size)
         drvs.append(drv)
     return from_plan(specs, drvs, plan.roots, infos, current_platform())
@@ -52,8 +67,12 @@ def write_lock(app: App, lock: Lockfile, output: Path) -> None:
         click.echo(text, nl=False)
         return
     tmp = output.with_name(f".{output.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(output)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(output)
+    except OSError as e:
+        msg = f"Cannot write the lockfile {output}: {e.strerror}."
+        raise BadInput(msg, file=str(output)) from None
     unknown = sum(1 for n in lock.nodes if n.archive_hash is None)
     note = f"; {unknown} archive hashes unknown (lock --realise records them)" if unknown else ""
     app.info(f"wrote {output}: {len(lock.nodes)} paths{note}")
@@ -88,7 +107,7 @@ def update_lock(app: App, file: Path, names: tuple[str, ...]) -> Lockfile:
         raise BadInput(f"{file} has no package {unknown[0]}; it locks {', '.join(sorted(known))}.")
     provider = PinnedProvider(app.provider, lock, free)
     plan = make_plan(provider, [parse_spec(s) for s in lock.specs], app.store)
-    return lock_of_plan(app, lock.specs, plan)
+    return lock_of_plan(app, lock.specs, plan, realised=False, previous=lock)
 
 
 def realise_lock(app: App, file: Path, allow_drift: bool, dry_run: bool) -> dict[str, Any]:
@@ -157,6 +176,7 @@ def lock_cmd(
             raise CheckError(
                 f"{check_file} no longer matches the recipes: {result['changes'][0]}.",
                 hint=f"`mlpkg lock --update NAME -o {check_file}` re-resolves one package.",
+                reported=app.json,
             )
         app.info(f"{check_file} is consistent and up to date.")
         return
@@ -174,7 +194,7 @@ def lock_cmd(
                 realise_plan(plan, app.store, reporter)
             finally:
                 reporter.close()
-        lock = lock_of_plan(app, list(specs), plan)
+        lock = lock_of_plan(app, list(specs), plan, realised=realise)
     write_lock(app, lock, output)
     if app.json:
         app.emit(

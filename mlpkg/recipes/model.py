@@ -68,6 +68,10 @@ class External(_Strict):
     detect: str = Field(min_length=1, description="a command printing the version")
     version_regex: str = Field(default=r"(\d+(?:\.\d+)+)")
     executables: list[str] = Field(min_length=1)
+    # A built-in probe run with the found tool: "python" reads the interpreter's
+    # implementation, ABI and accepted wheel tags (hashed), and links the base interpreter
+    # (not a virtual environment's) into the store path.
+    probe: Literal["python"] | None = None
 
     @field_validator("version_regex")
     @classmethod

@@ -41,6 +41,9 @@ class Detected:
 
     version: str
     locations: dict[str, str] = field(default_factory=dict)  # executable -> absolute path
+    # What a probe learnt that decides compatibility (for Python: implementation, ABI, the
+    # tags it accepts); hashed, unlike the locations. Never holds paths.
+    info: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,8 @@ class Derivation:
         }
         if self.detected is not None:
             fp["detected_version"] = self.detected.version
+            if self.detected.info:
+                fp["detected_info"] = self.detected.info
         return fp
 
     @cached_property
@@ -111,7 +116,11 @@ class Derivation:
             "inputs": {k: str(v) for k, v in sorted(self.inputs.items())},
             "platform": self.platform,
             "detected": (
-                {"version": self.detected.version, "locations": self.detected.locations}
+                {
+                    "version": self.detected.version,
+                    "locations": self.detected.locations,
+                    "info": self.detected.info,
+                }
                 if self.detected
                 else None
             ),
@@ -125,7 +134,11 @@ class Derivation:
             recipe=Recipe.model_validate(data["recipe"]),
             inputs={k: StorePath.parse(v) for k, v in data["inputs"].items()},
             platform=data["platform"],
-            detected=Detected(det["version"], dict(det["locations"])) if det else None,
+            detected=(
+                Detected(det["version"], dict(det["locations"]), dict(det.get("info") or {}))
+                if det
+                else None
+            ),
             source_sha256=data.get("source_sha256"),
         )
 

@@ -257,7 +257,7 @@ def from_plan(
     specs: Sequence[str],
     drvs: Sequence[Derivation],
     roots: Sequence[StorePath],
-    infos: dict[StorePath, tuple[str, int]],
+    infos: dict[StorePath, tuple[str, int | None]],
     platform: str,
 ) -> Lockfile:
     """A lock of a plan; ``infos`` gives the archive hash and size of realised paths."""
@@ -314,7 +314,7 @@ def check_valid_paths(plan: Plan, store: Store, expected: dict[StorePath, str]) 
         info = store.info(node.path)
         if want and info is not None and info.archive_hash != want:
             raise CheckError(
-                f"{node.path.name} in this store has archive hash {info.archive_hash}, but the "
+                f"{store.real_path(node.path)} has archive hash {info.archive_hash}, but the "
                 f"lock records {want}.",
                 hint=f"`mlpkg build --check {node.drv.name}@=={node.drv.version}` rebuilds it and "
                 "names the first differing file; `mlpkg verify --check-contents` tells whether "

@@ -40,17 +40,20 @@ def _string(value: str) -> str:
 
 
 def _multiline(value: str) -> str:
-    """A literal-looking multi-line basic string, for scripts (still fully escaped)."""
-    body = value.replace("\\", "\\\\").replace('"""', '""\\"')
-    body = "".join(
-        ch
-        if ch == "\n" or ch == "\t" or (ord(ch) >= 0x20 and ord(ch) != 0x7F)
-        else f"\\u{ord(ch):04x}"
-        for ch in body
-    )
-    if body.endswith('"'):
-        body = body[:-1] + '\\"'
-    return '"""\n' + body + '"""'
+    """A multi-line basic string that reads like the script it holds. A quote is escaped
+    only where it could be taken for a delimiter: in a run of two or more, or last."""
+    out = []
+    for i, ch in enumerate(value):
+        if ch == "\\":
+            out.append("\\\\")
+        elif ch == '"':
+            near = value[i - 1 : i] == '"' or value[i + 1 : i + 2] == '"' or i == len(value) - 1
+            out.append('\\"' if near else '"')
+        elif ch in "\n\t" or (ord(ch) >= 0x20 and ord(ch) != 0x7F):
+            out.append(ch)
+        else:
+            out.append(f"\\u{ord(ch):04x}")
+    return '"""\n' + "".join(out) + '"""'
 
 
 def _scalar(value: Any) -> str:
