@@ -17,6 +17,7 @@ from mlpkg.errors import ExternalNotFound
 from mlpkg.recipes.model import Recipe
 from mlpkg.resolver.derivation import Detected
 from mlpkg.resolver.plancache import executable_stamp
+from mlpkg.resolver.pyprobe import probe_python
 
 
 class Detector:
@@ -80,4 +81,7 @@ def detect(recipe: Recipe) -> Detected:
                 package=recipe.name,
             )
         locations[exe] = os.path.abspath(where)
+    if ext.probe == "python":
+        version, info, base = probe_python(locations[ext.executables[0]])
+        return Detected(version, dict.fromkeys(ext.executables, base), info)
     return Detected(match.group(1), locations)

@@ -68,6 +68,7 @@ class _NodeModel(BaseModel):
     archive_hash: str = Field(pattern=r"^(unknown|sha256:[0-9a-f]{64})$")
     size: int | None = Field(default=None, ge=0)
     detected_version: str | None = None
+    detected_info: dict[str, Any] | None = None
     source_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     inputs: dict[str, str] = {}
     recipe: dict[str, Any]
@@ -105,6 +106,7 @@ class LockedNode:
             "archive_hash": self.archive_hash or UNKNOWN,
             "size": self.size,
             "detected_version": d.detected.version if d.detected else None,
+            "detected_info": d.detected.info if d.detected and d.detected.info else None,
             "source_sha256": d.source_sha256,
             "inputs": {k: str(v) for k, v in sorted(d.inputs.items())},
             "recipe": d.recipe.model_dump(mode="json", exclude_defaults=True),
@@ -239,7 +241,9 @@ def _node(n: _NodeModel, made: dict[str, LockedNode], platform: str, file: str) 
         ) from None
     if recipe.kind == "external" and not n.detected_version:
         raise LockError(f"{where}: an external node needs detected_version.", file=file)
-    detected = Detected(n.detected_version) if n.detected_version else None
+    detected = (
+        Detected(n.detected_version, {}, n.detected_info or {}) if n.detected_version else None
+    )
     inputs = {k: made[v].path for k, v in n.inputs.items()}
     drv = Derivation(recipe, inputs, platform, detected, n.source_sha256)
     if str(drv.path) != n.path:
@@ -291,7 +295,18 @@ def to_plan(
                     f"{drv.name}: the lock has {drv.detected.version}, this machine "
                     f"has {local.version}"
                 )
-            drv = replace(drv, detected=Detected(drv.detected.version, local.locations))
+            elif local.info != drv.detected.info:
+                changed = sorted(
+                    k
+                    for k in {**local.info, **drv.detected.info}
+                    if local.info.get(k) != drv.detected.info.get(k)
+                )
+                drift.append(
+                    f"{drv.name} {local.version}: this machine's differs from the "
+                    f"lock's in {', '.join(changed)}"
+                )
+            locked = drv.detected
+            drv = replace(drv, detected=Detected(locked.version, local.locations, locked.info))
         drvs.append(drv)
     if drift and not allow_external_drift:
         raise LockError(
