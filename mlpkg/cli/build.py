@@ -19,7 +19,12 @@ from mlpkg.store.path import StorePath
 
 
 def print_plan(app: App, doc: dict[str, Any]) -> None:
-    groups = {"fetch": "will be fetched", "link": "will be linked", "build": "will be built"}
+    groups = {
+        "fetch": "will be fetched",
+        "link": "will be linked",
+        "install": "will be installed",
+        "build": "will be built",
+    }
     for action, words in groups.items():
         nodes = [n for n in doc["nodes"] if n["action"] == action]
         if nodes:

@@ -120,7 +120,7 @@ class App:
             return None
         for node in doc["nodes"]:
             node["action"] = "valid"
-        doc["counts"] = {"valid": len(doc["nodes"]), "fetch": 0, "build": 0, "link": 0}
+        doc["counts"] = {k: 0 for k in doc["counts"]} | {"valid": len(doc["nodes"])}
         return doc
 
     def reporter(self) -> Reporter:

@@ -18,7 +18,7 @@ from packaging.version import InvalidVersion, Version
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 FORMAT_VERSION = 1
-KINDS = ("fetch", "build", "external")
+KINDS = ("fetch", "build", "external", "wheel")
 NAME_RE = r"[a-z0-9][a-z0-9._-]*"
 _ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Fields that describe a recipe without changing what it makes: not hashed.
@@ -92,6 +92,24 @@ class External(_Strict):
         return names
 
 
+class Wheel(_Strict):
+    """A Python wheel: ``[source]`` fetches the file, the installer lays it out."""
+
+    filename: str = Field(pattern=r"^[^/]+\.whl$")
+    requires_python: str | None = None
+
+    @field_validator("filename")
+    @classmethod
+    def _parses(cls, value: str) -> str:
+        from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+
+        try:
+            parse_wheel_filename(value)
+        except InvalidWheelFilename as e:
+            raise ValueError(str(e)) from None
+        return value
+
+
 class EnvAction(_Strict):
     """``set`` a value, or ``prepend``/``append`` a path relative to the store path."""
 
@@ -115,12 +133,13 @@ class Recipe(_Strict):
     name: str = Field(pattern=f"^{NAME_RE}$", max_length=100)
     version: str = Field(min_length=1, max_length=64)
     summary: str = ""
-    kind: Literal["fetch", "build", "external"]
+    kind: Literal["fetch", "build", "external", "wheel"]
     aliases: list[str] = []
     inputs: dict[str, str] = {}
     source: Source | None = None
     build: Build | None = None
     external: External | None = None
+    wheel: Wheel | None = None
     env: dict[str, EnvAction] = {}
 
     @field_validator("format")
@@ -169,13 +188,22 @@ class Recipe(_Strict):
 
     @model_validator(mode="after")
     def _kind_fields(self) -> Recipe:
-        needs = {"fetch": "source", "build": "build", "external": "external"}
-        for kind, section in needs.items():
+        needs = {
+            "fetch": ("source",),
+            "build": ("build",),
+            "external": ("external",),
+            "wheel": ("source", "wheel"),
+        }
+        for section in ("source", "build", "external", "wheel"):
             present = getattr(self, section) is not None
-            if self.kind == kind and not present:
-                raise ValueError(f"a {kind} recipe needs a [{section}] table")
-            if self.kind != kind and present:
+            if section in needs[self.kind] and not present:
+                raise ValueError(f"a {self.kind} recipe needs a [{section}] table")
+            if section not in needs[self.kind] and present:
                 raise ValueError(f"a {self.kind} recipe cannot have a [{section}] table")
+        if self.kind == "wheel" and "python" not in self.inputs:
+            raise ValueError("a wheel recipe needs an input named python (the interpreter)")
+        if self.kind == "wheel" and self.source is not None and self.source.unpack:
+            raise ValueError("a wheel's [source] is installed, not unpacked: drop unpack")
         if self.kind in ("fetch", "external") and self.inputs:
             raise ValueError(f"a {self.kind} recipe cannot have inputs")
         if (self.version == "external") != (self.kind == "external"):

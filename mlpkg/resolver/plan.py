@@ -22,7 +22,7 @@ from mlpkg.resolver.spec import Spec
 from mlpkg.store.path import StorePath
 from mlpkg.store.store import Store
 
-ACTIONS = {"fetch": "fetch", "build": "build", "external": "link"}
+ACTIONS = {"fetch": "fetch", "build": "build", "external": "link", "wheel": "install"}
 
 
 @dataclass
@@ -57,7 +57,7 @@ class Plan:
         return [n for n in self.nodes if n.action != "valid"]
 
     def counts(self) -> dict[str, int]:
-        counts = {"valid": 0, "fetch": 0, "build": 0, "link": 0}
+        counts = {"valid": 0, **dict.fromkeys(ACTIONS.values(), 0)}
         for n in self.nodes:
             counts[n.action] += 1
         return counts

@@ -86,7 +86,7 @@ def realise_derivation(
         recipe_hash=drv.recipe_hash,
         deriver=drv.to_json(),
         references=drv.inputs.values(),
-        relocatable=drv.kind == "build",
+        relocatable=drv.kind in ("build", "wheel"),
         forbidden=[sandbox.FIXED_OUT],
         expected_hash=expected_hash,
     )
@@ -100,6 +100,8 @@ def maker(drv: Derivation, store: Store, reporter: Reporter, node: PlanNode) -> 
         return lambda tmp: _link_external(drv, tmp)
     if drv.kind == "build":
         return lambda tmp: _build(drv, tmp, store, reporter)
+    if drv.kind == "wheel":
+        return lambda tmp: _wheel(drv, tmp, store, reporter, node)
     raise MlpkgError(f"Recipe kind '{drv.kind}' of {drv.name} cannot be realised yet.")
 
 
@@ -126,6 +128,33 @@ def _fetch(
         finally:
             download.unlink(missing_ok=True)
     return {"sha256": fetched.sha256, "md5": fetched.md5, "url": fetched.url}
+
+
+def _wheel(
+    drv: Derivation, tmp: Path, store: Store, reporter: Reporter, node: PlanNode
+) -> dict[str, object]:
+    from mlpkg.resolver.wheel import check_compatible, install_wheel, python_of
+
+    recipe, src = drv.recipe, drv.recipe.source
+    assert src is not None and recipe.wheel is not None
+    python = python_of(drv, store)
+    check_compatible(drv, python)
+    # The installer reads the distribution's name from the file name: keep it exact.
+    download = store.partial_dir / node.path.hash_part / recipe.wheel.filename
+    download.parent.mkdir(exist_ok=True)
+    fetched = fetch(
+        src.urls,
+        download,
+        Expected(sha256=src.sha256 or drv.source_sha256, md5=src.md5),
+        partial=store.partial_dir / f"{node.path.hash_part}.part",
+        label=recipe.spec,
+        on_progress=lambda done, total: reporter.progress(node, done, total),
+    )
+    try:
+        install_wheel(download, tmp, python)
+    finally:
+        remove_tree(download.parent)
+    return {"sha256": fetched.sha256, "url": fetched.url}
 
 
 def unpack_local(recipe: Recipe, file: Path, tmp: Path, sha256: str) -> dict[str, object]:

@@ -181,7 +181,7 @@ def test_build_dry_run_lists_the_plan_and_changes_nothing(
 
     doc = mlpkg_cli.run("build", "--dry-run", "--json", "greet").ok().json()
     assert doc["dry_run"] is True
-    assert doc["plan"]["counts"] == {"valid": 0, "fetch": 1, "build": 1, "link": 0}
+    assert doc["plan"]["counts"] == {"valid": 0, "fetch": 1, "build": 1, "link": 0, "install": 0}
     assert mlpkg_cli.valid_paths() == []
 
 

@@ -90,7 +90,7 @@ def test_plan_says_what_it_will_do(repo: Path, tmp_path: Path) -> None:
     with Store(tmp_path / "h") as store:
         plan = make_plan(IndexProvider(RecipeIndex([repo])), [parse_spec("application")], store)
         assert [n.drv.name for n in plan.nodes] == ["src", "lib", "app"]
-        assert plan.counts() == {"valid": 0, "fetch": 1, "build": 2, "link": 0}
+        assert plan.counts() == {"valid": 0, "fetch": 1, "build": 2, "link": 0, "install": 0}
         assert plan.roots == [plan.nodes[-1].path]
 
 

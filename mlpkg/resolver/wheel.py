@@ -1,0 +1,95 @@
+"""Installing a wheel into a store path (recipe kind ``wheel``), with pypa's installer.
+
+The wheel is fetched like any fixed-output source (verified by its sha256), checked
+against the interpreter it is for (the recipe's ``python`` input: its probe recorded the
+tags it accepts and its version), and laid out as a prefix::
+
+    $out/lib/python3.X/site-packages/   the package and its .dist-info
+    $out/bin/                           scripts and console scripts
+    $out/include/python3.X/<name>/      headers, $out/... for other data
+
+Content stays relocatable: console scripts start with ``#!/usr/bin/env python3``, so they
+run with the ``python3`` that activation puts first on ``PATH`` (the closure's
+interpreter), and nothing names the store. No byte-code is written.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.utils import parse_wheel_filename
+
+from mlpkg.errors import BuildError
+from mlpkg.resolver.derivation import Derivation
+from mlpkg.store.store import Store
+
+SHEBANG_INTERPRETER = "/usr/bin/env python3"
+
+
+def python_of(drv: Derivation, store: Store) -> dict[str, Any]:
+    """The probe info of the wheel's ``python`` input (version, tags), from the store."""
+    path = drv.inputs["python"]
+    info = store.info(path)
+    detected = info.deriver.get("detected") if info else None
+    probe = detected.get("info") if isinstance(detected, dict) else None
+    if not isinstance(probe, dict) or "tags" not in probe:
+        raise BuildError(
+            f"{drv.name}-{drv.version}: its python input {path} is not a probed Python "
+            "interpreter (an external recipe with probe = \"python\").",
+            package=drv.name,
+        )
+    return probe
+
+
+def check_compatible(drv: Derivation, python: dict[str, Any]) -> None:
+    """Refuse a wheel whose tags or Requires-Python the interpreter does not accept."""
+    assert drv.recipe.wheel is not None
+    filename = drv.recipe.wheel.filename
+    _, _, _, wheel_tags = parse_wheel_filename(filename)
+    accepted = set(python["tags"])
+    if not any(str(t) in accepted for t in wheel_tags):
+        raise BuildError(
+            f"{filename} does not fit the Python {python['version']} interpreter "
+            f"({python['tags'][0]}, ...): no tag of the wheel is one it accepts.",
+            package=drv.name,
+        )
+    requires = drv.recipe.wheel.requires_python
+    if requires:
+        try:
+            ok = SpecifierSet(requires).contains(python["version"], prereleases=True)
+        except InvalidSpecifier:
+            ok = True  # an unreadable Requires-Python is not ours to enforce
+        if not ok:
+            raise BuildError(
+                f"{drv.name}-{drv.version} requires Python {requires}; the interpreter is "
+                f"{python['version']}.",
+                package=drv.name,
+            )
+
+
+def install_wheel(wheel: Path, out: Path, python: dict[str, Any]) -> None:
+    """Lay out ``wheel`` under the prefix ``out``."""
+    from installer import install
+    from installer.destinations import SchemeDictionaryDestination
+    from installer.sources import WheelFile
+
+    major_minor = ".".join(str(python["version"]).split(".")[:2])
+    site = out / "lib" / f"python{major_minor}" / "site-packages"
+    scheme = {
+        "purelib": str(site),
+        "platlib": str(site),
+        "scripts": str(out / "bin"),
+        "headers": str(out / "include" / f"python{major_minor}"),
+        "data": str(out),
+    }
+    destination = SchemeDictionaryDestination(
+        scheme, interpreter=SHEBANG_INTERPRETER, script_kind="posix",
+        bytecode_optimization_levels=(),
+    )  # fmt: skip
+    try:
+        with WheelFile.open(wheel) as source:
+            install(source, destination, additional_metadata={"INSTALLER": b"mlpkg\n"})
+    except Exception as e:  # installer raises plain exceptions for broken wheels
+        raise BuildError(f"Installing {wheel.name} failed: {e}.") from None
