@@ -10,7 +10,7 @@ import traceback
 import click
 
 from mlpkg import __version__
-from mlpkg.cli import build, lock, store_cmds
+from mlpkg.cli import build, lock, shell, store_cmds
 from mlpkg.cli.context import App
 from mlpkg.errors import MlpkgError
 
@@ -23,7 +23,7 @@ def cli(ctx: click.Context) -> None:
     ctx.ensure_object(App)
 
 
-for command in (*build.COMMANDS, *lock.COMMANDS, *store_cmds.COMMANDS):
+for command in (*build.COMMANDS, *lock.COMMANDS, *shell.COMMANDS, *store_cmds.COMMANDS):
     cli.add_command(command)
 
 
@@ -41,12 +41,21 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point of the console script."""
     app = App()
     code = 0
+    args = list(sys.argv[1:] if argv is None else argv)
+    command: list[str] = []
+    if "--" in args:  # `mlpkg shell SPEC -- CMD ARGS`: CMD is not ours to parse
+        cut = args.index("--")
+        args, command = args[:cut], args[cut + 1 :]
     try:
-        cli.main(args=argv, prog_name="mlpkg", standalone_mode=False, obj=app)
+        with cli.make_context("mlpkg", args, obj=app) as ctx:
+            ctx.meta["mlpkg.command"] = command
+            cli.invoke(ctx)
     except MlpkgError as e:
         if app.verbose:
             traceback.print_exc()
         _report(app, e)
+        code = e.exit_code
+    except click.exceptions.Exit as e:  # --help, --version, a shell's exit status
         code = e.exit_code
     except click.exceptions.Abort:
         click.echo("Interrupted.", err=True)

@@ -37,7 +37,7 @@ def python_of(drv: Derivation, store: Store) -> dict[str, Any]:
     if not isinstance(probe, dict) or "tags" not in probe:
         raise BuildError(
             f"{drv.name}-{drv.version}: its python input {path} is not a probed Python "
-            "interpreter (an external recipe with probe = \"python\").",
+            'interpreter (an external recipe with probe = "python").',
             package=drv.name,
         )
     return probe

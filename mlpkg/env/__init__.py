@@ -1,0 +1,1 @@
+"""Environments: activating a closure (PATH, a Python view, the recipes' ``[env]``)."""
