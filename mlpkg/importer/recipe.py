@@ -54,10 +54,10 @@ def input_key(name: str) -> str:
 
 def _expressible(name: str, spec: Specifier) -> bool:
     try:
-        parse_spec(f"{name}@{spec}")
+        parsed = parse_spec(f"{name}@{spec}")
     except BadInput:
         return False
-    return True
+    return not parsed.variants and str(parsed.version) == str(spec)  # '+' starts a variant
 
 
 def spec_text(name: str, specifier: SpecifierSet) -> str:

@@ -279,24 +279,27 @@ class Resolver:
             message = f"{name} has no version with a wheel for {self.target.describe()}."
         else:
             message = f"{name} has no version {c.spec} with a wheel for {self.target.describe()}."
-        details = [f"{name} {v} {self._reason(project, v, pins)}" for v in matching[:5]]
+        details = [] if pin else [f"{name} {v} {self._reason(project, v, pins)}" for v in matching[:5]]
         if c.requirer:
             details.insert(0, f"required by {c.label} ({c.text})")
-        nearest = self._nearest(project, pin)
+        nearest, suggest = self._nearest(project, pin)
         if nearest:
             details.append(
                 f"nearest versions with a wheel for {self.target.describe()}: {', '.join(nearest)}"
             )
-        hint = f"Ask for one of those, e.g. {name}=={nearest[-1]}." if nearest else None
+        hint = f"Ask for one of those, e.g. {name}=={suggest}." if suggest else None
         return UnknownPackage(message, details=details, hint=hint, package=name)
 
-    def _nearest(self, project: Project, anchor: Version | None) -> list[str]:
+    def _nearest(self, project: Project, anchor: Version | None) -> tuple[list[str], str | None]:
+        """Up to 3 usable versions either side of ``anchor`` (or the newest 5), and the one
+        to suggest (the first above ``anchor``, else the last below it)."""
         usable = sorted(v for v in project.versions if not self._reason(project, v, set()))
         if anchor is None:
-            return [str(v) for v in usable[-5:]]
+            return [str(v) for v in usable[-5:]], str(usable[-1]) if usable else None
         below = [v for v in usable if v < anchor][-3:]
         above = [v for v in usable if v > anchor][:3]
-        return [str(v) for v in below + above]
+        suggest = above[0] if above else below[-1] if below else None
+        return [str(v) for v in below + above], str(suggest) if suggest else None
 
     def _reachable(self, roots: list[str]) -> dict[str, Node]:
         seen: dict[str, Node] = {}

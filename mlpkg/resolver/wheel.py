@@ -69,10 +69,36 @@ def check_compatible(drv: Derivation, python: dict[str, Any]) -> None:
             )
 
 
+def _destination_class() -> type[Any]:
+    import io
+
+    from installer.destinations import SchemeDictionaryDestination
+    from installer.records import RecordEntry
+    from installer.scripts import Script
+    from installer.utils import Scheme
+
+    class Destination(SchemeDictionaryDestination):
+        """Console scripts with ``#!/usr/bin/env python3``: installer would wrap a shebang
+        with a space in a shell trampoline."""
+
+        def write_script(self, name: str, module: str, attr: str, section: Any) -> RecordEntry:
+            script_name, data = Script(name, module, attr, section).generate("python3", "posix")
+            data = SHEBANG + data.split(b"\n", 1)[1]
+            with io.BytesIO(data) as stream:
+                entry: RecordEntry = self.write_to_fs(
+                    Scheme("scripts"), script_name, stream, is_executable=True
+                )
+            return entry
+
+    return Destination
+
+
+SHEBANG = b"#!" + SHEBANG_INTERPRETER.encode() + b"\n"
+
+
 def install_wheel(wheel: Path, out: Path, python: dict[str, Any]) -> None:
     """Lay out ``wheel`` under the prefix ``out``."""
     from installer import install
-    from installer.destinations import SchemeDictionaryDestination
     from installer.sources import WheelFile
 
     major_minor = ".".join(str(python["version"]).split(".")[:2])
@@ -84,7 +110,7 @@ def install_wheel(wheel: Path, out: Path, python: dict[str, Any]) -> None:
         "headers": str(out / "include" / f"python{major_minor}"),
         "data": str(out),
     }
-    destination = SchemeDictionaryDestination(
+    destination = _destination_class()(
         scheme, interpreter=SHEBANG_INTERPRETER, script_kind="posix",
         bytecode_optimization_levels=(),
     )  # fmt: skip
