@@ -10,7 +10,7 @@ import traceback
 import click
 
 from mlpkg import __version__
-from mlpkg.cli import build, lock, shell, store_cmds
+from mlpkg.cli import build, importer, lock, shell, store_cmds
 from mlpkg.cli.context import App
 from mlpkg.errors import MlpkgError
 
@@ -23,7 +23,13 @@ def cli(ctx: click.Context) -> None:
     ctx.ensure_object(App)
 
 
-for command in (*build.COMMANDS, *lock.COMMANDS, *shell.COMMANDS, *store_cmds.COMMANDS):
+for command in (
+    *build.COMMANDS,
+    *importer.COMMANDS,
+    *lock.COMMANDS,
+    *shell.COMMANDS,
+    *store_cmds.COMMANDS,
+):
     cli.add_command(command)
 
 

@@ -55,7 +55,7 @@ class App:
 
     @cached_property
     def dirs(self) -> list[Path]:
-        return default_dirs(self.recipe_dirs)
+        return default_dirs(self.recipe_dirs, self.home / "recipes")
 
     @cached_property
     def index(self) -> RecipeIndex:

@@ -11,7 +11,8 @@ Contract of :class:`Resolver` (``resolve(requirements) -> {canonical name: Node}
   ``extra == "bar"`` (and not without it). A release is re-walked when the extras wanted of it
   change.
 * When a later requirement excludes a chosen version, that name is chosen again and its
-  requirements re-walked (the old release's requirements are withdrawn first). The loop is
+  requirements re-walked (the old release's requirements are withdrawn first, and so,
+  transitively, are those of projects nobody requires any more). The loop is
   bounded; it raises :class:`~mlpkg.errors.ResolutionError` if it does not settle.
 * No usable version: if one requirement alone admits none, :class:`~mlpkg.errors.UnknownPackage`
   says why (for a pin: "onnxruntime 1.12.1 has no wheel for cp311 manylinux x86_64", or
@@ -188,10 +189,18 @@ class Resolver:
             self._constrain(req, name, f"{name} {release.version_text}")
 
     def _retract(self, requirer: str) -> None:
-        for name, constraints in self.constraints.items():
+        """Withdraw what ``requirer`` required; a chosen project nobody requires any more is
+        dropped, and what it required withdrawn in turn."""
+        for name in list(self.constraints):
+            constraints = self.constraints[name]
             kept = [c for c in constraints if c.requirer != requirer]
-            if len(kept) != len(constraints):
-                self.constraints[name] = kept
+            if len(kept) == len(constraints):
+                continue
+            self.constraints[name] = kept
+            if not kept and name in self.chosen:
+                del self.chosen[name]
+                self._retract(name)
+            else:
                 self.queue.append(name)
 
     def _requirements(self, release: Release, meta: CoreMetadata) -> tuple[Requirement, ...]:
@@ -279,7 +288,9 @@ class Resolver:
             message = f"{name} has no version with a wheel for {self.target.describe()}."
         else:
             message = f"{name} has no version {c.spec} with a wheel for {self.target.describe()}."
-        details = [] if pin else [f"{name} {v} {self._reason(project, v, pins)}" for v in matching[:5]]
+        details = (
+            [] if pin else [f"{name} {v} {self._reason(project, v, pins)}" for v in matching[:5]]
+        )
         if c.requirer:
             details.insert(0, f"required by {c.label} ({c.text})")
         nearest, suggest = self._nearest(project, pin)

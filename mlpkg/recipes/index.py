@@ -52,11 +52,15 @@ def bundled_dir() -> Path:
     return installed if installed.is_dir() else package.parent / "recipes"
 
 
-def default_dirs(extra: list[Path] | None = None) -> list[Path]:
-    """``extra`` (``--recipes``), then ``MLPKG_RECIPES_PATH``, then the bundled collection."""
+def default_dirs(extra: list[Path] | None = None, imported: Path | None = None) -> list[Path]:
+    """``extra`` (``--recipes``), then ``MLPKG_RECIPES_PATH``, then ``imported`` (where
+    ``mlpkg import`` writes by default: ``$MLPKG_HOME/recipes``), then the bundled
+    collection."""
     dirs = list(extra or [])
     env = os.environ.get("MLPKG_RECIPES_PATH", "")
     dirs += [Path(p) for p in env.split(os.pathsep) if p]
+    if imported is not None:
+        dirs.append(imported)
     dirs.append(bundled_dir())
     return dirs
 

@@ -15,6 +15,7 @@ interpreter), and nothing names the store. No byte-code is written.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -115,7 +116,9 @@ def install_wheel(wheel: Path, out: Path, python: dict[str, Any]) -> None:
         bytecode_optimization_levels=(),
     )  # fmt: skip
     try:
-        with WheelFile.open(wheel) as source:
+        with WheelFile.open(wheel) as source, warnings.catch_warnings():
+            # installer warns about __pycache__ files some wheels ship; it skips them.
+            warnings.simplefilter("ignore")
             install(source, destination, additional_metadata={"INSTALLER": b"mlpkg\n"})
     except Exception as e:  # installer raises plain exceptions for broken wheels
         raise BuildError(f"Installing {wheel.name} failed: {e}.") from None

@@ -11,6 +11,10 @@ single byte ranges (``a-b``, ``a-``, ``-n``) unless ``ranges=False``. It logs ev
 with the number of body bytes it sent. Requests in absolute form (the server used as an
 HTTP proxy) are served too, and logged with ``proxied=True``.
 
+``index.publish(name, version, index_attrs=..., **wheel_options)`` makes and adds a wheel;
+``run_import(index, target, client, into, *requirements, **options)`` imports and returns the
+recipes written, parsed.
+
 ``target311``: a CPython 3.11 manylinux x86_64 :class:`~mlpkg.importer.Target`.
 """
 
@@ -24,10 +28,12 @@ import json
 import os
 import re
 import threading
+import tomllib
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -36,7 +42,7 @@ import pytest
 from packaging.tags import compatible_tags, cpython_tags
 from packaging.utils import canonicalize_name
 
-from mlpkg.importer import Target
+from mlpkg.importer import Target, import_packages
 
 
 @dataclass
@@ -94,7 +100,11 @@ def make_wheel(
     try:
         with zipfile.ZipFile(buf, "w") as zf:
             for member, data in members.items():
-                method = zipfile.ZIP_STORED if stored or member.endswith(".bin") else zipfile.ZIP_DEFLATED
+                method = (
+                    zipfile.ZIP_STORED
+                    if stored or member.endswith(".bin")
+                    else zipfile.ZIP_DEFLATED
+                )
                 zinfo = zipfile.ZipInfo(member, date_time=(2020, 1, 1, 0, 0, 0))
                 zinfo.compress_type = method
                 with zf.open(zinfo, "w", force_zip64=zip64) as out:
@@ -158,13 +168,30 @@ class FakeIndex:
         project = str(canonicalize_name(whl.filename.split("-")[0]))
         serve_meta = self.metadata_files if metadata_file is None else metadata_file
         meta_sha = metadata_sha256 or hashlib.sha256(whl.metadata.encode()).hexdigest()
-        entry = _Entry(whl.filename, whl.sha256, requires_python, yanked,
-                       whl.metadata if serve_meta else None, meta_sha if serve_meta else None)
+        entry = _Entry(
+            whl.filename,
+            whl.sha256,
+            requires_python,
+            yanked,
+            whl.metadata if serve_meta else None,
+            meta_sha if serve_meta else None,
+        )
         self.projects.setdefault(project, []).append(entry)
         self.blobs[f"/files/{whl.filename}"] = whl.data
         if serve_meta:
             self.blobs[f"/files/{whl.filename}.metadata"] = whl.metadata.encode()
         return f"/files/{whl.filename}"
+
+    def publish(
+        self, name: str, version: str, *, index_attrs: dict[str, Any] | None = None, **options: Any
+    ) -> Wheel:
+        """Make a wheel (``options`` as for :func:`make_wheel`) and :meth:`add` it."""
+        whl = make_wheel(name, version, **options)
+        self.add(whl, **(index_attrs or {}))
+        return whl
+
+    def file_url(self, filename: str) -> str:
+        return f"http://127.0.0.1:{self.port}/files/{filename}"
 
     def add_sdist(self, name: str, version: str) -> None:
         filename = f"{name}-{version}.tar.gz"
@@ -202,7 +229,9 @@ class FakeIndex:
             if e.requires_python:
                 attrs += f' data-requires-python="{html.escape(e.requires_python)}"'
             if e.yanked:
-                attrs += f' data-yanked="{html.escape(e.yanked if isinstance(e.yanked, str) else "")}"'
+                attrs += (
+                    f' data-yanked="{html.escape(e.yanked if isinstance(e.yanked, str) else "")}"'
+                )
             if e.metadata is not None:
                 attrs += f' data-dist-info-metadata="sha256={e.metadata_sha256}"'
             anchors.append(f"<a {attrs}>{e.filename}</a><br/>")
@@ -275,7 +304,9 @@ def fake_index() -> Iterator[Callable[..., FakeIndex]]:
         httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(index))
         httpd.daemon_threads = True
         index.port = httpd.server_address[1]
-        threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+        threading.Thread(
+            target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        ).start()
         servers.append(httpd)
         return index
 
@@ -287,6 +318,31 @@ def fake_index() -> Iterator[Callable[..., FakeIndex]]:
             httpd.server_close()
 
 
+def recipes_under(into: Path) -> dict[str, dict[str, Any]]:
+    """Every recipe under ``into``, as {"name@version": parsed TOML}."""
+    return {
+        f"{p.parent.name}@{p.stem}": tomllib.loads(p.read_text())
+        for p in sorted(into.glob("*/*.toml"))
+    }
+
+
+@pytest.fixture
+def run_import() -> Callable[..., dict[str, dict[str, Any]]]:
+    """``run_import(index, target, client, into, *requirements, **options)``: call
+    ``import_packages`` against ``index``; return every recipe under ``into`` afterwards, as
+    {"name@version": parsed TOML}."""
+
+    def run(
+        index: FakeIndex, target: Target, client: httpx.Client, into: Path, *reqs: str, **kw: Any
+    ) -> dict[str, dict[str, Any]]:
+        import_packages(
+            list(reqs), target, index_url=index.index_url, client=client, into=into, **kw
+        )
+        return recipes_under(into)
+
+    return run
+
+
 @pytest.fixture
 def client() -> Iterator[httpx.Client]:
     """An httpx client that ignores proxy settings of the environment (loopback only)."""
@@ -294,7 +350,10 @@ def client() -> Iterator[httpx.Client]:
         yield c
 
 
-PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64", "linux_x86_64"]
+PLATFORMS = [
+    *(f"manylinux_2_{minor}_x86_64" for minor in range(28, 4, -1)),
+    *("manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64", "linux_x86_64"),
+]
 MARKERS = {
     "implementation_name": "cpython",
     "implementation_version": "3.11.7",
@@ -313,5 +372,8 @@ MARKERS = {
 @pytest.fixture
 def target311() -> Target:
     """CPython 3.11 on manylinux x86_64 (tags as packaging computes them)."""
-    tags = [*cpython_tags((3, 11), platforms=PLATFORMS), *compatible_tags((3, 11), "cp311", PLATFORMS)]
+    tags = [
+        *cpython_tags((3, 11), platforms=PLATFORMS),
+        *compatible_tags((3, 11), "cp311", PLATFORMS),
+    ]
     return Target(python_version="3.11", tags=[str(t) for t in tags], markers=dict(MARKERS))

@@ -114,7 +114,7 @@ def test_not_a_zip_and_no_metadata_are_fetch_errors(fake_index, wheel, client):
     with zipfile.ZipFile(buf, "w") as zf:
         zf.writestr("nometa/__init__.py", "")
     index.blobs["/files/nometa-1.0-py3-none-any.whl"] = buf.getvalue()
-    with pytest.raises(FetchError, match="no \\*.dist-info/METADATA"):
+    with pytest.raises(FetchError, match=r"no \*\.dist-info/METADATA"):
         read_remote_wheel_metadata(client, junk.replace("junk", "nometa"))
     with pytest.raises(FetchError, match="404") as info:
         read_remote_wheel_metadata(client, junk.replace("junk", "missing"))
