@@ -278,11 +278,13 @@ def test_search_matches_names_and_summaries(
     assert names == ["greet", "greet-src"], by_name.out
     assert "greet [1.0]  A friendly greeter" in by_name.out
 
-    by_summary = mlpkg_cli.run("search", "FRIENDLY").ok()
+    by_summary = mlpkg_cli.run("search", "FRIENDLY GREETER").ok()
     assert [line.split()[0] for line in by_summary.out.splitlines()] == ["greet"]
 
     # --recipes DIR works like MLPKG_RECIPES_PATH
-    flag = mlpkg_cli.run("search", "--recipes", str(mlpkg_cli.recipes.path), "friendly").ok()
+    flag = mlpkg_cli.run(
+        "search", "--recipes", str(mlpkg_cli.recipes.path), "friendly greeter"
+    ).ok()
     assert flag.out == by_summary.out
 
     none = mlpkg_cli.run("search", "no-such-thing-anywhere").ok()
