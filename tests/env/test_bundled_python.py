@@ -1,0 +1,87 @@
+"""The bundled Python collection really installs and imports (issue 4's Done-when).
+
+These tests download wheels from the Python package index: they are marked ``pypi`` and
+deselected in CI (``-m 'not pypi'``). One MLPKG_HOME is shared by the module, so each wheel
+is downloaded once.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.pypi
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("bundled-home")
+
+
+def mlpkg(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "MLPKG_HOME": str(home)}
+    env.pop("MLPKG_RECIPES_PATH", None)
+    return subprocess.run([sys.executable, "-m", "mlpkg", *args], env=env, capture_output=True,
+                          text=True, timeout=900)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("spec", "module", "version"),
+    [
+        ("mlcommons-loadgen@==4.0", "mlperf_loadgen", None),
+        ("loadgen@4.1", "mlperf_loadgen", None),
+        ("loadgen@5.1", "mlperf_loadgen", None),
+        ("loadgen@6.0.17", "mlperf_loadgen", None),
+        ("onnxruntime@1.17.3", "onnxruntime", "1.17.3"),
+        ("onnxruntime@1.20", "onnxruntime", "1.20."),
+        ("onnxruntime@1.22", "onnxruntime", "1.22."),
+        ("onnxruntime", "onnxruntime", ""),
+        ("numpy", "numpy", ""),
+        ("pycocotools", "pycocotools.coco", None),
+        ("onnx", "onnx", ""),
+        ("opencv-python-headless", "cv2", ""),
+        ("pillow", "PIL", ""),
+        ("apache-tvm", "tvm", ""),
+    ],
+)
+def test_every_bundled_closure_imports(
+    home: Path, spec: str, module: str, version: str | None
+) -> None:
+    code = f"import {module} as m; print(getattr(m, '__version__', '-'))"
+    r = mlpkg(home, "shell", "-q", spec, "--", "python", "-c", code)
+    assert r.returncode == 0, r.stderr[-2000:]
+    if version is not None:
+        assert r.stdout.strip().startswith(version), r.stdout
+
+
+def test_done_when_two_closures_side_by_side(home: Path) -> None:
+    first = mlpkg(home, "install", "loadgen@4.0", "onnxruntime@1.17.3")
+    assert first.returncode == 0, first.stderr[-2000:]
+    code = "import mlperf_loadgen, onnxruntime; print(onnxruntime.__version__)"
+    r = mlpkg(home, "shell", "loadgen@4.0", "onnxruntime@1.17.3", "--", "python", "-c", code)
+    assert r.returncode == 0 and r.stdout == "1.17.3\n", r.stderr[-2000:]
+    # A second install is a no-op: same paths, nothing new in the store.
+    before = sorted(os.listdir(home / "store"))
+    again = mlpkg(home, "install", "-v", "loadgen@4.0", "onnxruntime@1.17.3")
+    assert again.returncode == 0 and again.stdout == first.stdout
+    assert "nothing to do" in again.stderr and sorted(os.listdir(home / "store")) == before
+    # The newest pair beside it, each closure with its own NumPy.
+    r = mlpkg(home, "shell", "loadgen@6.0.17", "onnxruntime", "--", "python", "-c",
+              code + "; import numpy; print(numpy.__version__)")  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    ort, numpy = r.stdout.split()
+    assert ort != "1.17.3" and numpy.startswith("2.")
+    r = mlpkg(home, "shell", "onnxruntime@1.17.3", "--", "python", "-c",
+              "import numpy; print(numpy.__version__)")  # fmt: skip
+    assert r.stdout.startswith("1."), r.stdout
+
+
+def test_a_version_without_a_wheel_is_a_clear_error(home: Path, tmp_path: Path) -> None:
+    r = mlpkg(home, "import", "pypi", "onnxruntime==1.12.1", "--into", str(tmp_path))
+    assert r.returncode == 2
+    assert "onnxruntime 1.12.1 has no wheel for cp311" in r.stderr
+    assert "nearest versions with a wheel" in r.stderr and "Traceback" not in r.stderr
