@@ -51,7 +51,8 @@ class App:
 
     @cached_property
     def store(self) -> Store:
-        return Store(self.home)
+        cache = os.environ.get("MLPKG_CACHE_DIR")
+        return Store(self.home, Path(cache) if cache else None)
 
     @cached_property
     def dirs(self) -> list[Path]:

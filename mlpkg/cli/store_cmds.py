@@ -170,20 +170,24 @@ def verify_cmd(app: App, check_contents: bool, repair: bool) -> None:
 
 @click.command("gc")
 @click.option("--dry-run", is_flag=True, help="List what would be deleted.")
+@click.option("--downloads", is_flag=True, help="Also empty the download cache.")
 @common
-def gc_cmd(app: App, dry_run: bool) -> None:
+def gc_cmd(app: App, dry_run: bool, downloads: bool) -> None:
     """Delete store paths that no root (gcroots/, a running mlpkg) reaches."""
     result = collect(app.store, dry_run=dry_run)
+    cache_freed = app.store.downloads.clear() if downloads and not dry_run else 0
     if app.json:
-        app.emit({**result.to_json(), "dry_run": dry_run})
+        app.emit({**result.to_json(), "dry_run": dry_run, "downloads_freed_bytes": cache_freed})
         return
     verb = "would delete" if dry_run else "deleted"
     for entry in result.deleted:
         app.out(f"{verb} {app.store.dir / entry}")
     app.info(
-        f"{len(result.deleted)} entries {verb}, {human(result.freed)} "
-        f"{'would be ' if dry_run else ''}freed; {result.kept} paths kept."
+        f"{verb} {len(result.deleted)} entries, {'freeing' if not dry_run else 'to free'} "
+        f"{human(result.freed)}; {result.kept} paths kept."
     )
+    if downloads and not dry_run:
+        app.info(f"emptied the download cache: {human(cache_freed)} freed.")
 
 
 def _file_hashes(file: Path) -> tuple[str, str]:

@@ -105,29 +105,43 @@ def maker(drv: Derivation, store: Store, reporter: Reporter, node: PlanNode) -> 
     raise MlpkgError(f"Recipe kind '{drv.kind}' of {drv.name} cannot be realised yet.")
 
 
+def _download(
+    drv: Derivation, dest: Path, store: Store, reporter: Reporter, node: PlanNode
+) -> dict[str, object]:
+    """Put the source of ``drv`` at ``dest``: from the download cache when it holds the
+    declared sha256, else from the recipe's URLs (then it is cached)."""
+    src = drv.recipe.source
+    assert src is not None
+    sha256 = src.sha256 or drv.source_sha256
+    if sha256 and store.downloads.get(sha256, dest):
+        reporter.note(f"{drv.name}-{drv.version}: from the download cache")
+        return {"sha256": sha256, "url": "cache"}
+    fetched = fetch(
+        src.urls,
+        dest,
+        Expected(sha256=sha256, md5=src.md5),
+        partial=store.partial_dir / f"{node.path.hash_part}.part",
+        label=drv.recipe.spec,
+        on_progress=lambda done, total: reporter.progress(node, done, total),
+    )
+    store.downloads.put(dest, fetched.sha256)
+    return {"sha256": fetched.sha256, "md5": fetched.md5, "url": fetched.url}
+
+
 def _fetch(
     drv: Derivation, tmp: Path, store: Store, reporter: Reporter, node: PlanNode
 ) -> dict[str, object]:
-    recipe = drv.recipe
-    src = recipe.source
+    src = drv.recipe.source
     assert src is not None
-    expected = Expected(sha256=src.sha256 or drv.source_sha256, md5=src.md5)
-    key = node.path.hash_part
-    download = store.partial_dir / f"{key}.download"
-    fetched = fetch(
-        src.urls,
-        download if src.unpack else tmp,
-        expected,
-        partial=store.partial_dir / f"{key}.part",
-        label=recipe.spec,
-        on_progress=lambda done, total: reporter.progress(node, done, total),
-    )
-    if src.unpack:
-        try:
-            unpack(download, tmp, strip_components=src.strip_components, label=recipe.spec)
-        finally:
-            download.unlink(missing_ok=True)
-    return {"sha256": fetched.sha256, "md5": fetched.md5, "url": fetched.url}
+    if not src.unpack:
+        return _download(drv, tmp, store, reporter, node)
+    download = store.partial_dir / f"{node.path.hash_part}.download"
+    try:
+        facts = _download(drv, download, store, reporter, node)
+        unpack(download, tmp, strip_components=src.strip_components, label=drv.recipe.spec)
+    finally:
+        download.unlink(missing_ok=True)
+    return facts
 
 
 def _wheel(
@@ -135,26 +149,19 @@ def _wheel(
 ) -> dict[str, object]:
     from mlpkg.resolver.wheel import check_compatible, install_wheel, python_of
 
-    recipe, src = drv.recipe, drv.recipe.source
-    assert src is not None and recipe.wheel is not None
+    wheel = drv.recipe.wheel
+    assert wheel is not None
     python = python_of(drv, store)
     check_compatible(drv, python)
     # The installer reads the distribution's name from the file name: keep it exact.
-    download = store.partial_dir / node.path.hash_part / recipe.wheel.filename
+    download = store.partial_dir / node.path.hash_part / wheel.filename
     download.parent.mkdir(exist_ok=True)
-    fetched = fetch(
-        src.urls,
-        download,
-        Expected(sha256=src.sha256 or drv.source_sha256, md5=src.md5),
-        partial=store.partial_dir / f"{node.path.hash_part}.part",
-        label=recipe.spec,
-        on_progress=lambda done, total: reporter.progress(node, done, total),
-    )
     try:
+        facts = _download(drv, download, store, reporter, node)
         install_wheel(download, tmp, python)
     finally:
         remove_tree(download.parent)
-    return {"sha256": fetched.sha256, "url": fetched.url}
+    return facts
 
 
 def unpack_local(recipe: Recipe, file: Path, tmp: Path, sha256: str) -> dict[str, object]:

@@ -10,6 +10,7 @@ Layout of ``MLPKG_HOME``::
     logs/<hash>-<name>.log   build logs
     builds/                  private build directories
     partial/                 interrupted downloads, kept for resumption
+    cache/downloads/         downloads by sha256 (mlpkg.store.dlcache; $MLPKG_CACHE_DIR)
 
 A ``Store`` is passed around explicitly (no global); close it when done.
 """
@@ -26,6 +27,7 @@ from pathlib import Path
 from mlpkg.errors import BadInput, BuildError, CheckError, StoreError
 from mlpkg.store import archive
 from mlpkg.store.db import Database, PathInfo
+from mlpkg.store.dlcache import DownloadCache
 from mlpkg.store.fs import canonicalise, remove_tree
 from mlpkg.store.locks import FileLock, PathLock, TempRoots
 from mlpkg.store.path import StorePath
@@ -38,8 +40,9 @@ facts learnt while making it (e.g. the sha256 of a download), kept with the deri
 class Store:
     """A store rooted at ``home``; see the module docstring for the layout."""
 
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, download_cache: Path | None = None) -> None:
         self.home = Path(home).absolute()
+        self.downloads = DownloadCache(download_cache or self.home / "cache" / "downloads")
         self.dir = self.home / "store"
         for sub in ("store", "locks", "temproots", "gcroots", "logs", "builds", "partial"):
             (self.home / sub).mkdir(parents=True, exist_ok=True)

@@ -452,7 +452,7 @@ def test_gc_dry_run_deletes_nothing(mlpkg_cli: MlpkgCli, tarball: Callable[..., 
     greet, src = mlpkg_cli.path_of("greet"), mlpkg_cli.path_of("greet-src")
     r = mlpkg_cli.run("gc", "--dry-run").ok()
     assert sorted(r.out.splitlines()) == sorted([f"would delete {greet}", f"would delete {src}"])
-    assert "2 entries would delete" in r.err and "would be freed" in r.err, r.err
+    assert "would delete 2 entries, to free" in r.err, r.err
     assert greet.is_dir() and src.is_dir()
     assert mlpkg_cli.valid_paths() == sorted([greet.name, src.name])
     mlpkg_cli.run("verify", "--check-contents").ok()
@@ -469,7 +469,7 @@ def test_gc_frees_unreferenced_paths_and_reports_them(
     kept = mlpkg_cli.path_of("kept-src")
     r = mlpkg_cli.run("gc").ok()
     assert r.out.splitlines() == [f"deleted {greet}", f"deleted {src}"]  # referrer first
-    assert "2 entries deleted" in r.err and "1 paths kept" in r.err, r.err
+    assert "deleted 2 entries, freeing" in r.err and "1 paths kept" in r.err, r.err
     assert not greet.exists() and not src.exists() and kept.is_dir()
     assert mlpkg_cli.valid_paths() == [kept.name]
     assert mlpkg_cli.run("path-info", str(greet)).code == 2

@@ -9,6 +9,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import signal
 import tarfile
 import time
@@ -452,6 +453,14 @@ def test_tampered_fetch_path_is_found_and_repaired(
     sentence = error_sentence(r, 1)
     assert src.name in sentence and "data.txt" in sentence, sentence
 
+    # The download cache holds the verified tarball: repair needs no network.
+    mlpkg_cli.run("verify", "--repair").ok()
+    assert len(http_server.requests_for("/src.tar.gz")) == 1
+    assert (src / "data.txt").read_text() == "served\n"
+    verify_clean(mlpkg_cli)
+    # Without the cache, repair downloads again.
+    _tamper(src / "data.txt")
+    shutil.rmtree(mlpkg_cli.home / "cache" / "downloads")
     mlpkg_cli.run("verify", "--repair").ok()
     assert len(http_server.requests_for("/src.tar.gz")) == 2  # fetched again
     assert (src / "data.txt").read_text() == "served\n"

@@ -1,0 +1,76 @@
+"""A content-addressed cache of downloads, so a cold store need not use the network.
+
+``<root>/sha256/<hex>`` holds a file whose sha256 is ``<hex>``. Fetches look here first
+(the file is hashed again before use, so a damaged entry is dropped, never trusted) and
+add what they downloaded. The cache lives beside the store (``$MLPKG_CACHE_DIR``, default
+``$MLPKG_HOME/cache/downloads``) and survives garbage collection of store paths;
+``mlpkg gc --downloads`` empties it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import secrets
+import shutil
+from pathlib import Path
+
+_CHUNK = 1 << 20
+
+
+def _sha256(file: Path) -> str:
+    h = hashlib.sha256()
+    with open(file, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class DownloadCache:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def _entry(self, sha256: str) -> Path:
+        return self.root / "sha256" / sha256.lower()
+
+    def get(self, sha256: str, dest: Path) -> bool:
+        """Copy the cached file with this sha256 to ``dest``; False if there is none."""
+        entry = self._entry(sha256)
+        if not entry.is_file():
+            return False
+        tmp = dest.with_name(f".{dest.name}.{secrets.token_hex(4)}")
+        try:
+            shutil.copyfile(entry, tmp)
+            if _sha256(tmp) != sha256.lower():
+                entry.unlink(missing_ok=True)  # damaged: forget it, download again
+                return False
+            os.replace(tmp, dest)
+            return True
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+
+    def put(self, file: Path, sha256: str) -> None:
+        """Remember ``file`` (whose sha256 the caller verified). Errors are ignored: the
+        cache is an optimisation."""
+        entry = self._entry(sha256)
+        if entry.exists():
+            return
+        tmp = entry.with_name(f".{entry.name}.{secrets.token_hex(4)}")
+        try:
+            entry.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(file, tmp)
+            os.replace(tmp, entry)
+        except OSError:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+    def clear(self) -> int:
+        """Remove every entry; return the bytes freed."""
+        freed = 0
+        for entry in (self.root / "sha256").glob("*") if self.root.is_dir() else []:
+            with contextlib.suppress(OSError):
+                freed += entry.stat().st_size
+                entry.unlink()
+        return freed
