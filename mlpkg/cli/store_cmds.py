@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -123,7 +124,7 @@ def why_depends_cmd(app: App, package: str, dependency: str) -> None:
         app.out(f"{'  ' * depth}└── {app.store.real_path(p)}{via}")
 
 
-def _remaker(app: App) -> Any:
+def _remaker(app: App) -> Callable[[PathInfo], Maker]:
     from mlpkg.resolver.derivation import Derivation
     from mlpkg.resolver.plan import PlanNode
     from mlpkg.resolver.realise import Reporter, maker

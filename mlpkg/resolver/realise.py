@@ -11,11 +11,11 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import IO
 
-from mlpkg.errors import BuildError, FetchError, MlpkgError
+from mlpkg.errors import BuildError, MlpkgError
 from mlpkg.recipes.model import Recipe
 from mlpkg.resolver.derivation import Derivation
 from mlpkg.resolver.plan import Plan, PlanNode
@@ -53,7 +53,7 @@ def realise_plan(
     """Make every path of ``plan`` valid; return the infos of its roots.
 
     ``expected`` maps paths to the archive hash they must have (from a lockfile): a path
-    whose content differs is not registered, and BuildError names both hashes.
+    whose content differs is not registered, and CheckError names both hashes.
     """
     expected = expected or {}
     reporter = reporter or Reporter()
@@ -212,11 +212,12 @@ def _build(drv: Derivation, tmp: Path, store: Store, reporter: Reporter) -> None
         remove_tree(build_dir)
 
 
-def _external_targets(inputs: object) -> list[Path]:
-    """Host directories that the inputs' links point into, outside the system dirs."""
+def _external_targets(inputs: Iterable[Path]) -> list[Path]:
+    """Host installations that the inputs' links point into (an interpreter's prefix, say),
+    outside the system directories the sandbox shows anyway."""
     targets: set[Path] = set()
-    for root in inputs:  # type: ignore[attr-defined]
-        bindir = Path(root) / "bin"
+    for root in inputs:
+        bindir = root / "bin"
         if not bindir.is_dir():
             continue
         for link in bindir.iterdir():
@@ -227,4 +228,4 @@ def _external_targets(inputs: object) -> list[Path]:
     return sorted(targets)
 
 
-__all__ = ["FetchError", "Reporter", "maker", "realise_derivation", "realise_plan", "unpack_local"]
+__all__ = ["Reporter", "maker", "realise_derivation", "realise_plan", "unpack_local"]

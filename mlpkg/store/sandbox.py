@@ -24,7 +24,6 @@ import functools
 import os
 import shutil
 import subprocess
-import sys
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -220,7 +219,3 @@ def describe(kind: str) -> str:
         "unshare": "unshare -n (no network; the host file system is visible)",
         "none": "none: neither bubblewrap nor unshare works here, builds see the host",
     }[kind]
-
-
-if __name__ == "__main__":  # pragma: no cover - a manual probe
-    print(detect(), file=sys.stdout)
