@@ -42,6 +42,23 @@ def parse(text: str, file: str) -> Recipe:
         ) from None
 
 
+def check_variants(recipe: Recipe, file: str) -> None:
+    """Every variant must give a valid recipe; problems name the file and the variant."""
+    from mlpkg.recipes import variants
+
+    for name, table in recipe.variants.items():
+        data = recipe.model_dump(mode="json", exclude_defaults=True)
+        data.pop("variants", None)
+        variants.merge(data, table)
+        try:
+            Recipe.model_validate(data)
+        except ValidationError as e:
+            err = e.errors()[0]
+            where = f"variants.{name}.{_field(err['loc'])}"
+            msg = err["msg"].removeprefix("Value error, ")
+            raise RecipeError(f"{file}: field {where}: {msg}.", file=file, field=where) from None
+
+
 def load(path: Path) -> Recipe:
     """Load ``<dir>/<name>/<version>.toml`` and check that name and version match the path."""
     try:
@@ -49,6 +66,7 @@ def load(path: Path) -> Recipe:
     except (OSError, UnicodeDecodeError) as e:
         raise RecipeError(f"Cannot read recipe {path}: {e}.", file=str(path)) from None
     recipe = parse(text, str(path))
+    check_variants(recipe, str(path))
     if recipe.name != path.parent.name:
         raise RecipeError(
             f"{path}: field name is '{recipe.name}' but the recipe lies in directory "

@@ -21,8 +21,11 @@ FORMAT_VERSION = 1
 KINDS = ("fetch", "build", "external", "wheel")
 NAME_RE = r"[a-z0-9][a-z0-9._-]*"
 _ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-# Fields that describe a recipe without changing what it makes: not hashed.
-COSMETIC_FIELDS = frozenset({"summary", "aliases"})
+# Fields that describe a recipe without changing what it makes: not hashed. (``variants``
+# are alternatives; the ones selected are merged in and named by ``selected``.)
+COSMETIC_FIELDS = frozenset({"summary", "aliases", "variants"})
+VARIANT_KEYS = frozenset({"summary", "kind", "inputs", "source", "build", "external", "wheel",
+                          "env", "remove"})  # fmt: skip
 RESERVED_INPUT_KEYS = frozenset({"out", "PATH", "HOME", "TMPDIR", "SOURCE_DATE_EPOCH"})
 
 
@@ -141,6 +144,21 @@ class Recipe(_Strict):
     external: External | None = None
     wheel: Wheel | None = None
     env: dict[str, EnvAction] = {}
+    # [variants.NAME]: alternatives selected with NAME+VARIANT (see mlpkg.recipes.variants);
+    # ``selected`` records the ones merged into this recipe.
+    variants: dict[str, dict[str, Any]] = {}
+    selected: list[str] = []
+
+    @field_validator("variants")
+    @classmethod
+    def _variant_tables(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for name, table in value.items():
+            if not re.fullmatch(NAME_RE, name):
+                raise ValueError(f"'{name}' is not a valid variant name")
+            unknown = sorted(set(table) - VARIANT_KEYS)
+            if unknown:
+                raise ValueError(f"variant {name} has unknown field {unknown[0]}")
+        return value
 
     @field_validator("format")
     @classmethod
@@ -225,4 +243,4 @@ class Recipe(_Strict):
 
     @property
     def spec(self) -> str:
-        return f"{self.name}@{self.version}"
+        return f"{self.name}@{self.version}" + "".join(f"+{v}" for v in self.selected)

@@ -103,7 +103,10 @@ class Derivation:
 
     @cached_property
     def path(self) -> StorePath:
-        return StorePath.from_fingerprint(self._fingerprint_bytes, f"{self.name}-{self.version}")
+        suffix = "".join(f"+{v}" for v in self.recipe.selected)
+        return StorePath.from_fingerprint(
+            self._fingerprint_bytes, f"{self.name}-{self.version}{suffix}"
+        )
 
     @cached_property
     def recipe_hash(self) -> str:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from mlpkg.errors import BadInput
+from mlpkg.errors import BadInput, ResolutionError
 from mlpkg.resolver.derivation import Derivation, current_platform
 from mlpkg.resolver.provider import RecipeBacked
 from mlpkg.resolver.resolve import Provider, resolve
@@ -76,13 +76,7 @@ def derive(
     """Resolve ``specs`` and hash the closure bottom-up: the derivations in dependency
     order, and the store paths of the roots. Pure: no store, no building."""
     platform = platform or current_platform()
-    for spec in specs:
-        if spec.variants:
-            raise BadInput(
-                f"'{spec}' asks for variant +{spec.variants[0]}, but {spec.name} declares no "
-                "variants.",
-                package=spec.name,
-            )
+    _select_variants(provider, specs)
     # Resolution allocates many small objects that all live until the end: the cyclic
     # garbage collector would only rescan them over and over (measured in bench/resolve.py).
     collecting = gc.isenabled()
@@ -102,6 +96,28 @@ def derive(
         if collecting:
             gc.enable()
     return drvs, [paths[name] for name in resolution.roots]
+
+
+def _select_variants(provider: Provider, specs: Sequence[Spec]) -> None:
+    """Tell the provider which variants the root specs ask for (one set per package)."""
+    wanted: dict[str, tuple[str, ...]] = {}
+    for spec in specs:
+        name = provider.canonical_name(spec.name)
+        chosen = tuple(sorted(spec.variants))
+        if name in wanted and wanted[name] != chosen:
+            first, second = (
+                " ".join(f"+{v}" for v in vs) or "none" for vs in (wanted[name], chosen)
+            )
+            raise ResolutionError(
+                f"{name} is asked for with two variant sets: {first} and {second}.",
+                package=name,
+            )
+        wanted[name] = chosen
+    select = getattr(provider, "select_variants", None)
+    if select is not None:
+        select({k: v for k, v in wanted.items() if v})
+    elif any(wanted.values()):
+        raise BadInput("Variants cannot be selected here.")
 
 
 def make_plan(

@@ -37,16 +37,28 @@ class RecipeBacked(Protocol):
 class RecipeCandidate:
     """One version of a package, backed by its recipe file."""
 
-    def __init__(self, index: RecipeIndex, rf: RecipeFile, detected: Detected | None) -> None:
+    def __init__(
+        self,
+        index: RecipeIndex,
+        rf: RecipeFile,
+        detected: Detected | None,
+        variants: tuple[str, ...] = (),
+    ) -> None:
         self.index = index
         self.file = rf
         self.detected = detected
+        self.variants = variants
         self.name = rf.name
         self.version = Version(detected.version if detected else rf.version)
 
     @cached_property
     def recipe(self) -> Recipe:
-        return self.index.load(self.file)
+        recipe = self.index.load(self.file)
+        if self.variants:
+            from mlpkg.recipes.variants import apply
+
+            recipe = apply(recipe, self.variants)
+        return recipe
 
     @cached_property
     def inputs(self) -> Mapping[str, Spec]:
@@ -75,6 +87,12 @@ class IndexProvider:
         self.index = index
         self.detector = detector or Detector()
         self._candidates: dict[str, list[RecipeCandidate]] = {}
+        self.variants: dict[str, tuple[str, ...]] = {}
+
+    def select_variants(self, variants: dict[str, tuple[str, ...]]) -> None:
+        """Use these variants of these (canonical) package names; call before resolving."""
+        self.variants = dict(variants)
+        self._candidates.clear()
 
     def canonical_name(self, name: str) -> str:
         return self.index.canonical_name(name)
@@ -87,7 +105,7 @@ class IndexProvider:
                 detected = None
                 if rf.is_external:
                     detected = self.detector(self.index.load(rf))  # raises ExternalNotFound
-                found.append(RecipeCandidate(self.index, rf, detected))
+                found.append(RecipeCandidate(self.index, rf, detected, self.variants.get(name, ())))
             self._candidates[name] = found
         return found
 
