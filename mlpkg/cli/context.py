@@ -117,6 +117,7 @@ class App:
         if doc is None:
             return None
         paths = [StorePath.parse(n["path"]) for n in doc["nodes"]]
+        self.store.protect(paths)  # before checking validity: gc may be running
         if len(self.store.db.valid_among(paths)) != len(set(paths)):
             return None
         for node in doc["nodes"]:

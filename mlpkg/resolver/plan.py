@@ -123,8 +123,12 @@ def _select_variants(provider: Provider, specs: Sequence[Spec]) -> None:
 def make_plan(
     provider: Provider, specs: Sequence[Spec], store: Store, platform: str | None = None
 ) -> Plan:
-    """Resolve and hash ``specs`` (:func:`derive`), then ask the store what is valid."""
+    """Resolve and hash ``specs`` (:func:`derive`), then ask the store what is valid.
+
+    The paths are protected from the garbage collector first (a temporary root), as Nix
+    does: what is valid now stays valid while this process uses the plan."""
     drvs, roots = derive(provider, specs, platform)
+    store.protect(d.path for d in drvs)
     valid = store.db.valid_among(d.path for d in drvs)
     nodes = [PlanNode(d, d.path, "valid" if d.path in valid else ACTIONS[d.kind]) for d in drvs]
     return Plan(nodes, roots)

@@ -13,7 +13,7 @@ from typing import Protocol
 
 from packaging.version import Version
 
-from mlpkg.errors import ExternalNotFound, RecipeError
+from mlpkg.errors import BadInput, ExternalNotFound, RecipeError
 from mlpkg.recipes.index import RecipeFile, RecipeIndex
 from mlpkg.recipes.model import Recipe
 from mlpkg.resolver.derivation import Detected
@@ -80,6 +80,10 @@ class RecipeCandidate:
         return f"{self.name}@{self.version}"
 
 
+def _declares(index: RecipeIndex, cand: RecipeCandidate, wanted: tuple[str, ...]) -> bool:
+    return all(v in index.load(cand.file).variants for v in wanted)
+
+
 class IndexProvider:
     """Provider over a :class:`RecipeIndex`, detecting externals with a :class:`Detector`."""
 
@@ -97,6 +101,21 @@ class IndexProvider:
     def canonical_name(self, name: str) -> str:
         return self.index.canonical_name(name)
 
+    def _with_variants(
+        self, name: str, found: list[RecipeCandidate], wanted: tuple[str, ...]
+    ) -> list[RecipeCandidate]:
+        """Only the versions that declare every wanted variant."""
+        having = [c for c in found if _declares(self.index, c, wanted)]
+        if not having:
+            asked = " ".join(f"+{v}" for v in wanted)
+            have = sorted({v for c in found for v in self.index.load(c.file).variants})
+            there = ", ".join(f"+{v}" for v in have) or "none"
+            raise BadInput(
+                f"No version of {name} declares the variant {asked} (its variants: {there}).",
+                package=name,
+            )
+        return having
+
     def candidates(self, name: str) -> Sequence[RecipeCandidate]:
         found = self._candidates.get(name)
         if found is None:
@@ -106,6 +125,9 @@ class IndexProvider:
                 if rf.is_external:
                     detected = self.detector(self.index.load(rf))  # raises ExternalNotFound
                 found.append(RecipeCandidate(self.index, rf, detected, self.variants.get(name, ())))
+            wanted = self.variants.get(name, ())
+            if wanted:
+                found = self._with_variants(name, found, wanted)
             self._candidates[name] = found
         return found
 

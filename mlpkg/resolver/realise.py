@@ -189,6 +189,10 @@ def _build(drv: Derivation, tmp: Path, store: Store, reporter: Reporter) -> None
     reporter.note(f"building {drv.name}-{drv.version} in sandbox: {sandbox.describe(kind)}")
     build_dir = store.builds_dir / f"{drv.path.hash_part}-{secrets.token_hex(4)}"
     inputs = {k: store.real_path(p) for k, p in drv.inputs.items()}
+    # The inputs' own references are visible too (read-only), as in Nix: an input is usable
+    # only with its closure. Only the direct inputs get variables and PATH entries.
+    closure = [store.real_path(p) for p in sorted(store.closure(drv.inputs.values()))]
+    extra = [p for p in closure if p not in inputs.values()]
     request = sandbox.BuildRequest(
         script=drv.recipe.build.script,
         inputs=inputs,
@@ -196,7 +200,7 @@ def _build(drv: Derivation, tmp: Path, store: Store, reporter: Reporter) -> None
         log=store.log_file(drv.path),
         extra_env={"name": drv.name, "version": drv.version},
         echo=reporter.echo,
-        ro_paths=_external_targets(inputs.values()),
+        ro_paths=[*extra, *_external_targets(closure)],
     )
     try:
         out = sandbox.run(request, kind)

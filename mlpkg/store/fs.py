@@ -11,7 +11,10 @@ from pathlib import Path
 
 def canonicalise(root: Path) -> None:
     """Make a tree read-only with canonical modes: 0555 for directories and executables,
-    0444 for other files. Symlinks are left alone (their mode means nothing on Linux)."""
+    0444 for other files. Symlinks are left alone (their mode means nothing on Linux), and
+    never followed: a root that is a symlink is not walked."""
+    if os.path.islink(root):
+        return
     for dirpath, dirnames, filenames in os.walk(root, topdown=False):
         for name in filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
             p = os.path.join(dirpath, name)

@@ -219,7 +219,9 @@ class Store:
         extra_forbidden: Sequence[str] = (),
     ) -> archive.ArchiveInfo:
         canonicalise(tmp)
-        forbid = [str(self.dir), str(self.builds_dir), *extra_forbidden] if relocatable else []
+        roots = {str(self.dir), str(self.builds_dir)}
+        roots |= {os.path.realpath(r) for r in roots}  # MLPKG_HOME may be reached by a link
+        forbid = sorted(roots) + list(extra_forbidden) if relocatable else []
         scanned = archive.scan(tmp, manifest=True, forbid=[os.fsencode(f) for f in forbid])
         if scanned.forbidden_in:
             raise BuildError(
@@ -265,7 +267,8 @@ class Store:
             old = self.dir / f".trash-{path.hash_part}-{secrets.token_hex(6)}"
             try:
                 make(tmp)
-                scanned = self._check(tmp, path, info.kind == "build", info.archive_hash)
+                relocatable = info.kind in ("build", "wheel")
+                scanned = self._check(tmp, path, relocatable, info.archive_hash)
                 if os.path.lexists(self.real_path(path)):
                     os.replace(self.real_path(path), old)
                 os.replace(tmp, self.real_path(path))
