@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -10,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from mlpkg.cli.context import App, common
-from mlpkg.errors import BadInput, CheckError, LockError
+from mlpkg.errors import BadInput, CheckError, LockError, MlpkgError
 
 if TYPE_CHECKING:
     from mlpkg.resolver.lockfile import Lockfile
@@ -66,13 +67,19 @@ def write_lock(app: App, lock: Lockfile, output: Path) -> None:
     if str(output) == "-":
         click.echo(text, nl=False)
         return
-    tmp = output.with_name(f".{output.name}.tmp")
+    import tempfile
+
     try:
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(output)
-    except OSError as e:
-        msg = f"Cannot write the lockfile {output}: {e.strerror}."
-        raise BadInput(msg, file=str(output)) from None
+        fd, name = tempfile.mkstemp(prefix=f".{output.name}.", dir=output.parent or Path("."))
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(name, output)
+    except OSError as e:  # a path that cannot be is bad input; a full disk is a failure
+        bad_path = isinstance(e, FileNotFoundError | NotADirectoryError)
+        error = BadInput if bad_path else MlpkgError
+        raise error(
+            f"Cannot write the lockfile {output}: {e.strerror}.", file=str(output)
+        ) from None
     unknown = sum(1 for n in lock.nodes if n.archive_hash is None)
     note = f"; {unknown} archive hashes unknown (lock --realise records them)" if unknown else ""
     app.info(f"wrote {output}: {len(lock.nodes)} paths{note}")
@@ -166,6 +173,8 @@ def lock_cmd(
     update_names: tuple[str, ...],
 ) -> None:
     """Write a lockfile pinning the whole closure of SPECS."""
+    if str(output) == "-" and app.json:
+        raise BadInput("-o - writes the lock to stdout; it cannot share it with --json.")
     if check_file is not None:
         result = check_lock(app, check_file)
         if app.json:

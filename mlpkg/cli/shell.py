@@ -61,7 +61,9 @@ def shell_cmd(app: App, specs: tuple[str, ...], pure: bool) -> None:
         code = subprocess.call(command, env=env)
     except FileNotFoundError:
         raise BadInput(f"'{command[0]}' is not a command in the closure's environment.") from None
-    ctx.exit(code)
+    except PermissionError:
+        raise BadInput(f"'{command[0]}' is not an executable program.") from None
+    ctx.exit(128 - code if code < 0 else code)  # killed by signal N: 128+N, as shells say
 
 
 COMMANDS = [env_cmd, shell_cmd]

@@ -211,12 +211,20 @@ def _recipe_for_file(app: App, name: str, version: str, sha: str, md5: str, file
     except BadInput:
         files = []
     if not files:
-        return Recipe(
-            name=name,
-            version=version,
-            kind="fetch",
-            source=Source(urls=[file.absolute().as_uri()], sha256=sha),
-        )
+        from pydantic import ValidationError
+
+        try:
+            return Recipe(
+                name=name,
+                version=version,
+                kind="fetch",
+                source=Source(urls=[file.absolute().as_uri()], sha256=sha),
+            )
+        except ValidationError as e:
+            err = e.errors()[0]
+            field = "--name" if err["loc"] and err["loc"][0] == "name" else "--version"
+            msg = err["msg"].removeprefix("Value error, ")
+            raise BadInput(f"add-file {field}: {msg}.", field=field) from None
     recipe = app.index.load(files[0])
     src = recipe.source
     if recipe.kind != "fetch" or src is None:

@@ -133,9 +133,13 @@ def activation(
         env["MLPKG_PYTHON_VIEW"] = str(view)
     outer = [] if pure else _outer_path(base)
     env["PATH"] = ":".join(_dedupe([*bins, *(outer or SYSTEM_PATH.split(":"))]))
+    # The caller's values of these never reach the closure: a recipe that prepends to
+    # PYTHONPATH starts from nothing.
+    cleared = ("VIRTUAL_ENV", "PYTHONHOME", "PYTHONPATH", "CONDA_PREFIX")
+    inherited = {k: v for k, v in base.items() if k not in cleared}
     for path in order:
-        _apply_recipe_env(env, store.real_path(path), kinds[path][1].get("env") or {}, base)
-    unset = [k for k in ("VIRTUAL_ENV", "PYTHONHOME", "PYTHONPATH", "CONDA_PREFIX") if k not in env]
+        _apply_recipe_env(env, store.real_path(path), kinds[path][1].get("env") or {}, inherited)
+    unset = [k for k in cleared if k not in env]
     return Activation(env, unset, view)
 
 

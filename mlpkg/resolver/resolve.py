@@ -324,7 +324,14 @@ class _Resolver:
         for key, spec in self.inputs_of(name, index).items():
             dep = self.lookup(spec.name)
             if not dep:
-                raise self.unknown[spec.name]
+                exc = self.unknown[spec.name]
+                raise UnknownPackage(
+                    f"{requester} has input {key} = {spec}, but there is no package named "
+                    f"'{spec.name}'.",
+                    hint=exc.hint,
+                    field=f"inputs.{key}",
+                    package=spec.name,
+                )
             requirement = _Requirement(spec, requester, key, level)
             pinned = self.pins.get(dep)
             if pinned is None:

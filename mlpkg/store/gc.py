@@ -75,10 +75,15 @@ def collect(store: Store, *, dry_run: bool = False) -> GcResult:
         graph = store.db.reference_graph()
         dead = [p for p in graph if p not in live]
         result.kept = len(graph) - len(dead)
+        busy: set[StorePath] = set()  # dead but in use (locked), with what they reference
         for path in _referrers_first(dead, graph):
+            if path in busy:
+                result.skipped.append(str(path))
+                continue
             lock = PathLock(store.locks_dir, path)
             if not lock.acquire(blocking=False):
                 result.skipped.append(str(path))
+                busy |= store.closure([path])
                 continue
             try:
                 result.freed += _disk_usage(str(store.real_path(path)))

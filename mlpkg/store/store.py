@@ -44,8 +44,14 @@ class Store:
         self.home = Path(home).absolute()
         self.downloads = DownloadCache(download_cache or self.home / "cache" / "downloads")
         self.dir = self.home / "store"
-        for sub in ("store", "locks", "temproots", "gcroots", "logs", "builds", "partial"):
-            (self.home / sub).mkdir(parents=True, exist_ok=True)
+        try:
+            for sub in ("store", "locks", "temproots", "gcroots", "logs", "builds", "partial"):
+                (self.home / sub).mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise BadInput(
+                f"MLPKG_HOME {self.home} cannot hold a store: {e.strerror} ({e.filename}).",
+                hint="Point MLPKG_HOME at a writable directory.",
+            ) from None
         self.db = Database(self.home / "db.sqlite")
         self.locks_dir = self.home / "locks"
         self.gcroots_dir = self.home / "gcroots"
@@ -80,6 +86,8 @@ class Store:
                 rel = p.absolute().relative_to(self.dir)
             except ValueError:
                 raise BadInput(f"'{text}' is not in the store {self.dir}.") from None
+            if not rel.parts:
+                raise BadInput(f"'{text}' is the store itself, not a path in it.")
             return StorePath.parse(rel.parts[0])
         return StorePath.parse(text)
 

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mlpkg.errors import StoreError
 from mlpkg.store import archive
 from mlpkg.store.db import PathInfo
 from mlpkg.store.path import StorePath
@@ -62,7 +63,11 @@ def check_path(store: Store, info: PathInfo, check_contents: bool) -> Problem | 
         return Problem(str(info.path), "missing", f"{info.path} is registered but missing.")
     if not check_contents:
         return None
-    scanned = archive.scan(real, manifest=True)
+    try:
+        scanned = archive.scan(real, manifest=True)
+    except (StoreError, OSError) as e:
+        message = getattr(e, "message", str(e))
+        return Problem(str(info.path), "modified", f"{info.path} cannot be read back: {message}")
     if scanned.hash == info.archive_hash:
         return None
     files = changed_files(info.manifest, scanned.manifest)
