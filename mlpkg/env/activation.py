@@ -9,8 +9,9 @@ variables that make exactly a closure usable:
 - A **Python view** when the closure holds a probed interpreter: a directory
   ``$MLPKG_HOME/envs/<hash>/`` made like a virtual environment (``pyvenv.cfg`` naming the
   base interpreter, ``bin/python3`` linking it), whose only site-packages entry is a
-  ``.pth`` file adding each wheel's site-packages with ``site.addsitedir`` (so their own
-  ``.pth`` files work). Its ``python3`` sees the standard library and the closure's
+  ``.pth`` file adding the ``lib/python*/site-packages`` of every closure path (wheels,
+  and packages built from source) with ``site.addsitedir`` (so their own ``.pth`` files
+  work). Its ``python3`` sees the standard library and the closure's
   wheels, nothing of the user's site-packages or of the interpreter's own.
 - Each recipe's ``[env]`` (``set``, or ``prepend``/``append`` of a path relative to its
   store path), inputs before the paths that use them, so dependants win.
@@ -123,7 +124,8 @@ def activation(
     order = closure_order(store, roots)
     kinds = {p: _recipe(store, p) for p in order}
     pythons = [p for p in order if kinds[p][2].get("info", {}).get("tags")]
-    wheels = [p for p in order if kinds[p][0] == "wheel"]
+    # Python packages: wheels, and anything built into the same prefix layout.
+    wheels = [p for p in order if any((store.real_path(p) / "lib").glob("python*/site-packages"))]
     env: dict[str, str] = {"PYTHONNOUSERSITE": "1"}
     bins = [str(store.real_path(p) / "bin") for p in reversed(order)]
     bins = [b for b in bins if os.path.isdir(b)]

@@ -137,12 +137,25 @@ def render(node: Node, nodes: Mapping[str, Node], target: Target, aliases: list[
     return "\n".join(lines) + "\n"
 
 
+HAND_WRITTEN = "# --- hand-written below: kept when re-importing ---\n"
+
+
+def hand_written_tail(old: str) -> str:
+    """What a maintainer added below the ``HAND_WRITTEN`` marker of an existing recipe
+    (variants, say); re-importing keeps it."""
+    cut = old.find(HAND_WRITTEN)
+    return "" if cut < 0 else "\n" + old[cut:]
+
+
 def write_recipe(into: Path, name: str, version: str, text: str) -> tuple[Path, bool]:
     """Write ``text`` to ``<into>/<name>/<version>.toml``; (path, whether it was written)."""
     path = into / name / f"{version}.toml"
     try:
-        if path.is_file() and path.read_text(encoding="utf-8") == text:
-            return path, False
+        if path.is_file():
+            old = path.read_text(encoding="utf-8")
+            text += hand_written_tail(old)
+            if old == text:
+                return path, False
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{version}.", suffix=".tmp", dir=path.parent)
         try:

@@ -85,3 +85,39 @@ def test_a_version_without_a_wheel_is_a_clear_error(home: Path, tmp_path: Path) 
     assert r.returncode == 2
     assert "onnxruntime 1.12.1 has no wheel for cp311" in r.stderr
     assert "nearest versions with a wheel" in r.stderr and "Traceback" not in r.stderr
+
+
+LOADGEN_TEST = """
+import os, tempfile
+import mlperf_loadgen as lg
+def issue(samples):
+    lg.QuerySamplesComplete([lg.QuerySampleResponse(s.id, 0, 0) for s in samples])
+sut = lg.ConstructSUT(issue, lambda: None)
+qsl = lg.ConstructQSL(16, 16, lambda idx: None, lambda idx: None)
+settings = lg.TestSettings()
+settings.scenario = lg.TestScenario.SingleStream
+settings.mode = lg.TestMode.PerformanceOnly
+settings.min_query_count = settings.max_query_count = 32
+settings.min_duration_ms = 0
+out = tempfile.mkdtemp()
+log = lg.LogOutputSettings(); log.outdir = out; log.copy_summary_to_stdout = False
+ls = lg.LogSettings(); ls.log_output = log
+lg.StartTestWithLogSettings(sut, qsl, settings, ls)
+lg.DestroyQSL(qsl); lg.DestroySUT(sut)
+print(lg.__file__)
+print(open(os.path.join(out, "mlperf_log_summary.txt")).read())
+"""
+
+
+@pytest.mark.slow
+def test_loadgen_built_from_source_runs_and_rebuilds_bit_identically(home: Path) -> None:
+    built = mlpkg(home, "build", "loadgen@4.0+source")
+    assert built.returncode == 0, built.stderr[-3000:]
+    path = Path(built.stdout.strip())
+    assert path.name.endswith("-mlcommons-loadgen-4.0+source")
+    r = mlpkg(home, "shell", "loadgen@4.0+source", "--", "python", "-c", LOADGEN_TEST)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.startswith(str(path)) and "Scenario : SingleStream" in r.stdout
+    assert "90th percentile latency (ns)" in r.stdout
+    check = mlpkg(home, "build", "--check", "loadgen@4.0+source")
+    assert check.returncode == 0 and "reproducible" in check.stdout, check.stderr[-3000:]
