@@ -26,10 +26,10 @@ def _target(app: App, python: str) -> object:
     name = app.provider.canonical_name(spec.name)
     for cand in app.provider.candidates(name):
         detected = cand.detected
-        if detected is not None and detected.info.get("tags") and spec.matches(cand.version):
+        if detected is not None and detected.tags and spec.matches(cand.version):
             info = detected.info
             version = ".".join(str(info["version"]).split(".")[:2])
-            return Target(python_version=version, tags=list(info["tags"]),
+            return Target(python_version=version, tags=list(detected.tags),
                           markers=dict(info["markers"]))  # fmt: skip
     raise ExternalNotFound(f"No probed Python interpreter matches '{python}'.", package=python)
 

@@ -123,7 +123,7 @@ def activation(
     """The environment that activates the closure of ``roots`` (see the module docstring)."""
     order = closure_order(store, roots)
     kinds = {p: _recipe(store, p) for p in order}
-    pythons = [p for p in order if kinds[p][2].get("info", {}).get("tags")]
+    pythons = [p for p in order if kinds[p][2].get("tags")]
     # Python packages: wheels, and anything built into the same prefix layout.
     wheels = [p for p in order if any((store.real_path(p) / "lib").glob("python*/site-packages"))]
     env: dict[str, str] = {"PYTHONNOUSERSITE": "1"}

@@ -44,6 +44,8 @@ class Detected:
     # What a probe learnt that decides compatibility (for Python: implementation, ABI, the
     # tags it accepts); hashed, unlike the locations. Never holds paths.
     info: dict[str, Any] = field(default_factory=dict)
+    # For Python: the wheel tags accepted on this machine (not hashed; see pyprobe).
+    tags: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,7 @@ class Derivation:
                     "version": self.detected.version,
                     "locations": self.detected.locations,
                     "info": self.detected.info,
+                    "tags": self.detected.tags,
                 }
                 if self.detected
                 else None
@@ -138,7 +141,12 @@ class Derivation:
             inputs={k: StorePath.parse(v) for k, v in data["inputs"].items()},
             platform=data["platform"],
             detected=(
-                Detected(det["version"], dict(det["locations"]), dict(det.get("info") or {}))
+                Detected(
+                    det["version"],
+                    dict(det["locations"]),
+                    dict(det.get("info") or {}),
+                    list(det.get("tags") or []),
+                )
                 if det
                 else None
             ),

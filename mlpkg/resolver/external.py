@@ -82,6 +82,6 @@ def detect(recipe: Recipe) -> Detected:
             )
         locations[exe] = os.path.abspath(where)
     if ext.probe == "python":
-        version, info, base = probe_python(locations[ext.executables[0]])
-        return Detected(version, dict.fromkeys(ext.executables, base), info)
+        version, info, base, tags = probe_python(locations[ext.executables[0]])
+        return Detected(version, dict.fromkeys(ext.executables, base), info, tags)
     return Detected(match.group(1), locations)

@@ -306,7 +306,8 @@ def to_plan(
                     f"lock's in {', '.join(changed)}"
                 )
             locked = drv.detected
-            drv = replace(drv, detected=Detected(locked.version, local.locations, locked.info))
+            detected = Detected(locked.version, local.locations, locked.info, local.tags)
+            drv = replace(drv, detected=detected)
         drvs.append(drv)
     if drift and not allow_external_drift:
         raise LockError(

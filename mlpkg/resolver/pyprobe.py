@@ -3,9 +3,12 @@
 The probe runs a short script inside the interpreter (with the ``packaging`` library
 that mlpkg itself uses put on its path) and reports:
 
-- ``info`` (hashed into the store path): implementation, version, ABI tag, the wheel tags
-  the interpreter accepts in priority order, and the PEP 508 marker values that do not
-  depend on the host (kernel release and version are left out);
+- ``info`` (hashed into the store path): implementation, version, ABI tag and the PEP 508
+  marker values that do not depend on the host (kernel release and version are left out):
+  the same Python version gives the same path on every machine;
+- ``tags``: the wheel tags the interpreter accepts on *this* machine, in priority order
+  (they follow the C library's version and the ``packaging`` release, so they are recorded
+  with the path but not hashed; installing a wheel checks them);
 - the *base* interpreter's real location, so that the store links the installation
   itself, never a virtual environment or a pyenv shim in front of it.
 """
@@ -35,17 +38,17 @@ print(json.dumps({
         "version": platform.python_version(),
         "abi": tags.interpreter_name() + tags.interpreter_version(),
         "soabi": sysconfig.get_config_var("SOABI") or "",
-        "tags": [str(t) for t in tags.sys_tags()],
         "markers": env,
     },
+    "tags": [str(t) for t in tags.sys_tags()],
     "base_executable": os.path.realpath(base),
     "site_packages": "lib/python%d.%d/site-packages" % sys.version_info[:2],
 }))
 """
 
 
-def probe_python(executable: str) -> tuple[str, dict[str, Any], str]:
-    """Run the probe with ``executable``: (version, info, base interpreter path)."""
+def probe_python(executable: str) -> tuple[str, dict[str, Any], str, list[str]]:
+    """Run the probe with ``executable``: (version, info, base interpreter, tags)."""
     packaging_root = str(Path(packaging.__file__).resolve().parent.parent)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     env["PYTHONPATH"] = packaging_root
@@ -63,4 +66,5 @@ def probe_python(executable: str) -> tuple[str, dict[str, Any], str]:
             package="python",
         )
     info = data["info"]
-    return str(info["version"]), info, str(data["base_executable"])
+    tags = [str(t) for t in data["tags"]]
+    return str(info["version"]), info, str(data["base_executable"]), tags

@@ -35,13 +35,14 @@ def python_of(drv: Derivation, store: Store) -> dict[str, Any]:
     info = store.info(path)
     detected = info.deriver.get("detected") if info else None
     probe = detected.get("info") if isinstance(detected, dict) else None
-    if not isinstance(probe, dict) or "tags" not in probe:
+    tags = detected.get("tags") if isinstance(detected, dict) else None
+    if not isinstance(probe, dict) or not tags:
         raise BuildError(
             f"{drv.name}-{drv.version}: its python input {path} is not a probed Python "
             'interpreter (an external recipe with probe = "python").',
             package=drv.name,
         )
-    return probe
+    return {**probe, "tags": tags}
 
 
 def check_compatible(drv: Derivation, python: dict[str, Any]) -> None:
