@@ -104,9 +104,10 @@ class App:
         from mlpkg.resolver.spec import parse_spec
 
         plan = make_plan(self.provider, [parse_spec(s) for s in specs], self.store)
-        key = plancache.cache_key(specs, self.dirs, current_platform())
-        doc = plan.to_json()
-        plancache.save(self.home, key, doc, self.index.stamps, self.provider.detector.stamps)
+        detector = self.provider.detector
+        if not detector.volatile:  # a tool found through a shim may change unseen
+            key = plancache.cache_key(specs, self.dirs, current_platform())
+            plancache.save(self.home, key, plan.to_json(), self.index.stamps, detector.stamps)
         return plan
 
     def cached_plan(self, specs: Sequence[str]) -> dict[str, Any] | None:

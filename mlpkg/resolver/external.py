@@ -30,6 +30,9 @@ class Detector:
     def __init__(self) -> None:
         self._cache: dict[str, Detected | ExternalNotFound] = {}
         self.stamps: dict[str, list[object]] = {}
+        # True when a tool was found through a script (a pyenv or asdf shim): what it runs
+        # can change with no file changing, so plans that used it are not cached.
+        self.volatile = False
 
     def __call__(self, recipe: Recipe) -> Detected:
         key = f"{recipe.name}\0{recipe.external!r}"
@@ -43,7 +46,16 @@ class Detector:
             raise found
         for exe in sorted(found.locations):
             self.stamps[exe] = executable_stamp(exe)
+            self.volatile = self.volatile or _is_script(shutil.which(exe))
         return found
+
+
+def _is_script(path: str | None) -> bool:
+    try:
+        with open(path or "", "rb") as f:
+            return f.read(2) == b"#!"
+    except OSError:
+        return False
 
 
 def detect(recipe: Recipe) -> Detected:

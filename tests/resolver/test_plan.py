@@ -185,3 +185,25 @@ def test_external_hash_covers_version_not_location(tmp_path: Path) -> None:
             os.environ["PATH"] = old
     assert paths[0] == paths[1] != paths[2]
     assert paths[0].endswith("-mytool-1.2.3")
+
+
+def test_a_tool_found_through_a_shim_is_not_cached(tmp_path: Path) -> None:
+    """pyenv-style shims choose what they run from the environment: never cache such plans."""
+    bindir = tmp_path / "shims"
+    bindir.mkdir()
+    shim = bindir / "mytool"
+    shim.write_text('#!/bin/sh\necho "mytool ${MYTOOL_VERSION:-1.0.0}"\n')
+    shim.chmod(0o755)
+    repo = tmp_path / "recipes"
+    write(repo, "mytool", "external", 'name = "mytool"\nversion = "external"\nkind = "external"\n'
+          '[external]\ndetect = "mytool"\nexecutables = ["mytool"]\n')  # fmt: skip
+    old = os.environ["PATH"]
+    os.environ["PATH"] = f"{bindir}:{old}"
+    try:
+        index = RecipeIndex([repo])
+        provider = IndexProvider(index)
+        with Store(tmp_path / "h") as store:
+            make_plan(provider, [parse_spec("mytool")], store)
+        assert provider.detector.volatile
+    finally:
+        os.environ["PATH"] = old
