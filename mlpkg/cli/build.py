@@ -51,7 +51,10 @@ def realise(
             return cached
     plan = app.plan(specs)
     doc = plan.to_json()
-    if dry_run or not plan.pending():
+    if dry_run:
+        return doc
+    if not plan.pending():
+        app.debug("every path is valid: nothing to do")
         return doc
     from mlpkg.resolver.realise import realise_plan
 

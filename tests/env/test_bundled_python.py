@@ -68,7 +68,8 @@ def test_done_when_two_closures_side_by_side(home: Path) -> None:
     before = sorted(os.listdir(home / "store"))
     again = mlpkg(home, "install", "-v", "loadgen@4.0", "onnxruntime@1.17.3")
     assert again.returncode == 0 and again.stdout == first.stdout
-    assert "nothing to do" in again.stderr and sorted(os.listdir(home / "store")) == before
+    assert "nothing to do" in again.stderr, again.stderr
+    assert sorted(os.listdir(home / "store")) == before
     # The newest pair beside it, each closure with its own NumPy.
     r = mlpkg(home, "shell", "loadgen@6.0.17", "onnxruntime", "--", "python", "-c",
               code + "; import numpy; print(numpy.__version__)")  # fmt: skip
