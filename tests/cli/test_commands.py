@@ -6,7 +6,6 @@ URLs or from the loopback server; nothing reaches beyond 127.0.0.1."""
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import stat
@@ -15,6 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+
+from tests.recipe_text import build_toml, fetch_toml
 
 if TYPE_CHECKING:  # the fixtures' types (tests/conftest.py); nothing is imported at run time
     from tests.conftest import LoopbackServer, MlpkgCli
@@ -36,40 +37,6 @@ echo "greet build log line"
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def fetch_toml(
-    name: str, version: str, urls: list[str], sha: str, *, unpack: bool = True, summary: str = ""
-) -> str:
-    lines = [
-        f"name = {json.dumps(name)}",
-        f"version = {json.dumps(version)}",
-        f"summary = {json.dumps(summary)}",
-        'kind = "fetch"',
-        "[source]",
-        f"urls = {json.dumps(urls)}",
-        f'sha256 = "{sha}"',
-    ]
-    if unpack:
-        lines += ["unpack = true", "strip_components = 1"]
-    return "\n".join(lines) + "\n"
-
-
-def build_toml(
-    name: str, version: str, script: str, inputs: dict[str, str] | None = None, summary: str = ""
-) -> str:
-    assert "'''" not in script
-    lines = [
-        f"name = {json.dumps(name)}",
-        f"version = {json.dumps(version)}",
-        f"summary = {json.dumps(summary)}",
-        'kind = "build"',
-        "[inputs]",
-        *(f"{k} = {json.dumps(v)}" for k, v in (inputs or {}).items()),
-        "[build]",
-        f"script = '''{script}'''",
-    ]
-    return "\n".join(lines) + "\n"
 
 
 def add_source(

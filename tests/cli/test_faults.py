@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
 import shutil
 import signal
@@ -18,6 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+
+from tests.recipe_text import build_toml, fetch_toml
 
 if TYPE_CHECKING:  # the fixtures' types (tests/conftest.py); nothing is imported at run time
     from tests.conftest import CliResult, LoopbackServer, MlpkgCli, SlowServer
@@ -42,34 +43,6 @@ done
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def fetch_toml(name: str, version: str, urls: list[str], sha: str, *, unpack: bool = True) -> str:
-    lines = [
-        f"name = {json.dumps(name)}",
-        f"version = {json.dumps(version)}",
-        'kind = "fetch"',
-        "[source]",
-        f"urls = {json.dumps(urls)}",
-        f'sha256 = "{sha}"',
-    ]
-    if unpack:
-        lines += ["unpack = true", "strip_components = 1"]
-    return "\n".join(lines) + "\n"
-
-
-def build_toml(name: str, version: str, script: str, inputs: dict[str, str] | None = None) -> str:
-    assert "'''" not in script
-    lines = [
-        f"name = {json.dumps(name)}",
-        f"version = {json.dumps(version)}",
-        'kind = "build"',
-        "[inputs]",
-        *(f"{k} = {json.dumps(v)}" for k, v in (inputs or {}).items()),
-        "[build]",
-        f"script = '''{script}'''",
-    ]
-    return "\n".join(lines) + "\n"
 
 
 def write_source(cli: MlpkgCli, name: str, data: bytes) -> Path:

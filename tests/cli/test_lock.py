@@ -18,6 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tests.recipe_text import build_toml
+
 if TYPE_CHECKING:  # the fixtures' types (tests/conftest.py); nothing is imported at run time
     from tests.conftest import CliResult, LoopbackServer, MlpkgCli
 
@@ -39,15 +41,6 @@ def fetch_toml(name: str, version: str, url: str, *, sha: str = "", md5sum: str 
     return (
         f'name = "{name}"\nversion = "{version}"\nkind = "fetch"\n[source]\n'
         f'urls = ["{url}"]\n{hashes}\nunpack = true\nstrip_components = 1\n'
-    )
-
-
-def build_toml(name: str, version: str, script: str, inputs: dict[str, str] | None = None) -> str:
-    assert "'''" not in script
-    ins = "".join(f"{k} = {json.dumps(v)}\n" for k, v in (inputs or {}).items())
-    return (
-        f'name = "{name}"\nversion = "{version}"\nkind = "build"\n[inputs]\n{ins}'
-        f"[build]\nscript = '''\n{script}'''\n"
     )
 
 
