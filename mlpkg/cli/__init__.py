@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import traceback
@@ -72,6 +73,10 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
         code = 130
+    except BrokenPipeError:  # `mlpkg search | head`: the reader left, which is no error
+        with contextlib.suppress(OSError):
+            sys.stderr.close()
+        code = 141
     except Exception as e:  # a bug: say so plainly
         if app.verbose:
             traceback.print_exc()

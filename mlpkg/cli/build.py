@@ -192,6 +192,7 @@ def show_cmd(app: App, spec: str) -> None:
         "summary": recipe.summary,
         "aliases": recipe.aliases,
         "versions": [rf.version for rf in app.index.files(recipe.name)],
+        "variants": recipe.selected or sorted(recipe.variants),
         "path": str(app.store.real_path(node.path)),
         "valid": node.action == "valid",
         "inputs": {k: str(app.store.real_path(v)) for k, v in sorted(node.drv.inputs.items())},
@@ -208,6 +209,7 @@ def show_cmd(app: App, spec: str) -> None:
     keys = (
         "aliases",
         "versions",
+        "variants",
         "path",
         "valid",
         "recipe_hash",
