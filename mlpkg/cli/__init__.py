@@ -11,7 +11,7 @@ import traceback
 import click
 
 from mlpkg import __version__
-from mlpkg.cli import build, importer, lock, shell, store_cmds
+from mlpkg.cli import build, importer, lock, profile, shell, store_cmds
 from mlpkg.cli.context import App
 from mlpkg.errors import MlpkgError
 
@@ -28,6 +28,7 @@ for command in (
     *build.COMMANDS,
     *importer.COMMANDS,
     *lock.COMMANDS,
+    *profile.COMMANDS,
     *shell.COMMANDS,
     *store_cmds.COMMANDS,
 ):

@@ -6,6 +6,7 @@ every path in it is valid, there is nothing to do and no recipe is parsed.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 import click
 
 from mlpkg.cli.context import App, F, common
-from mlpkg.cli.lock import realise_lock
+from mlpkg.cli.lock import read_lock, realise_lock
 from mlpkg.errors import BadInput
 from mlpkg.store.path import StorePath
 
@@ -153,28 +154,52 @@ def build_cmd(
     _emit_result(app, doc, dry_run, roots)
 
 
+def merge_specs(app: App, old: Sequence[str], new: Sequence[str]) -> list[str]:
+    """A profile's specs after asking for ``new``: a new spec replaces the old one of the
+    same package; the rest keep their order."""
+    from mlpkg.resolver.spec import parse_spec
+
+    def package(text: str) -> str:
+        return app.provider.canonical_name(parse_spec(text).name)
+
+    replaced = {package(s) for s in new}
+    return [s for s in old if package(s) not in replaced] + list(dict.fromkeys(new))
+
+
 @click.command("install")
 @click.argument("specs", nargs=-1)
 @click.option("--dry-run", is_flag=True, help="Print the plan without acting.")
+@click.option(
+    "--profile",
+    "profile_name",
+    default="default",
+    show_default=True,
+    help="The profile that gets a new generation.",
+)
 @lock_options
 @common
-def install_cmd(
-    app: App,
-    specs: tuple[str, ...],
-    dry_run: bool,
-    lock_file: Path | None,
-    allow_external_drift: bool,
-) -> None:
-    """Realise SPECS (or a lockfile) and keep them: each becomes a root
-    (gcroots/installed/NAME)."""
-    doc = realise(app, specs, dry_run, LockOptions(lock_file, allow_external_drift))
-    roots: dict[str, str] = {}
-    if not dry_run:
-        names = {n["path"]: n["name"] for n in doc["nodes"]}
-        for r in doc["roots"]:
-            link = app.store.add_root(f"installed/{names[r]}", StorePath.parse(r))
-            roots[names[r]] = str(link)
-    _emit_result(app, doc, dry_run, roots)
+def install_cmd(app: App, specs: tuple[str, ...], dry_run: bool, profile_name: str,
+                lock_file: Path | None, allow_external_drift: bool) -> None:  # fmt: skip
+    """Realise SPECS (or a lockfile) and add them to a profile (a new generation; the
+    profile's other packages stay, resolved together with the new ones)."""
+    from mlpkg.env.profiles import Profile
+
+    profile = Profile(app.store, profile_name)
+    options = LockOptions(lock_file, allow_external_drift)
+    if dry_run:
+        _emit_result(app, realise(app, specs, True, options), True, {})
+        return
+    with profile.locked():
+        current = profile.current()
+        if lock_file is not None:
+            doc = realise(app, specs, False, options)
+            wanted = read_lock(lock_file).specs
+        else:
+            wanted = merge_specs(app, current.specs if current else [], specs)
+            doc = realise(app, tuple(wanted), False)
+        gen = profile.add_generation(wanted, [StorePath.parse(r) for r in doc["roots"]])
+    app.info(f"profile {profile.name}: generation {gen.number} ({', '.join(gen.specs)})")
+    _emit_result(app, doc, False, {"profile": profile.name, "generation": str(gen.number)})
 
 
 @click.command("show")

@@ -12,6 +12,7 @@ import click
 
 from mlpkg.cli.context import App, common
 from mlpkg.errors import BadInput, CheckError, LockError, MlpkgError
+from mlpkg.store.path import StorePath
 
 if TYPE_CHECKING:
     from mlpkg.resolver.lockfile import Lockfile
@@ -60,6 +61,25 @@ def lock_of_plan(
             infos[node.path] = (info.archive_hash, info.size)
         drvs.append(drv)
     return from_plan(specs, drvs, plan.roots, infos, current_platform())
+
+
+def lock_of_generation(app: App, specs: list[str], roots: list[StorePath]) -> Lockfile:
+    """The lock of store paths as they are: every derivation read back from the store."""
+    from mlpkg.env.activation import closure_order
+    from mlpkg.resolver.derivation import Derivation
+    from mlpkg.resolver.lockfile import from_plan
+    from mlpkg.resolver.machine import current_platform
+
+    drvs: list[Derivation] = []
+    infos: dict[StorePath, tuple[str, int | None]] = {}
+    for path in closure_order(app.store, roots):
+        info = app.store.info(path)
+        assert info is not None
+        drv = Derivation.from_json(info.deriver)
+        drvs.append(drv)
+        if drv.kind != "external":
+            infos[path] = (info.archive_hash, info.size)
+    return from_plan(specs, drvs, roots, infos, current_platform())
 
 
 def write_lock(app: App, lock: Lockfile, output: Path) -> None:

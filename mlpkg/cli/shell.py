@@ -15,11 +15,23 @@ from mlpkg.errors import BadInput
 from mlpkg.store.path import StorePath
 
 
-def activate(app: App, specs: tuple[str, ...], pure: bool) -> Activation:
-    if not specs:
-        raise BadInput("Give the specs whose environment you want, e.g. `mlpkg shell hello`.")
-    doc = realise(app, specs, dry_run=False)
-    roots = [StorePath.parse(r) for r in doc["roots"]]
+def activate(app: App, specs: tuple[str, ...], pure: bool, profile: str | None) -> Activation:
+    """The activation of SPECS, or (without specs) of a profile's current generation."""
+    if specs and profile:
+        raise BadInput("Give specs or --profile, not both.")
+    if specs:
+        doc = realise(app, specs, dry_run=False)
+        roots = [StorePath.parse(r) for r in doc["roots"]]
+    else:
+        from mlpkg.env.profiles import Profile
+
+        current = Profile(app.store, profile or "default").current()
+        if current is None:
+            raise BadInput(
+                f"Profile {profile or 'default'} has nothing installed; give specs, e.g. "
+                "`mlpkg shell hello`."
+            )
+        roots = current.roots
     app.store.protect(app.store.closure(roots))
     return activation(app.store, roots, os.environ, pure=pure)
 
@@ -28,10 +40,11 @@ def activate(app: App, specs: tuple[str, ...], pure: bool) -> Activation:
 @click.argument("specs", nargs=-1)
 @click.option("--fish", is_flag=True, help="Print fish syntax instead of bash/zsh.")
 @click.option("--pure", is_flag=True, help="Leave out the caller's PATH entries.")
+@click.option("--profile", help="A profile's current generation (default: 'default').")
 @common
-def env_cmd(app: App, specs: tuple[str, ...], fish: bool, pure: bool) -> None:
+def env_cmd(app: App, specs: tuple[str, ...], fish: bool, pure: bool, profile: str | None) -> None:
     """Print the commands that activate the closure of SPECS: eval "$(mlpkg env hello)"."""
-    act = activate(app, specs, pure)
+    act = activate(app, specs, pure, profile)
     if app.json:
         app.emit({"set": act.env, "unset": act.unset, "view": str(act.view) if act.view else None})
         return
@@ -47,13 +60,14 @@ def env_cmd(app: App, specs: tuple[str, ...], fish: bool, pure: bool) -> None:
 @click.command("shell", context_settings={"ignore_unknown_options": True})
 @click.argument("specs", nargs=-1)
 @click.option("--pure", is_flag=True, help="Leave out the caller's PATH entries.")
+@click.option("--profile", help="A profile's current generation (default: 'default').")
 @common
-def shell_cmd(app: App, specs: tuple[str, ...], pure: bool) -> None:
+def shell_cmd(app: App, specs: tuple[str, ...], pure: bool, profile: str | None) -> None:
     """Run a command (after --) or an interactive shell in the closure of SPECS:
     mlpkg shell hello -- hello"""
     ctx = click.get_current_context()
     command = list(ctx.meta.get("mlpkg.command", []))
-    act = activate(app, specs, pure)
+    act = activate(app, specs, pure, profile)
     if not command:
         command = [os.environ.get("SHELL", "/bin/bash")]
     env = act.apply(os.environ)

@@ -67,6 +67,11 @@ def closure_order(store: Store, roots: Sequence[StorePath]) -> list[StorePath]:
             elif node not in seen:
                 if node not in graph:
                     raise StoreError(f"{node} is not valid; realise it first.")
+                if not os.path.lexists(store.real_path(node)):
+                    raise StoreError(
+                        f"{store.real_path(node)} is registered but was deleted.",
+                        hint="`mlpkg verify --repair` remakes it.",
+                    )
                 seen.add(node)
                 stack.append((node, True))
                 stack.extend((r, False) for r in sorted(graph[node], reverse=True))

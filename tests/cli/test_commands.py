@@ -395,7 +395,8 @@ def test_install_creates_a_root_that_gc_keeps(
     r = mlpkg_cli.run("install", "greet").ok()
     greet, src = mlpkg_cli.path_of("greet"), mlpkg_cli.path_of("greet-src")
     assert r.out.strip() == str(greet)
-    link = mlpkg_cli.home / "gcroots" / "installed" / "greet"
+    # The default profile's first generation is a root.
+    link = mlpkg_cli.home / "gcroots" / "profiles" / "default" / "1" / "0"
     assert link.is_symlink() and Path(os.readlink(link)) == greet
     gc = mlpkg_cli.run("gc").ok()
     assert gc.out == ""

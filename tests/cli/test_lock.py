@@ -241,7 +241,9 @@ def test_an_md5_only_source_gets_its_sha256_locked_and_checked(
     good.run("install", "--lock", str(lock)).ok()
     assert good.valid_paths() == [node["path"]]
     assert archive_hashes(good, [node["path"]]) == {node["path"]: node["archive_hash"]}
-    assert (good.home / "gcroots" / "installed" / "legacy").resolve() == (good.store / node["path"])
+    assert (good.home / "gcroots" / "profiles" / "default" / "1" / "0").resolve() == (
+        good.store / node["path"]
+    )
 
     # A lock whose pinned sha256 is not what the source gives is refused at the fetch,
     # though the MD5 still matches (the path is named by the MD5, so the lock parses).
