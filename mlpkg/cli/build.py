@@ -42,6 +42,8 @@ def realise(
     if lock is not None and lock.file is not None:
         if specs:
             raise BadInput("Give specs or --lock FILE, not both.")
+        if app.overrides:
+            raise BadInput("--with changes a resolution; a lock is not resolved again.")
         return realise_lock(app, lock.file, lock.allow_external_drift, dry_run)
     if not specs:
         raise BadInput("Give at least one spec, e.g. `mlpkg build hello`.")
@@ -202,6 +204,18 @@ def install_cmd(app: App, specs: tuple[str, ...], dry_run: bool, profile_name: s
     _emit_result(app, doc, False, {"profile": profile.name, "generation": str(gen.number)})
 
 
+def _overrides_applied(app: App, plan: Any) -> dict[str, list[str]]:
+    """Where each ``--with`` replaced an input, among the nodes of ``plan``."""
+    overrides = app.provider.overrides
+    if overrides is None:
+        return {}
+    chosen = {f"{n.drv.name}@{n.drv.version}" for n in plan.nodes}
+    return {
+        name: sorted({p for p in places if p.split(" ")[0] in chosen})
+        for name, places in overrides.applied.items()
+    }
+
+
 @click.command("show")
 @click.argument("spec")
 @common
@@ -223,6 +237,7 @@ def show_cmd(app: App, spec: str) -> None:
         "inputs": {k: str(app.store.real_path(v)) for k, v in sorted(node.drv.inputs.items())},
         "recipe_hash": node.drv.recipe_hash,
         "closure": len(plan.nodes),
+        "overrides": _overrides_applied(app, plan),
     }
     if recipe.source is not None:
         doc.update(urls=recipe.source.urls, sha256=recipe.source.sha256, md5=recipe.source.md5)
@@ -249,6 +264,8 @@ def show_cmd(app: App, spec: str) -> None:
             app.out(f"  {key}: {', '.join(value) if isinstance(value, list) else value}")
     for key, path in doc["inputs"].items():
         app.out(f"  input {key}: {path}")
+    for name, places in doc["overrides"].items():
+        app.out(f"  --with {name}={app.overrides.get(name, '')} applied to: {', '.join(places)}")
 
 
 @click.command("search")

@@ -48,6 +48,7 @@ class App:
     quiet: bool = False
     recipe_dirs: list[Path] = field(default_factory=list)
     home: Path = field(default_factory=default_home)
+    overrides: dict[str, str] = field(default_factory=dict)  # --with NAME=SPEC
 
     @cached_property
     def store(self) -> Store:
@@ -103,17 +104,21 @@ class App:
         from mlpkg.resolver.plan import make_plan
         from mlpkg.resolver.spec import parse_spec
 
+        self.provider.set_overrides({k: parse_spec(v) for k, v in self.overrides.items()})
         plan = make_plan(self.provider, [parse_spec(s) for s in specs], self.store)
         detector = self.provider.detector
         if not detector.volatile:  # a tool found through a shim may change unseen
-            key = plancache.cache_key(specs, self.dirs, current_platform())
+            key = plancache.cache_key(self._cache_specs(specs), self.dirs, current_platform())
             plancache.save(self.home, key, plan.to_json(), self.index.stamps, detector.stamps)
         return plan
+
+    def _cache_specs(self, specs: Sequence[str]) -> list[str]:
+        return [*specs, *(f"--with {k}={v}" for k, v in sorted(self.overrides.items()))]
 
     def cached_plan(self, specs: Sequence[str]) -> dict[str, Any] | None:
         """The plan document of ``specs`` from the plan cache, if it is still right and
         every path in it is valid; None otherwise."""
-        key = plancache.cache_key(specs, self.dirs, current_platform())
+        key = plancache.cache_key(self._cache_specs(specs), self.dirs, current_platform())
         doc = plancache.load(self.home, key)
         if doc is None:
             return None
@@ -137,6 +142,13 @@ class App:
 def common(func: F) -> F:
     """The options every command takes: --json, -v, -q, --recipes."""
 
+    @click.option(
+        "--with",
+        "overrides",
+        multiple=True,
+        metavar="NAME=SPEC",
+        help="Replace the input NAME (an input key or a package) everywhere.",
+    )
     @click.option("--json", "as_json", is_flag=True, help="Print a JSON document.")
     @click.option("-v", "--verbose", is_flag=True, help="Say more; tracebacks on errors.")
     @click.option("-q", "--quiet", is_flag=True, help="Print only results.")
@@ -151,6 +163,7 @@ def common(func: F) -> F:
     @wraps(func)
     def wrapper(
         ctx: click.Context,
+        overrides: tuple[str, ...],
         as_json: bool,
         verbose: bool,
         quiet: bool,
@@ -162,6 +175,11 @@ def common(func: F) -> F:
         app.verbose = app.verbose or verbose
         app.quiet = app.quiet or quiet
         app.recipe_dirs = [*app.recipe_dirs, *recipe_dirs]
+        for item in overrides:
+            name, sep, spec = item.partition("=")
+            if not sep or not name or not spec:
+                raise click.BadParameter(f"'{item}' is not NAME=SPEC.", param_hint="--with")
+            app.overrides[name] = spec
         return func(app, **kwargs)
 
     return wrapper  # type: ignore[return-value]

@@ -95,7 +95,24 @@ def derive(
     finally:
         if collecting:
             gc.enable()
+    _check_overrides(provider, resolution.pins)
     return drvs, [paths[name] for name in resolution.roots]
+
+
+def _check_overrides(provider: Provider, pins: dict[str, Any]) -> None:
+    """Refuse a ``--with`` that no input of the closure matched, naming the inputs there are."""
+    overrides = getattr(provider, "overrides", None)
+    if overrides is None:
+        return
+    chosen = {f"{c.name}@{c.version}" for c in pins.values()}
+    for name, places in overrides.applied.items():
+        if not any(p.split(" ")[0] in chosen for p in places):
+            known = sorted({k for c in pins.values() for k in c.inputs} | set(pins))
+            raise BadInput(
+                f"--with {name}=... matches no input in the closure; its inputs and "
+                f"packages are: {', '.join(known) or 'none'}.",
+                field="--with",
+            )
 
 
 def _select_variants(provider: Provider, specs: Sequence[Spec]) -> None:

@@ -13,8 +13,8 @@ from typing import Protocol
 
 from packaging.version import Version
 
-from mlpkg.errors import BadInput, ExternalNotFound, RecipeError
-from mlpkg.recipes.index import RecipeFile, RecipeIndex
+from mlpkg.errors import BadInput, ExternalNotFound, RecipeError, UnknownPackage
+from mlpkg.recipes.index import RecipeFile, RecipeIndex, canonical
 from mlpkg.recipes.model import Recipe
 from mlpkg.resolver.derivation import Detected
 from mlpkg.resolver.external import Detector
@@ -34,6 +34,23 @@ class RecipeBacked(Protocol):
     def detected(self) -> Detected | None: ...
 
 
+class Overrides:
+    """``--with NAME=SPEC``: every input whose key is NAME, or whose package is NAME, is
+    replaced by SPEC, anywhere in the closure. ``applied`` records where (requester and
+    input key), so ``show`` can explain it and unused overrides can be refused."""
+
+    def __init__(self, specs: Mapping[str, Spec]) -> None:
+        self.specs = dict(specs)
+        self.applied: dict[str, list[str]] = {name: [] for name in specs}
+
+    def apply(self, requester: str, inputs: dict[str, Spec]) -> None:
+        for key, spec in list(inputs.items()):
+            name = key if key in self.specs else canonical(spec.name)
+            if name in self.specs:
+                inputs[key] = self.specs[name]
+                self.applied[name].append(f"{requester} (input {key})")
+
+
 class RecipeCandidate:
     """One version of a package, backed by its recipe file."""
 
@@ -43,11 +60,13 @@ class RecipeCandidate:
         rf: RecipeFile,
         detected: Detected | None,
         variants: tuple[str, ...] = (),
+        overrides: Overrides | None = None,
     ) -> None:
         self.index = index
         self.file = rf
         self.detected = detected
         self.variants = variants
+        self.overrides = overrides
         self.name = rf.name
         self.version = Version(detected.version if detected else rf.version)
 
@@ -74,6 +93,8 @@ class RecipeCandidate:
                     file=str(self.file.path),
                     field=f"inputs.{key}",
                 ) from None
+        if self.overrides is not None:
+            self.overrides.apply(f"{self.name}@{self.version}", specs)
         return specs
 
     def __repr__(self) -> str:
@@ -92,6 +113,18 @@ class IndexProvider:
         self.detector = detector or Detector()
         self._candidates: dict[str, list[RecipeCandidate]] = {}
         self.variants: dict[str, tuple[str, ...]] = {}
+        self.overrides: Overrides | None = None
+
+    def set_overrides(self, overrides: Mapping[str, Spec]) -> None:
+        """Use ``--with`` overrides (keys: input keys or package names); before resolving."""
+        resolved: dict[str, Spec] = {}
+        for name, spec in overrides.items():
+            try:
+                resolved[self.index.canonical_name(name)] = spec
+            except UnknownPackage:
+                resolved[name] = spec  # an input key, like "compiler"
+        self.overrides = Overrides(resolved) if resolved else None
+        self._candidates.clear()
 
     def select_variants(self, variants: dict[str, tuple[str, ...]]) -> None:
         """Use these variants of these (canonical) package names; call before resolving."""
@@ -124,7 +157,8 @@ class IndexProvider:
                 detected = None
                 if rf.is_external:
                     detected = self.detector(self.index.load(rf))  # raises ExternalNotFound
-                found.append(RecipeCandidate(self.index, rf, detected, self.variants.get(name, ())))
+                variants = self.variants.get(name, ())
+                found.append(RecipeCandidate(self.index, rf, detected, variants, self.overrides))
             wanted = self.variants.get(name, ())
             if wanted:
                 found = self._with_variants(name, found, wanted)

@@ -95,3 +95,35 @@ def test_variants_have_their_own_store_paths(tmp_path: Path) -> None:
     assert bad.returncode == 2 and "declares the variant +slow (its variants: +fast)" in bad.stderr
     both = mlpkg("build", "tool+fast", "tool")
     assert both.returncode == 2 and "two variant sets" in both.stderr
+
+
+def test_with_replaces_an_input_everywhere_and_changes_hashes_where_it_should(
+    tmp_path: Path,
+) -> None:
+    recipes = tmp_path / "recipes"
+    write(recipes, "tool", BASE)
+    write(recipes, "dep", DEP)
+    (recipes / "dep" / "2.0.toml").write_text(DEP.replace('"1.0"', '"2.0"'))
+    write(recipes, "other", DEP.replace('"dep"', '"other"'))
+    env = {**os.environ, "MLPKG_HOME": str(tmp_path / "home"), "MLPKG_RECIPES_PATH": str(recipes)}
+
+    def paths(*args: str) -> dict[str, str]:
+        r = subprocess.run([sys.executable, "-m", "mlpkg", "build", "--dry-run", "--json", *args],
+                           env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        import json
+
+        return {n["name"]: n["path"] for n in json.loads(r.stdout)["plan"]["nodes"]}
+
+    plain = paths("tool")
+    assert plain["dep"].endswith("-dep-2.0")
+    by_package = paths("tool", "--with", "dep=dep@1.0")
+    assert by_package["dep"].endswith("-dep-1.0") and by_package["tool"] != plain["tool"]
+    by_key = paths("tool", "--with", "dep=other")  # "dep" is also tool's input key
+    assert "other" in by_key and by_key["tool"] not in (plain["tool"], by_package["tool"])
+    same = paths("tool", "--with", "dep=dep@2.0")  # the same resolution: the same hashes
+    assert same == plain
+    r = subprocess.run([sys.executable, "-m", "mlpkg", "build", "tool", "--with", "nope=dep"],
+                       env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert r.returncode == 2 and "matches no input in the closure" in r.stderr
+    assert "dep" in r.stderr
