@@ -55,13 +55,25 @@ def _info_json(app: App, info: PathInfo, closure_size: int | None) -> dict[str, 
 
 
 @click.command("path-info")
-@click.argument("targets", nargs=-1, required=True)
+@click.argument("targets", nargs=-1)
 @click.option("--closure", "-r", is_flag=True, help="Include everything the paths reference.")
 @click.option("--size", "-S", is_flag=True, help="Show closure sizes.")
+@click.option("--profile", help="The paths of a profile's current generation.")
 @common
-def path_info_cmd(app: App, targets: tuple[str, ...], closure: bool, size: bool) -> None:
-    """Show what the store knows of paths (given as paths or specs)."""
+def path_info_cmd(
+    app: App, targets: tuple[str, ...], closure: bool, size: bool, profile: str | None
+) -> None:
+    """Show what the store knows of paths (given as paths or specs, or --profile P)."""
     paths = [resolve_path(app, t) for t in targets]
+    if profile is not None:
+        from mlpkg.env.profiles import Profile
+
+        current = Profile(app.store, profile).current()
+        if current is None:
+            raise BadInput(f"Profile {profile} has no generation yet.")
+        paths += current.roots
+    if not paths:
+        raise BadInput("Give paths, specs or --profile.")
     shown = sorted(app.store.closure(paths)) if closure else paths
     docs = []
     for p in shown:
@@ -172,9 +184,26 @@ def verify_cmd(app: App, check_contents: bool, repair: bool) -> None:
 @click.command("gc")
 @click.option("--dry-run", is_flag=True, help="List what would be deleted.")
 @click.option("--downloads", is_flag=True, help="Also empty the download cache.")
+@click.option(
+    "--delete-older-than",
+    "older_than",
+    metavar="AGE",
+    help="First wipe profile generations older than AGE (30d, 12h, ...).",
+)
 @common
-def gc_cmd(app: App, dry_run: bool, downloads: bool) -> None:
-    """Delete store paths that no root (gcroots/, a running mlpkg) reaches."""
+def gc_cmd(app: App, dry_run: bool, downloads: bool, older_than: str | None) -> None:
+    """Delete store paths that no root (gcroots/, profile generations, a running mlpkg)
+    reaches."""
+    if older_than is not None and not dry_run:
+        from mlpkg.env.profiles import Profile, parse_age, profiles
+
+        age = parse_age(older_than)
+        for name in profiles(app.store):
+            profile = Profile(app.store, name)
+            with profile.locked():
+                wiped = profile.wipe_history(age)
+            if wiped:
+                app.info(f"profile {name}: wiped generations {', '.join(map(str, wiped))}")
     result = collect(app.store, dry_run=dry_run)
     cache_freed = app.store.downloads.clear() if downloads and not dry_run else 0
     if app.json:

@@ -111,3 +111,16 @@ def test_export_is_a_lock_of_the_current_generation(env: dict[str, str], tmp_pat
     assert [Path(p).name for p in built] == [
         Path(p).name for p in ok(mlpkg(env, "build", "alpha", "beta")).stdout.split()
     ]
+
+
+def test_gc_delete_older_than_and_profile_sizes(env: dict[str, str]) -> None:
+    ok(mlpkg(env, "install", "alpha"))
+    ok(mlpkg(env, "profile", "remove", "alpha"))
+    ok(mlpkg(env, "install", "beta"))
+    sizes = ok(mlpkg(env, "path-info", "--profile", "default", "--closure", "--size")).stdout
+    assert "-beta-1.0" in sizes and "closure" in sizes and "-alpha-1.0" not in sizes
+    kept = ok(mlpkg(env, "gc", "--delete-older-than", "30d"))  # nothing that old
+    assert "-alpha-1.0" not in kept.stdout
+    gone = ok(mlpkg(env, "gc", "--delete-older-than", "0s"))
+    assert "-alpha-1.0" in gone.stdout and "wiped generations 1, 2" in gone.stderr
+    assert ok(mlpkg(env, "shell", "--", "beta")).stdout == "beta\n"
