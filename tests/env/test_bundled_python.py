@@ -122,3 +122,21 @@ def test_loadgen_built_from_source_runs_and_rebuilds_bit_identically(home: Path)
     assert "90th percentile latency (ns)" in r.stdout
     check = mlpkg(home, "build", "--check", "loadgen@4.0+source")
     assert check.returncode == 0 and "reproducible" in check.stdout, check.stderr[-3000:]
+
+
+def test_issue5_done_when_install_install_rollback(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    assert mlpkg(home, "install", "loadgen@4.0").returncode == 0
+    assert mlpkg(home, "install", "onnxruntime").returncode == 0
+    both = "import mlperf_loadgen, onnxruntime; print('both')"
+    assert mlpkg(home, "shell", "--", "python", "-c", both).stdout == "both\n"
+    assert mlpkg(home, "profile", "rollback").returncode == 0
+    r = mlpkg(home, "shell", "--", "python", "-c", "import mlperf_loadgen; import onnxruntime")
+    assert r.returncode == 1 and "No module named 'onnxruntime'" in r.stderr
+    env = mlpkg(home, "env").stdout
+    bash = subprocess.run(
+        ["bash", "--norc", "-c", env + "\npython -c 'import mlperf_loadgen; print(1)'\n"
+         "python -c 'import onnxruntime' 2>&1 | tail -1"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert bash.stdout.splitlines() == ["1", "ModuleNotFoundError: No module named 'onnxruntime'"]
