@@ -140,11 +140,11 @@ class App:
 
 
 def common(func: F) -> F:
-    """The options every command takes: --json, -v, -q, --recipes."""
+    """The options every command takes: --with, --json, -v, -q, --recipes."""
 
     @click.option(
         "--with",
-        "overrides",
+        "with_overrides",
         multiple=True,
         metavar="NAME=SPEC",
         help="Replace the input NAME (an input key or a package) everywhere.",
@@ -163,7 +163,7 @@ def common(func: F) -> F:
     @wraps(func)
     def wrapper(
         ctx: click.Context,
-        overrides: tuple[str, ...],
+        with_overrides: tuple[str, ...],
         as_json: bool,
         verbose: bool,
         quiet: bool,
@@ -175,7 +175,7 @@ def common(func: F) -> F:
         app.verbose = app.verbose or verbose
         app.quiet = app.quiet or quiet
         app.recipe_dirs = [*app.recipe_dirs, *recipe_dirs]
-        for item in overrides:
+        for item in with_overrides:
             name, sep, spec = item.partition("=")
             if not sep or not name or not spec:
                 raise click.BadParameter(f"'{item}' is not NAME=SPEC.", param_hint="--with")

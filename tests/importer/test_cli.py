@@ -1,0 +1,42 @@
+"""`mlpkg import pypi` on the command line, against a fake index on 127.0.0.1: the recipes
+it writes are found by default and install."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+def mlpkg(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_PROXY")}
+    env.update(MLPKG_HOME=str(home), NO_PROXY="*")
+    return subprocess.run([sys.executable, "-m", "mlpkg", *args], env=env, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+
+
+def test_import_then_install_and_use(fake_index: Callable[..., Any], tmp_path: Path) -> None:
+    index = fake_index()
+    index.publish("demo-lib", "1.2", requires_dist=["demo-dep>=1.0"], summary="A demo library")
+    index.publish("demo-dep", "1.0")
+    home = tmp_path / "home"
+    r = mlpkg(home, "import", "pypi", "demo-lib", "--index-url", index.index_url)
+    assert r.returncode == 0, r.stderr
+    written = sorted(Path(p).relative_to(home / "recipes").as_posix() for p in r.stdout.split())
+    assert written == ["demo-dep/1.0.toml", "demo-lib/1.2.toml"]
+    shown = mlpkg(home, "show", "demo-lib")  # $MLPKG_HOME/recipes is searched by default
+    assert shown.returncode == 0 and "A demo library" in shown.stdout, shown.stderr
+    built = mlpkg(home, "build", "demo-lib")
+    assert built.returncode == 0, built.stderr
+    assert (Path(built.stdout.strip()) / "lib").is_dir()
+
+
+def test_import_of_an_unknown_project_is_bad_input(
+    fake_index: Callable[..., Any], tmp_path: Path
+) -> None:
+    index = fake_index()
+    r = mlpkg(tmp_path / "home", "import", "pypi", "no-such-thing", "--index-url", index.index_url)
+    assert r.returncode == 2 and "no-such-thing" in r.stderr and "Traceback" not in r.stderr
