@@ -156,16 +156,18 @@ def build_cmd(
     _emit_result(app, doc, dry_run, roots)
 
 
+def package_of(app: App, spec: str) -> str:
+    """The canonical package name a spec (or a bare name or alias) is about."""
+    from mlpkg.resolver.spec import parse_spec
+
+    return app.provider.canonical_name(parse_spec(spec).name)
+
+
 def merge_specs(app: App, old: Sequence[str], new: Sequence[str]) -> list[str]:
     """A profile's specs after asking for ``new``: a new spec replaces the old one of the
     same package; the rest keep their order."""
-    from mlpkg.resolver.spec import parse_spec
-
-    def package(text: str) -> str:
-        return app.provider.canonical_name(parse_spec(text).name)
-
-    replaced = {package(s) for s in new}
-    return [s for s in old if package(s) not in replaced] + list(dict.fromkeys(new))
+    replaced = {package_of(app, s) for s in new}
+    return [s for s in old if package_of(app, s) not in replaced] + list(dict.fromkeys(new))
 
 
 @click.command("install")

@@ -83,17 +83,16 @@ def switch_cmd(app: App, generation: int, profile_name: str) -> None:
 @common
 def remove_cmd(app: App, names: tuple[str, ...], profile_name: str) -> None:
     """Remove packages from a profile (a new generation without them)."""
-    from mlpkg.cli.build import realise
+    from mlpkg.cli.build import package_of, realise
     from mlpkg.errors import BadInput
-    from mlpkg.resolver.spec import parse_spec
     from mlpkg.store.path import StorePath
 
     profile = Profile(app.store, profile_name)
     with profile.locked():
         current = profile.current()
         old = current.specs if current else []
-        drop = {app.provider.canonical_name(n) for n in names}
-        kept = [s for s in old if app.provider.canonical_name(parse_spec(s).name) not in drop]
+        drop = {package_of(app, n) for n in names}
+        kept = [s for s in old if package_of(app, s) not in drop]
         if len(kept) == len(old):
             raise BadInput(f"Profile {profile.name} has none of {', '.join(names)}.")
         doc = realise(app, tuple(kept), False) if kept else {"roots": []}
@@ -123,12 +122,7 @@ def export_cmd(app: App, profile_name: str) -> None:
     """Print the lock of the current generation: mlpkg profile export > mlpkg.lock"""
     from mlpkg.cli.lock import lock_of_generation
 
-    profile = Profile(app.store, profile_name)
-    current = profile.current()
-    if current is None:
-        from mlpkg.errors import BadInput
-
-        raise BadInput(f"Profile {profile.name} has no generation yet.")
+    current = Profile(app.store, profile_name).require_current()
     click.echo(lock_of_generation(app, current.specs, current.roots).dumps(), nl=False)
 
 

@@ -25,13 +25,8 @@ def activate(app: App, specs: tuple[str, ...], pure: bool, profile: str | None) 
     else:
         from mlpkg.env.profiles import Profile
 
-        current = Profile(app.store, profile or "default").current()
-        if current is None:
-            raise BadInput(
-                f"Profile {profile or 'default'} has nothing installed; give specs, e.g. "
-                "`mlpkg shell hello`."
-            )
-        roots = current.roots
+        hint = "Give specs, e.g. `mlpkg shell hello`, or install some first."
+        roots = Profile(app.store, profile or "default").require_current(hint).roots
     app.store.protect(app.store.closure(roots))
     return activation(app.store, roots, os.environ, pure=pure)
 

@@ -68,10 +68,7 @@ def path_info_cmd(
     if profile is not None:
         from mlpkg.env.profiles import Profile
 
-        current = Profile(app.store, profile).current()
-        if current is None:
-            raise BadInput(f"Profile {profile} has no generation yet.")
-        paths += current.roots
+        paths += Profile(app.store, profile).require_current().roots
     if not paths:
         raise BadInput("Give paths, specs or --profile.")
     shown = sorted(app.store.closure(paths)) if closure else paths

@@ -103,6 +103,13 @@ class Profile:
             return None
         return self._read(self.dir / os.readlink(link))
 
+    def require_current(self, hint: str | None = None) -> Generation:
+        """The current generation; BadInput when the profile has none yet."""
+        current = self.current()
+        if current is None:
+            raise BadInput(f"Profile {self.name} has no generation yet.", hint=hint)
+        return current
+
     def add_generation(self, specs: Sequence[str], roots: Sequence[StorePath]) -> Generation:
         """Write a new generation and switch to it (call with the lock held)."""
         number = max((g.number for g in self.generations()), default=0) + 1
