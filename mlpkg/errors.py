@@ -108,3 +108,13 @@ class VerifyError(MlpkgError):
 
 class ExternalNotFound(MlpkgError):
     """An external tool a recipe needs is not on this machine, or its version is unreadable."""
+
+
+class RunError(MlpkgError):
+    """``mlpkg run``: the app failed; its run directory keeps what it wrote (exit 1)."""
+
+
+class Interrupted(MlpkgError):
+    """``mlpkg run``: the user interrupted the app; the run directory is kept (exit 130)."""
+
+    exit_code = 130

@@ -11,7 +11,7 @@ import traceback
 import click
 
 from mlpkg import __version__
-from mlpkg.cli import build, importer, lock, profile, shell, store_cmds
+from mlpkg.cli import build, importer, lock, profile, run, shell, store_cmds
 from mlpkg.cli.context import App
 from mlpkg.errors import MlpkgError
 
@@ -29,6 +29,7 @@ for command in (
     *importer.COMMANDS,
     *lock.COMMANDS,
     *profile.COMMANDS,
+    *run.COMMANDS,
     *shell.COMMANDS,
     *store_cmds.COMMANDS,
 ):

@@ -269,16 +269,23 @@ def _recipe_for_file(app: App, name: str, version: str, sha: str, md5: str, file
 
 
 @click.command("add-file")
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("file", type=click.Path(exists=True, path_type=Path))
 @click.option("--name", required=True, help="Package name of the fixed-output path.")
 @click.option("--version", "version", required=True, help="Its version.")
 @common
 def add_file_cmd(app: App, file: Path, name: str, version: str) -> None:
     """Add a local FILE as the fixed-output path a recipe expects (for licensed or offline
-    artifacts): afterwards, builds needing NAME@VERSION use it without downloading."""
+    artifacts): afterwards, builds needing NAME@VERSION use it without downloading.
+
+    FILE may be a directory for a recipe that downloads its content (``network = true``,
+    e.g. a dataset assembled by its upstream procedure): the directory becomes that
+    recipe's path, after the paths its recipe expects are checked."""
     from mlpkg.resolver.derivation import Derivation, current_platform
     from mlpkg.resolver.realise import unpack_local
 
+    if file.is_dir():
+        _add_directory(app, file, name, version)
+        return
     sha, md5 = _file_hashes(file)
     recipe = _recipe_for_file(app, name, version, sha, md5, file)
     drv = Derivation(recipe, {}, current_platform())
@@ -295,6 +302,53 @@ def add_file_cmd(app: App, file: Path, name: str, version: str) -> None:
     real = str(app.store.real_path(drv.path))
     if app.json:
         app.emit({**_info_json(app, info, None), "sha256": sha})
+    else:
+        app.out(real)
+
+
+def _add_directory(app: App, directory: Path, name: str, version: str) -> None:
+    """``add-file DIR``: realise NAME@VERSION, a network build, from a local copy."""
+    import shutil
+
+    from mlpkg.resolver.realise import check_expected, runtime_references
+
+    plan = app.plan([f"{name}@=={version}"])
+    drv = plan.node(plan.roots[0]).drv
+    build = drv.recipe.build
+    if drv.kind != "build" or build is None or not build.network:
+        raise BadInput(
+            f"{drv.recipe.spec} is not a recipe that downloads its content (a build with "
+            "network = true); add-file takes a directory only for those.",
+            package=drv.name,
+        )
+
+    from mlpkg.resolver.plan import Plan
+    from mlpkg.resolver.realise import realise_plan
+
+    inputs = [n for n in plan.nodes if n.path != drv.path]
+    if any(n.action != "valid" for n in inputs):  # its inputs are its references
+        reporter = app.reporter()
+        try:
+            realise_plan(Plan(inputs, [n.path for n in inputs]), app.store, reporter)
+        finally:
+            reporter.close()
+
+    def copy(tmp: Path) -> dict[str, object]:
+        check_expected(drv, directory)
+        shutil.copytree(directory, tmp, symlinks=True)
+        return {"imported": directory.absolute().as_uri()}
+
+    info = app.store.info(drv.path) or app.store.realise(
+        drv.path,
+        copy,
+        kind="build",
+        recipe_hash=drv.recipe_hash,
+        deriver=drv.to_json(),
+        references=runtime_references(drv),
+    )
+    real = str(app.store.real_path(drv.path))
+    if app.json:
+        app.emit(_info_json(app, info, None))
     else:
         app.out(real)
 

@@ -92,6 +92,11 @@ class RecipeIndex:
     def _stamp(self, path: Path) -> None:
         self.stamps.setdefault(str(path), stamp(path))
 
+    def record_file(self, path: Path) -> None:
+        """Note a file a plan depends on besides recipes (an app's source), so that a plan
+        cached from it is used only while the file is unchanged."""
+        self._stamp(path)
+
     def _owners(self) -> dict[str, Path]:
         if self._owner is None:
             owner: dict[str, Path] = {}

@@ -6,7 +6,9 @@ script, how an ``external`` tool is detected, and the ``env`` a profile applies.
 fields are errors, so typos do not pass silently.
 
 Kinds in this version: ``fetch`` (fixed-output download), ``build`` (a sandboxed bash
-script) and ``external`` (a tool found on the machine).
+script), ``external`` (a tool found on the machine), ``wheel`` (a Python wheel) and ``app``
+(an application: a ``[run]`` command that ``mlpkg run`` starts in the activated closure,
+and optionally a local Python package, ``[app]``, pinned by the digest of its files).
 """
 
 from __future__ import annotations
@@ -18,14 +20,15 @@ from packaging.version import InvalidVersion, Version
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 FORMAT_VERSION = 1
-KINDS = ("fetch", "build", "external", "wheel")
+KINDS = ("fetch", "build", "external", "wheel", "app")
 NAME_RE = r"[a-z0-9][a-z0-9._-]*"
 _ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Fields that describe a recipe without changing what it makes: not hashed. (``variants``
 # are alternatives; the ones selected are merged in and named by ``selected``.)
 COSMETIC_FIELDS = frozenset({"summary", "aliases", "variants"})
 VARIANT_KEYS = frozenset({"summary", "kind", "inputs", "source", "build", "external", "wheel",
-                          "env", "remove"})  # fmt: skip
+                          "app", "run", "env", "remove"})  # fmt: skip
+_DOTTED = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
 RESERVED_INPUT_KEYS = frozenset({"out", "PATH", "HOME", "TMPDIR", "SOURCE_DATE_EPOCH"})
 
 
@@ -60,9 +63,69 @@ class Source(_Strict):
 
 
 class Build(_Strict):
-    """A bash script; ``$out`` and every input are environment variables."""
+    """A bash script; ``$out`` and every input are environment variables.
+
+    ``network = true`` marks a build that downloads what no checksum can pin in advance
+    (a dataset assembled by its upstream procedure): it runs with the network, says so in
+    ``show``, and offline it fails naming the recipe and the way in without a network
+    (``mlpkg add-file DIR``). ``expect`` lists paths that ``$out`` must contain; they are
+    checked after the build and when a local copy is added in its place.
+    """
 
     script: str = Field(min_length=1)
+    network: bool = False
+    expect: list[str] = []
+    # The inputs the output still needs when it is used (its references, kept alive by the
+    # collector and activated with it). None: all of them. A data artifact made by tools
+    # (a dataset, a model) needs none: ``runtime_inputs = []``.
+    runtime_inputs: list[str] | None = None
+
+    @field_validator("expect")
+    @classmethod
+    def _relative(cls, value: list[str]) -> list[str]:
+        for item in value:
+            if not item or item.startswith("/") or ".." in item.split("/"):
+                raise ValueError(f"'{item}' is not a relative path inside $out")
+        return value
+
+
+class AppSource(_Strict):
+    """A local Python package installed as an app's code, pinned by content.
+
+    ``package`` names an importable package whose directory is the source (the harness is
+    ``mlpkg.harness``); ``path`` is instead a directory relative to the recipe file. The
+    files matching ``include`` and not ``exclude`` are installed as
+    ``lib/pythonX.Y/site-packages/<module>``.
+    ``digest`` is what the loader computed over those files (mlpkg.recipes.appsource); a
+    recipe may declare it to pin the source, and a lockfile always carries it, so a changed
+    file is a new store path, never a silently different one.
+    """
+
+    package: str | None = Field(default=None, pattern=_DOTTED)
+    path: str | None = None
+    module: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    include: list[str] = Field(default=["*.py"], min_length=1)
+    exclude: list[str] = []
+    digest: str | None = Field(default=None, pattern=r"^sha256:[0-9a-f]{64}$")
+    # Where the loader found the source (not hashed: it depends on the machine).
+    located: str | None = None
+
+    @model_validator(mode="after")
+    def _one_place(self) -> AppSource:
+        if (self.package is None) == (self.path is None):
+            raise ValueError("give exactly one of package, path")
+        if self.path is not None and (self.path.startswith("/") or ".." in self.path.split("/")):
+            raise ValueError(f"path '{self.path}' must be relative to the recipe's directory")
+        return self
+
+
+class Run(_Strict):
+    """What ``mlpkg run`` starts: argv, with ``${input}`` for an input's store path,
+    ``${out}`` for the app's own path and ``${output}`` for the run directory. The user's
+    extra arguments are appended."""
+
+    command: list[str] = Field(min_length=1)
+    description: str = ""
 
 
 class External(_Strict):
@@ -136,13 +199,15 @@ class Recipe(_Strict):
     name: str = Field(pattern=f"^{NAME_RE}$", max_length=100)
     version: str = Field(min_length=1, max_length=64)
     summary: str = ""
-    kind: Literal["fetch", "build", "external", "wheel"]
+    kind: Literal["fetch", "build", "external", "wheel", "app"]
     aliases: list[str] = []
     inputs: dict[str, str] = {}
     source: Source | None = None
     build: Build | None = None
     external: External | None = None
     wheel: Wheel | None = None
+    app: AppSource | None = None
+    run: Run | None = None
     env: dict[str, EnvAction] = {}
     # [variants.NAME]: alternatives selected with NAME+VARIANT (see mlpkg.recipes.variants);
     # ``selected`` records the ones merged into this recipe.
@@ -211,13 +276,17 @@ class Recipe(_Strict):
             "build": ("build",),
             "external": ("external",),
             "wheel": ("source", "wheel"),
+            "app": ("run",),
         }
-        for section in ("source", "build", "external", "wheel"):
+        allowed = {"app": ("run", "app")}
+        for section in ("source", "build", "external", "wheel", "app", "run"):
             present = getattr(self, section) is not None
             if section in needs[self.kind] and not present:
                 raise ValueError(f"a {self.kind} recipe needs a [{section}] table")
-            if section not in needs[self.kind] and present:
+            if section not in allowed.get(self.kind, needs[self.kind]) and present:
                 raise ValueError(f"a {self.kind} recipe cannot have a [{section}] table")
+        if self.app is not None and "python" not in self.inputs:
+            raise ValueError("an app with an [app] package needs an input named python")
         if self.kind == "wheel" and "python" not in self.inputs:
             raise ValueError("a wheel recipe needs an input named python (the interpreter)")
         if self.kind == "wheel" and self.source is not None and self.source.unpack:
@@ -226,6 +295,10 @@ class Recipe(_Strict):
             raise ValueError(f"a {self.kind} recipe cannot have inputs")
         if (self.version == "external") != (self.kind == "external"):
             raise ValueError('version "external" is for external recipes, which need it')
+        runtime = self.build.runtime_inputs if self.build is not None else None
+        unknown = sorted(set(runtime or []) - set(self.inputs))
+        if unknown:
+            raise ValueError(f"build.runtime_inputs names '{unknown[0]}', which is not an input")
         bad = RESERVED_INPUT_KEYS & set(self.inputs)
         if bad:
             raise ValueError(f"input name '{sorted(bad)[0]}' is reserved")
@@ -238,6 +311,10 @@ class Recipe(_Strict):
         format adding an optional field does not change every existing hash.
         """
         content = self.model_dump(mode="json", exclude=set(COSMETIC_FIELDS), exclude_defaults=True)
+        if self.app is not None:  # where the source was found is not what it is
+            content["app"].pop("located", None)
+        if self.run is not None:
+            content["run"].pop("description", None)
         content.update(format=self.format, name=self.name, version=self.version, kind=self.kind)
         return content
 

@@ -22,7 +22,8 @@ from mlpkg.resolver.spec import Spec
 from mlpkg.store.path import StorePath
 from mlpkg.store.store import Store
 
-ACTIONS = {"fetch": "fetch", "build": "build", "external": "link", "wheel": "install"}
+ACTIONS = {"fetch": "fetch", "build": "build", "external": "link", "wheel": "install",
+           "app": "install"}  # fmt: skip
 
 
 @dataclass

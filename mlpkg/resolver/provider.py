@@ -77,6 +77,10 @@ class RecipeCandidate:
             from mlpkg.recipes.variants import apply
 
             recipe = apply(recipe, self.variants)
+        if recipe.app is not None:  # an app's local source: digest it (and stamp its files)
+            from mlpkg.recipes.appsource import pin
+
+            recipe = pin(recipe, self.file.path, self.index.record_file)
         return recipe
 
     @cached_property

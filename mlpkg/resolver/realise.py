@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import IO
 
-from mlpkg.errors import BuildError, MlpkgError
+from mlpkg.errors import BuildError, FetchError, MlpkgError
 from mlpkg.recipes.model import Recipe
 from mlpkg.resolver.derivation import Derivation
 from mlpkg.resolver.plan import Plan, PlanNode
@@ -85,11 +85,18 @@ def realise_derivation(
         kind=drv.kind,
         recipe_hash=drv.recipe_hash,
         deriver=drv.to_json(),
-        references=drv.inputs.values(),
-        relocatable=drv.kind in ("build", "wheel"),
+        references=runtime_references(drv),
+        relocatable=drv.kind in ("build", "wheel", "app"),
         forbidden=[sandbox.FIXED_OUT],
         expected_hash=expected_hash,
     )
+
+
+def runtime_references(drv: Derivation) -> list[StorePath]:
+    """The inputs a path keeps as references: all, or its build's ``runtime_inputs``."""
+    build = drv.recipe.build
+    keep = build.runtime_inputs if build is not None else None
+    return [p for k, p in sorted(drv.inputs.items()) if keep is None or k in keep]
 
 
 def maker(drv: Derivation, store: Store, reporter: Reporter, node: PlanNode) -> Maker:
@@ -102,6 +109,10 @@ def maker(drv: Derivation, store: Store, reporter: Reporter, node: PlanNode) -> 
         return lambda tmp: _build(drv, tmp, store, reporter)
     if drv.kind == "wheel":
         return lambda tmp: _wheel(drv, tmp, store, reporter, node)
+    if drv.kind == "app":
+        from mlpkg.resolver.app import make_app
+
+        return lambda tmp: make_app(drv, tmp, store)
     raise MlpkgError(f"Recipe kind '{drv.kind}' of {drv.name} cannot be realised yet.")
 
 
@@ -116,14 +127,20 @@ def _download(
     if sha256 and store.downloads.get(sha256, dest):
         reporter.note(f"{drv.name}-{drv.version}: from the download cache")
         return {"sha256": sha256, "url": "cache"}
-    fetched = fetch(
-        src.urls,
-        dest,
-        Expected(sha256=sha256, md5=src.md5),
-        partial=store.partial_dir / f"{node.path.hash_part}.part",
-        label=drv.recipe.spec,
-        on_progress=lambda done, total: reporter.progress(node, done, total),
-    )
+    try:
+        fetched = fetch(
+            src.urls,
+            dest,
+            Expected(sha256=sha256, md5=src.md5),
+            partial=store.partial_dir / f"{node.path.hash_part}.part",
+            label=drv.recipe.spec,
+            on_progress=lambda done, total: reporter.progress(node, done, total),
+        )
+    except FetchError as e:
+        if e.hint is None:
+            name = src.urls[0].rstrip("/").rsplit("/", 1)[-1] or "FILE"
+            e.hint = offline_hint(drv).replace("FILE", name, 1)
+        raise
     store.downloads.put(dest, fetched.sha256)
     return {"sha256": fetched.sha256, "md5": fetched.md5, "url": fetched.url}
 
@@ -184,7 +201,8 @@ def _link_external(drv: Derivation, tmp: Path) -> None:
 
 
 def _build(drv: Derivation, tmp: Path, store: Store, reporter: Reporter) -> None:
-    assert drv.recipe.build is not None
+    build = drv.recipe.build
+    assert build is not None
     kind = sandbox.detect()
     reporter.note(f"building {drv.name}-{drv.version} in sandbox: {sandbox.describe(kind)}")
     build_dir = store.builds_dir / f"{drv.path.hash_part}-{secrets.token_hex(4)}"
@@ -193,17 +211,23 @@ def _build(drv: Derivation, tmp: Path, store: Store, reporter: Reporter) -> None
     # only with its closure. Only the direct inputs get variables and PATH entries.
     closure = [store.real_path(p) for p in sorted(store.closure(drv.inputs.values()))]
     extra = [p for p in closure if p not in inputs.values()]
+    env = {"name": drv.name, "version": drv.version}
+    sites = [str(d) for p in closure for d in sorted((p / "lib").glob("python*/site-packages"))]
+    if sites:  # Python packages of the closure, importable with `python3 -S`
+        env["PYTHONPATH"] = ":".join(sites)
     request = sandbox.BuildRequest(
-        script=drv.recipe.build.script,
+        script=build.script,
         inputs=inputs,
         build_dir=build_dir,
         log=store.log_file(drv.path),
-        extra_env={"name": drv.name, "version": drv.version},
+        extra_env=env,
+        network=build.network,
         echo=reporter.echo,
         ro_paths=[*extra, *_external_targets(closure)],
     )
     try:
         out = sandbox.run(request, kind)
+        check_expected(drv, out)
         try:
             os.replace(out, tmp)
         except OSError:  # another file system: copy
@@ -211,9 +235,32 @@ def _build(drv: Derivation, tmp: Path, store: Store, reporter: Reporter) -> None
     except BuildError as e:
         e.package = drv.name
         e.message = f"Building {drv.name}-{drv.version} failed: {e.message}"
+        if build.network:
+            e.message += " This recipe downloads its content (network = true)."
+            e.hint = e.hint or offline_hint(drv)
         raise
     finally:
         remove_tree(build_dir)
+
+
+def check_expected(drv: Derivation, out: Path) -> None:
+    """Refuse an output that lacks a path the recipe's ``[build] expect`` names."""
+    build = drv.recipe.build
+    for rel in build.expect if build is not None else []:
+        if not os.path.lexists(out / rel):
+            raise BuildError(
+                f"{drv.name}-{drv.version} has no {rel}, which its recipe expects.",
+                package=drv.name,
+            )
+
+
+def offline_hint(drv: Derivation) -> str:
+    """How to provide a path without the network: a local copy, added in its place."""
+    what = "DIR" if drv.kind == "build" else "FILE"
+    return (
+        f"Without a network, get a copy elsewhere and add it: mlpkg add-file {what} "
+        f"--name {drv.name} --version {drv.version}"
+    )
 
 
 def _external_targets(inputs: Iterable[Path]) -> list[Path]:

@@ -275,7 +275,7 @@ class Store:
             old = self.dir / f".trash-{path.hash_part}-{secrets.token_hex(6)}"
             try:
                 make(tmp)
-                relocatable = info.kind in ("build", "wheel")
+                relocatable = info.kind in ("build", "wheel", "app")
                 scanned = self._check(tmp, path, relocatable, info.archive_hash)
                 if os.path.lexists(self.real_path(path)):
                     os.replace(self.real_path(path), old)

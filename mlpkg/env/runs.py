@@ -1,0 +1,171 @@
+"""Run records: one directory per ``mlpkg run``, under ``$MLPKG_HOME/runs/<run-id>``.
+
+A run directory holds what the app wrote (for the MLPerf harness: LoadGen's log files and
+``harness.json``), the app's standard output (``stdout.txt``), the lock of the closure it
+ran in (``mlpkg.lock``) and ``result.json``, which unifies everything (format
+:data:`RESULT_FORMAT`)::
+
+    format, id, status (running | ok | failed | bad-input | interrupted), exit_code,
+    app (the spec asked for), app_path, command, args, started, finished, duration_s,
+    output (the directory), lock (the lock document, as a table), machine, and, from the
+    app's own report when it writes one (``harness.json``): scenario, mode, settings,
+    summary, loadgen, accuracy, errors, session, versions.
+
+``result.json`` is written when the run starts (status ``running``), so a run killed
+outright is still listed, and rewritten atomically when it ends. A run given
+``--output DIR`` elsewhere is recorded by a symbolic link ``runs/<run-id>`` to it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlpkg.errors import BadInput, FormatVersionError, StoreError
+
+RESULT_FORMAT = 1
+RESULT_FILE = "result.json"
+APP_REPORT = "harness.json"
+# The parts of the app's report that result.json carries at its top level.
+REPORT_KEYS = ("scenario", "mode", "model_name", "settings", "summary", "loadgen", "accuracy",
+               "errors", "session", "counts")  # fmt: skip
+
+
+def runs_dir(home: Path) -> Path:
+    return home / "runs"
+
+
+def new_run_id(app_name: str, now: float | None = None) -> str:
+    """``<UTC time>-<app>-<random>``: sorts by time, unique without coordination."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now if now is not None else time.time()))
+    return f"{stamp}-{app_name}-{secrets.token_hex(3)}"
+
+
+def machine() -> dict[str, Any]:
+    """What the run ran on: enough to compare two results, nothing secret."""
+    info: dict[str, Any] = {
+        "system": platform.system(),
+        "release": platform.release(),
+        "machine": platform.machine(),
+        "hostname": platform.node(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+    }
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    info["cpu"] = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        pages, size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+        info["memory_bytes"] = pages * size
+    except (OSError, ValueError):
+        pass
+    with contextlib.suppress(AttributeError, OSError):
+        info["affinity"] = len(os.sched_getaffinity(0))
+    return info
+
+
+def write_json(file: Path, doc: dict[str, Any]) -> None:
+    """Write ``doc`` atomically (a reader never sees half a file)."""
+    tmp = file.with_name(f".{file.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, file)
+
+
+def read_app_report(run_dir: Path) -> dict[str, Any] | None:
+    """The app's own report (``harness.json``), or None when it wrote none or a bad one."""
+    try:
+        doc = json.loads((run_dir / APP_REPORT).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    id: str
+    dir: Path
+    result: dict[str, Any]
+
+    @property
+    def status(self) -> str:
+        return str(self.result.get("status", "unknown"))
+
+
+def read_record(entry: Path) -> RunRecord:
+    """The record of one run directory; StoreError if its result.json is unreadable."""
+    file = entry / RESULT_FILE
+    try:
+        doc = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise StoreError(f"The run record {file} is unreadable: {e}.", file=str(file)) from None
+    if not isinstance(doc, dict) or doc.get("format") != RESULT_FORMAT:
+        found = doc.get("format") if isinstance(doc, dict) else None
+        raise FormatVersionError(
+            f"{file} has result format {found}; this mlpkg reads format {RESULT_FORMAT}.",
+            file=str(file),
+        )
+    return RunRecord(entry.name, entry, doc)
+
+
+def list_runs(home: Path) -> tuple[list[RunRecord], list[str]]:
+    """Every readable run, oldest first, and a sentence for each unreadable one."""
+    root = runs_dir(home)
+    records: list[RunRecord] = []
+    problems: list[str] = []
+    if not root.is_dir():
+        return records, problems
+    for entry in sorted(root.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        try:
+            records.append(read_record(entry))
+        except (StoreError, FormatVersionError) as e:
+            problems.append(e.message)
+    return records, problems
+
+
+def find_run(home: Path, run_id: str) -> RunRecord:
+    """The run whose id is ``run_id`` or starts with it (unambiguously); ``latest`` is
+    the newest run."""
+    root = runs_dir(home)
+    names = sorted(p.name for p in root.iterdir() if not p.name.startswith(".")) \
+        if root.is_dir() else []  # fmt: skip
+    if run_id == "latest" and names:
+        return read_record(root / names[-1])
+    matches = [n for n in names if n == run_id] or [n for n in names if n.startswith(run_id)]
+    if len(matches) != 1:
+        what = "no run" if not matches else f"{len(matches)} runs"
+        raise BadInput(
+            f"There is {what} with the id {run_id!r} in {root}.",
+            hint="`mlpkg runs list` shows the runs.",
+            field="ID",
+        )
+    return read_record(root / matches[0])
+
+
+def headline(result: dict[str, Any]) -> str:
+    """The figure a list shows for a run: its mAP, or LoadGen's throughput and verdict."""
+    accuracy = result.get("accuracy")
+    if isinstance(accuracy, dict) and accuracy.get("mAP") is not None:
+        return f"mAP={float(accuracy['mAP']) * 100:.3f}%"
+    loadgen = result.get("loadgen")
+    if isinstance(loadgen, dict) and loadgen:
+        figure = loadgen.get("result_value")
+        metric = loadgen.get("result_metric", "")
+        verdict = loadgen.get("result", "")
+        if figure is not None:
+            return f"{metric}={figure} {verdict}".strip()
+        return str(verdict)
+    return ""

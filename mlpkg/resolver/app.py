@@ -1,0 +1,79 @@
+"""Making the store path of an ``app`` recipe.
+
+The path holds the app's code, when it has an ``[app]`` source, installed like a wheel's
+pure-Python package::
+
+    $out/lib/python3.X/site-packages/<module>/   the included files, unchanged
+    $out/share/mlpkg/app.json                    the run command (a template, no paths)
+
+The source is read from where the recipe's loader found it and must still have the digest
+the recipe (or the lockfile) pins: an edited file is refused here, naming both digests,
+rather than stored under the old path's name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from mlpkg.errors import BuildError
+from mlpkg.recipes.appsource import digest, locate, source_files
+from mlpkg.resolver.derivation import Derivation
+from mlpkg.store.store import Store
+
+APP_MANIFEST = "share/mlpkg/app.json"
+APP_MANIFEST_VERSION = 1
+
+
+def make_app(drv: Derivation, tmp: Path, store: Store) -> dict[str, object]:
+    """Write ``drv``'s app path at ``tmp`` (see the module docstring)."""
+    recipe = drv.recipe
+    assert recipe.run is not None
+    tmp.mkdir()
+    facts: dict[str, object] = {}
+    if recipe.app is not None:
+        facts = _install_source(drv, tmp, store)
+    manifest = tmp / APP_MANIFEST
+    manifest.parent.mkdir(parents=True)
+    doc = {"format": APP_MANIFEST_VERSION, "command": recipe.run.command}
+    manifest.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    return facts
+
+
+def _install_source(drv: Derivation, tmp: Path, store: Store) -> dict[str, object]:
+    from mlpkg.resolver.wheel import python_of
+
+    app = drv.recipe.app
+    assert app is not None
+    root = locate(app, None, drv.recipe.spec)
+    files = source_files(root, app.include, app.exclude)
+    found = digest(root, files)
+    if found != app.digest:
+        raise BuildError(
+            f"{drv.name}-{drv.version}: its source under {root} has the digest {found}, "
+            f"but this path pins {app.digest} (the files changed since it was planned, or "
+            "the lock comes from another version of them).",
+            package=drv.name,
+        )
+    major_minor = ".".join(str(python_of(drv, store)["version"]).split(".")[:2])
+    dest = tmp / "lib" / f"python{major_minor}" / "site-packages" / app.module
+    for rel in files:
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(root / rel, target)
+        if os.access(root / rel, os.X_OK):
+            target.chmod(0o755)
+    return {"source": app.digest, "files": len(files)}
+
+
+def run_command(store_path: Path) -> list[str]:
+    """The command template an app path records."""
+    try:
+        doc = json.loads((store_path / APP_MANIFEST).read_text())
+    except (OSError, ValueError) as e:
+        raise BuildError(f"{store_path} is not an app path: {e}.") from None
+    if doc.get("format") != APP_MANIFEST_VERSION:
+        raise BuildError(f"{store_path / APP_MANIFEST} has an unknown format {doc.get('format')}.")
+    return [str(a) for a in doc["command"]]
