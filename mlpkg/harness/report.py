@@ -1,0 +1,119 @@
+"""Results: LoadGen's ``mlperf_log_summary.txt`` and the reference's one-line summary.
+
+:func:`parse_summary` reads the summary file into ``result`` (``VALID``/``INVALID``),
+``samples_per_second`` (Offline "Samples per second", Server "Completed samples per
+second", SingleStream "QPS w/ loadgen overhead"; MultiStream has none: its per-sample
+rate is samples per query / mean query latency), the latency statistics in ns, the
+"Test Parameters Used", and every other ``key : value`` line under ``fields``.
+
+:func:`reference_line` is the reference ``main.py``'s ``add_results`` line::
+
+    TestScenario.Offline qps=0.89, mean=8.6960, time=11.180, acc=31.661%, mAP=65.417%,
+    queries=10, tiles=50.0:8.8280,80.0:9.0455,90.0:9.1450,95.0:9.2375,99.0:9.3114,99.9:9.3281
+
+(one line): ``queries`` = samples answered successfully; ``mean`` and the percentiles
+(numpy's linear interpolation) of their latencies in seconds, from ``issue_queries`` to the
+answer; ``time`` = seconds from LoadGen's last sample load to the end of the test (the
+reference also counts its mAP computation in accuracy mode; the harness does not);
+``qps = queries / time``. ``acc=`` and ``mAP=`` appear in accuracy mode only (see
+:class:`.postprocess.LabelHits` for what ``acc`` measures).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+PERCENTILES = (50.0, 80.0, 90.0, 95.0, 99.0, 99.9)
+_LATENCY = re.compile(r"^(Min|Max|Mean|[\d.]+ percentile) latency \(ns\)$")
+_RATE_KEYS = ("Samples per second", "Completed samples per second", "QPS w/ loadgen overhead")
+
+
+def _number(text: str) -> int | float | str:
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            return float(text)
+        except ValueError:
+            return text
+
+
+def parse_summary(path: Path) -> dict[str, Any] | None:
+    """The figures of a LoadGen summary file; None if it does not exist."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    fields: dict[str, Any] = {}
+    latency: dict[str, Any] = {}
+    parameters: dict[str, Any] = {}
+    section = ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line in ("MLPerf Results Summary", "Additional Stats", "Test Parameters Used"):
+            section = line
+            continue
+        if " : " not in line and not re.search(r"\S:\s", line):
+            continue
+        key, _, value = line.partition(":") if " : " not in line else line.partition(" : ")
+        key, value = key.strip(), value.strip()
+        m = _LATENCY.match(key)
+        if m:
+            name = m.group(1).lower().replace(" percentile", "")
+            latency[name if name in ("min", "max", "mean") else f"p{name}"] = _number(value)
+        elif section == "Test Parameters Used":
+            parameters[key] = _number(value)
+        else:
+            fields.setdefault(key, _number(value))
+    rate = next((fields[k] for k in _RATE_KEYS if k in fields), None)
+    spq, mean = parameters.get("samples_per_query"), latency.get("mean")
+    if rate is None and fields.get("Scenario") == "MultiStream" and spq and mean:
+        rate = float(spq) / (float(mean) / 1e9)
+    return {
+        "result": fields.get("Result is"),
+        "scenario": fields.get("Scenario"),
+        "mode": fields.get("Mode"),
+        "samples_per_second": rate if isinstance(rate, int | float) else None,
+        "latency_ns": latency,
+        "parameters": parameters,
+        "fields": fields,
+    }
+
+
+def reference_line(
+    scenario: str,
+    latencies: list[float],
+    took: float,
+    acc: float | None = None,
+    map_fraction: float | None = None,
+) -> tuple[str, dict[str, Any]]:
+    """The reference's one-line summary and its figures (``acc`` in percent, ``mAP`` as a
+    fraction; both None outside accuracy mode)."""
+    n = len(latencies)
+    values = np.percentile(latencies, PERCENTILES).tolist() if n else [0.0] * len(PERCENTILES)
+    mean = float(np.mean(latencies)) if n else 0.0
+    qps = n / took if took > 0 else 0.0
+    tiles = ",".join(f"{p}:{v:.4f}" for p, v in zip(PERCENTILES, values, strict=True))
+    acc_str = ""
+    if acc is not None:
+        acc_str = f", acc={acc:.3f}%"
+    if map_fraction is not None:
+        acc_str += f", mAP={100.0 * map_fraction:.3f}%"
+    line = (
+        f"TestScenario.{scenario} qps={qps:.2f}, mean={mean:.4f}, time={took:.3f}"
+        f"{acc_str}, queries={n}, tiles={tiles}"
+    )
+    figures = {
+        "qps": qps,
+        "mean": mean,
+        "time": took,
+        "queries": n,
+        "percentiles": {str(p): v for p, v in zip(PERCENTILES, values, strict=True)},
+        "acc": acc,
+        "mAP": None if map_fraction is None else 100.0 * map_fraction,
+    }
+    return line, figures

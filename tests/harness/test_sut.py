@@ -1,0 +1,128 @@
+"""The SUT end to end: ``python -m mlpkg.harness`` as a subprocess with the real ONNX Runtime
+and LoadGen on the tiny model (see conftest.py), in every scenario; a failing sample; Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from mlpkg.harness.backend import thread_plan
+
+SCENARIOS = ["SingleStream", "MultiStream", "Server", "Offline"]
+LOGS = [
+    "mlperf_log_summary.txt",
+    "mlperf_log_detail.txt",
+    "mlperf_log_accuracy.json",
+    "mlperf_log_trace.json",
+]
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_performance_run_in_every_scenario(harness: Any, scenario: str) -> None:
+    r = harness.run("--scenario", scenario, "--time", "0.5", "--quiet")
+    assert r.code == 0, str(r)
+    for name in LOGS:
+        assert (r.output / name).is_file(), name
+    doc = r.json()
+    assert doc["format"] == 1 and doc["status"] == "ok" and doc["exit_code"] == 0
+    assert doc["scenario"] == scenario and doc["mode"] == "PerformanceOnly"
+    assert doc["loadgen"]["result"] in ("VALID", "INVALID")
+    assert doc["loadgen"]["scenario"] == scenario
+    assert doc["loadgen"]["samples_per_second"] > 0
+    assert doc["loadgen"]["latency_ns"]["p99.00"] > 0
+    assert doc["accuracy"] is None
+    assert doc["counts"]["succeeded"] == doc["counts"]["issued"] > 0
+    assert doc["errors"] == {"count": 0, "first": None, "samples": []}
+    assert doc["settings"]["values"]["min_duration_ms"] == 500
+    assert doc["settings"]["values"]["min_query_count"] == 1
+    assert doc["session"]["workers"] == (
+        1 if scenario == "SingleStream" else thread_plan(scenario, None).workers
+    )
+    # the printed lines: the reference's summary, then LoadGen's verdict
+    lines = r.out.strip().splitlines()
+    assert lines[-2] == doc["summary"]["line"]
+    assert lines[-2].startswith(f"TestScenario.{scenario} qps=")
+    assert lines[-1].startswith(f"LoadGen result: {doc['loadgen']['result']} ({scenario}")
+    assert r.err == ""  # --quiet: no progress display
+
+
+def test_failed_sample_gets_an_empty_answer_and_exit_1(harness: Any, make_variant: Any) -> None:
+    ds = make_variant("bad-shape")
+    npy = ds / "preprocessed" / f"{3:016x}.npy"
+    npy.unlink()
+    np.save(npy, np.zeros((3, 800, 700), np.float32))  # ONNX Runtime rejects the shape
+    r = harness.run("--accuracy", "--threads", "2", dataset=ds)
+    assert r.code == 1, str(r)
+    assert "warning: inference failed for sample 3" in r.err
+    assert "700" in r.err  # ONNX Runtime's reason
+    doc = r.json()
+    assert doc["status"] == "failed" and doc["exit_code"] == 1
+    assert doc["errors"]["count"] == 1 and doc["errors"]["samples"] == [3]
+    assert doc["errors"]["first"].startswith("sample 3: ")
+    assert doc["counts"]["answered"] == 8 and doc["counts"]["succeeded"] == 7
+    log = json.loads((r.output / "mlperf_log_accuracy.json").read_text())
+    data = {e["qsl_idx"]: e["data"] for e in log}
+    assert len(data) == 8 and data[3] == "" and all(data[i] for i in data if i != 3)
+    assert 0 < doc["accuracy"]["mAP"] < 1  # image 3 counts, without detections
+    assert doc["accuracy"]["images"] == 8 and doc["accuracy"]["images_without_detections"] == 1
+
+
+@pytest.mark.parametrize("scenario", ["Server", "SingleStream"])
+def test_ctrl_c_ends_with_130_and_keeps_the_logs(harness: Any, scenario: str) -> None:
+    proc, out = harness.popen("--scenario", scenario, "--time", "60")
+    r = harness.interrupt_when_running(proc, out, after=0.5)
+    assert r.code == 130, str(r)
+    assert r.err.strip().splitlines()[-1].startswith("interrupted: ")
+    assert "Traceback" not in r.err
+    doc = json.loads((out / "harness.json").read_text())
+    assert doc["status"] == "interrupted" and doc["exit_code"] == 130
+    assert doc["counts"]["answered"] > 0
+    assert doc["counts"]["succeeded"] + doc["counts"]["drained"] == doc["counts"]["answered"]
+    assert doc["errors"]["count"] == 0  # drained samples are not failures
+    assert (out / "mlperf_log_detail.txt").stat().st_size > 0
+    assert "mlperf_log_detail.txt" in doc["logs"]
+
+
+@pytest.mark.parametrize(
+    ("scenario", "threads", "cpus", "want"),
+    [
+        ("SingleStream", None, 8, (1, 8, 1)),
+        ("SingleStream", 3, 8, (1, 3, 1)),
+        ("Offline", None, 8, (8, 1, 1)),
+        ("Offline", 2, 8, (2, 4, 2)),
+        ("Server", 3, 8, (3, 2, 3)),
+        ("MultiStream", 16, 8, (16, 1, 1)),
+    ],
+)
+def test_thread_plan(
+    scenario: str, threads: int | None, cpus: int, want: tuple[int, int, int]
+) -> None:
+    """(workers, intra-op threads, sessions): a session per worker only when each
+    inference has its own intra-op pool of more than one thread."""
+    p = thread_plan(scenario, threads, cpus)
+    assert (p.workers, p.intra_op_threads, p.sessions) == want
+    assert p.inter_op_threads == 1 and p.cpu_count == cpus
+
+
+def test_thread_choice_is_recorded(harness: Any, tmp_path: Path) -> None:
+    r = harness.run(
+        "--scenario", "Offline", "--threads", "1", "--count", "4", "--time", "0.5", "--quiet"
+    )
+    assert r.code == 0, str(r)
+    doc = r.json()
+    s = doc["session"]
+    assert s["workers"] == 1 and s["intra_op_threads"] == s["cpu_count"]
+    assert s["provider"] == "CPUExecutionProvider"
+    assert s["graph_optimization_level"] == "ORT_ENABLE_ALL"
+    assert len(s["warmup_latencies_s"]) == 5 and s["estimated_qps"] > 0
+    # --count 4: the first 4 images, min and max query count 4, 4 performance samples
+    assert doc["counts"]["samples"] == 4 and doc["counts"]["dataset_images"] == 8
+    v = doc["settings"]["values"]
+    assert v["min_query_count"] == v["max_query_count"] == 4
+    assert doc["settings"]["qsl_performance_sample_count"] == 4
+    assert doc["loadgen"]["parameters"]["performance_sample_count"] == 64  # mlperf.conf
