@@ -22,7 +22,11 @@ def test_every_bundled_recipe_is_valid() -> None:
     assert {"hello", "six-src", "gcc", "cmake"} <= {r.name for r in recipes}
     for r in recipes:
         if r.kind == "fetch":
-            assert r.source is not None and r.source.sha256, f"{r.spec} pins no sha256"
+            assert r.source is not None
+            # Only upstream artifacts whose publishers give nothing but an MD5 may lack a
+            # sha256 (the lockfile pins the sha256 seen at the first download).
+            md5_only = {"retinanet-resnext50-onnx"}
+            assert r.source.sha256 or r.name in md5_only, f"{r.spec} pins no sha256"
 
 
 def test_the_example_plans_offline(tmp_path: Path) -> None:
