@@ -243,6 +243,12 @@ def show_cmd(app: App, spec: str) -> None:
     }
     if recipe.source is not None:
         doc.update(urls=recipe.source.urls, sha256=recipe.source.sha256, md5=recipe.source.md5)
+    if recipe.build is not None and recipe.build.network:
+        doc["network"] = "needed: this build downloads what no checksum pins in advance"
+    if recipe.app is not None:
+        doc["source"] = f"{recipe.app.located} ({recipe.app.digest})"
+    if recipe.run is not None:
+        doc["run"] = " ".join(recipe.run.command)
     if app.json:
         app.emit(doc)
         return
@@ -259,6 +265,9 @@ def show_cmd(app: App, spec: str) -> None:
         "urls",
         "sha256",
         "md5",
+        "network",
+        "source",
+        "run",
     )
     for key in keys:
         value = doc.get(key)

@@ -58,6 +58,7 @@ def _plan(app: App, spec: str | None, lock_file: Path | None, drift: bool) -> tu
         raise BadInput("Give an app to run, e.g. `mlpkg run retinanet-offline+synthetic`.")
     else:
         plan = app.plan([spec])
+    _check_app(app, plan.node(plan.roots[0]).drv)
     if plan.pending():
         reporter = app.reporter()
         try:
@@ -65,6 +66,16 @@ def _plan(app: App, spec: str | None, lock_file: Path | None, drift: bool) -> tu
         finally:
             reporter.close()
     return plan, spec
+
+
+def _check_app(app: App, drv: Any) -> None:
+    """Refuse, before anything is built, what is not an app or whose command is wrong."""
+    if drv.kind != "app" or drv.recipe.run is None:
+        raise BadInput(
+            f'{drv.recipe.spec} is a {drv.kind} recipe; mlpkg run starts apps (kind = "app").',
+            package=drv.name,
+        )
+    command_of(app, drv, Path("."))  # every ${placeholder} names an input
 
 
 def command_of(app: App, drv: Any, run_dir: Path) -> list[str]:
@@ -177,9 +188,7 @@ def _lock_table(app: App, plan: Any, spec: str, run_dir: Path) -> dict[str, Any]
     return tomllib.loads(text)
 
 
-@click.command(
-    "run", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False}
-)
+@click.command("run", context_settings={"ignore_unknown_options": True})
 @click.argument("spec", required=False)
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @click.option("--output", type=click.Path(file_okay=False, path_type=Path),
@@ -191,19 +200,15 @@ def _lock_table(app: App, plan: Any, spec: str, run_dir: Path) -> dict[str, Any]
 @common
 def run_cmd(app: App, spec: str | None, args: tuple[str, ...], output: Path | None,
             lock_file: Path | None, allow_external_drift: bool) -> None:  # fmt: skip
-    """Run the app SPEC (e.g. retinanet-offline+synthetic) in its closure; ARGS after the
-    spec go to the app (e.g. --accuracy --count 50 --time 10)."""
+    """Run the app SPEC (e.g. retinanet-offline+synthetic) in its closure. Options that are
+    not mlpkg's go to the app (e.g. --accuracy --count 50 --time 10), as does everything
+    after `--`."""
     ctx = click.get_current_context()
     extra = [*args, *ctx.meta.get("mlpkg.command", [])]
     if spec is not None and spec.startswith("-"):
         raise BadInput(f"Give the app first, then its options: `mlpkg run APP {spec} ...`.")
     plan, spec = _plan(app, spec, lock_file, allow_external_drift)
     drv = plan.node(plan.roots[0]).drv
-    if drv.kind != "app" or drv.recipe.run is None:
-        raise BadInput(
-            f'{drv.recipe.spec} is a {drv.kind} recipe; mlpkg run starts apps (kind = "app").',
-            package=drv.name,
-        )
     env = _activate(app, plan, drv.name, spec)
     run_id, run_dir = _run_dir(app, drv.name, output)
     argv = [*command_of(app, drv, run_dir), *extra]
@@ -217,7 +222,12 @@ def run_cmd(app: App, spec: str | None, args: tuple[str, ...], output: Path | No
     }  # fmt: skip
     runs.write_json(run_dir / runs.RESULT_FILE, result)
     app.info(f"run {run_id}: {drv.recipe.spec} in {run_dir}")
-    code = _spawn(argv, env, run_dir, show=not app.json and not app.quiet)
+    try:
+        code = _spawn(argv, env, run_dir, show=not app.json and not app.quiet)
+    except RunError as e:  # the program could not start: the record says so
+        result.update(status="failed", exit_code=None, finished=time.time(), error=e.message)
+        runs.write_json(run_dir / runs.RESULT_FILE, result)
+        raise
     _finish(app, result, run_dir, code, started)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import os
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -332,6 +333,15 @@ def _add_directory(app: App, directory: Path, name: str, version: str) -> None:
             realise_plan(Plan(inputs, [n.path for n in inputs]), app.store, reporter)
         finally:
             reporter.close()
+
+    missing = [rel for rel in build.expect if not os.path.lexists(directory / rel)]
+    if missing:
+        raise BadInput(
+            f"{directory} is not a copy of {drv.recipe.spec}: it has no {missing[0]}, which "
+            "the recipe expects.",
+            file=str(directory),
+            package=drv.name,
+        )
 
     def copy(tmp: Path) -> dict[str, object]:
         check_expected(drv, directory)

@@ -43,8 +43,10 @@ def runs_dir(home: Path) -> Path:
 
 
 def new_run_id(app_name: str, now: float | None = None) -> str:
-    """``<UTC time>-<app>-<random>``: sorts by time, unique without coordination."""
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now if now is not None else time.time()))
+    """``<UTC time to the millisecond>-<app>-<random>``: sorts by start time, unique
+    without coordination."""
+    seconds, millis = divmod(int((time.time() if now is None else now) * 1000), 1000)
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(seconds)) + f".{millis:03d}Z"
     return f"{stamp}-{app_name}-{secrets.token_hex(3)}"
 
 
@@ -116,7 +118,7 @@ def read_record(entry: Path) -> RunRecord:
             f"{file} has result format {found}; this mlpkg reads format {RESULT_FORMAT}.",
             file=str(file),
         )
-    return RunRecord(entry.name, entry, doc)
+    return RunRecord(entry.name, entry.resolve(), doc)
 
 
 def list_runs(home: Path) -> tuple[list[RunRecord], list[str]]:
@@ -146,9 +148,9 @@ def find_run(home: Path, run_id: str) -> RunRecord:
         return read_record(root / names[-1])
     matches = [n for n in names if n == run_id] or [n for n in names if n.startswith(run_id)]
     if len(matches) != 1:
-        what = "no run" if not matches else f"{len(matches)} runs"
+        what = "There is no run" if not matches else f"There are {len(matches)} runs"
         raise BadInput(
-            f"There is {what} with the id {run_id!r} in {root}.",
+            f"{what} with the id {run_id!r} in {root}.",
             hint="`mlpkg runs list` shows the runs.",
             field="ID",
         )
@@ -161,11 +163,13 @@ def headline(result: dict[str, Any]) -> str:
     if isinstance(accuracy, dict) and accuracy.get("mAP") is not None:
         return f"mAP={float(accuracy['mAP']) * 100:.3f}%"
     loadgen = result.get("loadgen")
-    if isinstance(loadgen, dict) and loadgen:
-        figure = loadgen.get("result_value")
-        metric = loadgen.get("result_metric", "")
-        verdict = loadgen.get("result", "")
-        if figure is not None:
-            return f"{metric}={figure} {verdict}".strip()
-        return str(verdict)
-    return ""
+    if not isinstance(loadgen, dict) or not loadgen.get("result"):
+        return ""
+    verdict = str(loadgen["result"])
+    if loadgen.get("samples_per_second") is not None:
+        return f"{loadgen['samples_per_second']} samples/s {verdict}"
+    latency = loadgen.get("latency_ns") or {}
+    for key in ("p99.00", "p90.00", "mean"):
+        if isinstance(latency, dict) and latency.get(key) is not None:
+            return f"{key} latency {float(latency[key]) / 1e6:.2f} ms {verdict}"
+    return verdict

@@ -41,7 +41,7 @@ def locate(app: AppSource, recipe_file: Path | None, label: str) -> Path:
             raise RecipeError(
                 f"{label}: field app.package: no Python package {app.package} is importable here.",
                 field="app.package",
-                package=label,
+                file=str(recipe_file) if recipe_file is not None else None,
             )
         return Path(places[0])
     assert app.path is not None
@@ -51,9 +51,10 @@ def locate(app: AppSource, recipe_file: Path | None, label: str) -> Path:
     where = (base / app.path) if base is not None else Path(app.path)
     if not where.is_dir():
         raise RecipeError(
-            f"{label}: field app.path: {where} is not a directory.", field="app.path",
-            package=label,
-        )  # fmt: skip
+            f"{label}: field app.path: {where} is not a directory.",
+            field="app.path",
+            file=str(recipe_file) if recipe_file is not None else None,
+        )
     return where.resolve()
 
 
@@ -92,26 +93,30 @@ def pin(
     app = recipe.app
     if app is None:
         return recipe
-    root = locate(app, recipe_file, recipe.spec)
+    label = str(recipe_file) if recipe_file is not None else recipe.spec
+    root = locate(app, recipe_file, label)
     files = source_files(root, app.include, app.exclude)
     if not files:
         raise RecipeError(
-            f"{recipe.spec}: field app.include: no file under {root} matches "
-            f"{', '.join(app.include)}.",
+            f"{label}: field app.include: no file under {root} matches {', '.join(app.include)}.",
             field="app.include",
             package=recipe.name,
+            file=str(recipe_file) if recipe_file is not None else None,
         )
-    if on_file is not None:
-        on_file(root)
+    if on_file is not None:  # directories too: a file added to one changes its stamp
+        for dirpath, dirnames, _ in os.walk(root):
+            dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
+            on_file(Path(dirpath))
         for rel in files:
             on_file(root / rel)
     found = digest(root, files)
     if app.digest is not None and app.digest != found:
         raise RecipeError(
-            f"{recipe.spec}: field app.digest: the recipe pins {app.digest}, but the files "
+            f"{label}: field app.digest: the recipe pins {app.digest}, but the files "
             f"under {root} give {found}.",
             field="app.digest",
             package=recipe.name,
+            file=str(recipe_file) if recipe_file is not None else None,
         )
     pinned = app.model_copy(update={"digest": found, "located": str(root)})
     return recipe.model_copy(update={"app": pinned})

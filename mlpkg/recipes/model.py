@@ -282,9 +282,11 @@ class Recipe(_Strict):
         for section in ("source", "build", "external", "wheel", "app", "run"):
             present = getattr(self, section) is not None
             if section in needs[self.kind] and not present:
-                raise ValueError(f"a {self.kind} recipe needs a [{section}] table")
+                article = "an" if self.kind[0] in "aeiou" else "a"
+                raise ValueError(f"{article} {self.kind} recipe needs a [{section}] table")
             if section not in allowed.get(self.kind, needs[self.kind]) and present:
-                raise ValueError(f"a {self.kind} recipe cannot have a [{section}] table")
+                article = "an" if self.kind[0] in "aeiou" else "a"
+                raise ValueError(f"{article} {self.kind} recipe cannot have a [{section}] table")
         if self.app is not None and "python" not in self.inputs:
             raise ValueError("an app with an [app] package needs an input named python")
         if self.kind == "wheel" and "python" not in self.inputs:

@@ -137,9 +137,10 @@ def _download(
             on_progress=lambda done, total: reporter.progress(node, done, total),
         )
     except FetchError as e:
-        if e.hint is None:
+        if e.message.startswith("Could not download"):  # unreachable, not corrupt
             name = src.urls[0].rstrip("/").rsplit("/", 1)[-1] or "FILE"
-            e.hint = offline_hint(drv).replace("FILE", name, 1)
+            offline = offline_hint(drv).replace("FILE", name, 1)
+            e.hint = f"{e.hint} {offline}." if e.hint else offline
         raise
     store.downloads.put(dest, fetched.sha256)
     return {"sha256": fetched.sha256, "md5": fetched.md5, "url": fetched.url}

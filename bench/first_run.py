@@ -1,0 +1,73 @@
+"""Benchmark: the README's main job on a fresh machine, then again.
+
+What it measures, in one run:
+
+1. *first*: ``mlpkg run retinanet-offline+synthetic --accuracy`` with an empty
+   ``MLPKG_HOME`` and an empty download cache: every wheel downloaded from the package
+   index, the synthetic dataset generated, the model built, the pre-processing done, the
+   harness installed, and the accuracy run over the synthetic set (64 images);
+2. *second*: the same command again, which must reuse every store path.
+
+Target (issue 6): *first* under 180 s on 2 cores (an absolute target: the issue gives
+no peer). The ratio second/first, measured in the same run, shows what reuse saves.
+Run: ``python bench/first_run.py [--json]`` with the interpreter mlpkg is installed in.
+Needs the Python package index.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+APP = "retinanet-offline+synthetic"
+
+
+def timed(argv: list[str], env: dict[str, str]) -> tuple[float, str]:
+    start = time.perf_counter()
+    done = subprocess.run(argv, env=env, capture_output=True, text=True)
+    took = time.perf_counter() - start
+    if done.returncode != 0:
+        sys.exit(f"{' '.join(argv)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    return took, done.stdout
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="mlpkg-bench-first-") as tmp:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MLPKG_")}
+        env.update(MLPKG_HOME=str(Path(tmp) / "home"),
+                   MLPKG_CACHE_DIR=str(Path(tmp) / "downloads"))  # fmt: skip
+        argv = [sys.executable, "-m", "mlpkg", "run", APP, "--accuracy"]
+        first, out = timed(argv, env)
+        second, out2 = timed(argv, env)
+    m_a = [ln for ln in out.splitlines() if ln.startswith("mAP=")]
+    m_b = [ln for ln in out2.splitlines() if ln.startswith("mAP=")]
+    result: dict[str, Any] = {
+        "first_s": round(first, 2),
+        "second_s": round(second, 2),
+        "second_over_first": round(second / first, 3),
+        "target_first_s": 180,
+        "map_first": m_a[-1] if m_a else None,
+        "map_second": m_b[-1] if m_b else None,
+        "cpus": os.cpu_count(),
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    print(f"first run (fresh home, empty download cache): {first:.1f} s (target < 180 s)")
+    print(f"second run (everything reused):               {second:.1f} s "
+          f"({second / first:.2f} x the first)")  # fmt: skip
+    print(f"{result['map_first']} / {result['map_second']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,553 @@
+"""``mlpkg run`` and ``mlpkg runs list|show``: an app started in its activated closure, with a
+run directory and a ``result.json`` that unifies what happened.
+
+Hermetic: the app is a tiny standard-library package (``toyapp``) in the recipe directory,
+its one data input is a small build, and the ``python`` external recipe finds this
+machine's interpreter (through a private bin directory first on PATH, so that no shim is
+involved). Every ``mlpkg`` here is a real subprocess; the app is a real grandchild.
+One home is shared by the module's tests (building it once); tests that need an empty home
+make their own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from mlpkg.env import runs
+
+TOYAPP_MAIN = '''
+"""toyapp: prints lines, writes harness.json into --out, exits with --exit."""
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(prog="toyapp")
+    p.add_argument("--out", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--exit", dest="code", type=int, default=0)
+    p.add_argument("--sleep", type=float, default=0.0)
+    p.add_argument("--flag", default=None)
+    a = p.parse_args()
+
+    def report(status: str) -> None:
+        doc = {"status": status, "mode": "AccuracyOnly", "accuracy": {"mAP": 0.5}}
+        with open(os.path.join(a.out, "harness.json"), "w") as f:
+            json.dump(doc, f)
+
+    def interrupted(signum, frame) -> None:
+        report("interrupted")
+        print("toyapp: interrupted", flush=True)
+        sys.exit(130)
+
+    signal.signal(signal.SIGINT, interrupted)
+    with open(os.path.join(a.data, "value")) as f:
+        print(f"toyapp: data {f.read().strip()}")
+    print(f"toyapp: flag {a.flag}")
+    print(f"toyapp: code in {os.path.dirname(os.path.abspath(__file__))}")
+    if a.sleep:
+        print("toyapp: ready", flush=True)
+        time.sleep(a.sleep)
+    report("ok" if a.code == 0 else "failed")
+    print("toyapp: done")
+    sys.exit(a.code)
+
+
+main()
+'''
+
+DATA_TOML = """
+name = "data"
+version = "1.0"
+kind = "build"
+[build]
+script = '''mkdir "$out"; echo 42 > "$out/value"'''
+"""
+
+TOYAPP_TOML = """
+name = "toyapp"
+version = "1.0"
+summary = "a toy app for the tests"
+kind = "app"
+[inputs]
+python = "python"
+data = "data@1.0"
+[app]
+path = "src/toyapp"
+module = "toyapp"
+[run]
+command = ["python3", "-m", "toyapp", "--out", "${output}", "--data", "${data}"]
+"""
+
+BADAPP_TOML = """
+name = "badapp"
+version = "1.0"
+kind = "app"
+[inputs]
+python = "python"
+[run]
+command = ["python3", "-c", "print('never')", "${nosuch}"]
+"""
+
+NOEXE_TOML = """
+name = "noexe"
+version = "1.0"
+kind = "app"
+[run]
+command = ["no-such-program-for-mlpkg-tests"]
+"""
+
+
+@dataclass
+class Res:
+    code: int
+    out: str
+    err: str
+    args: tuple[str, ...] = ()
+
+    def ok(self) -> Res:
+        assert self.code == 0, str(self)
+        return self
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+    def __str__(self) -> str:
+        return (
+            f"mlpkg {' '.join(self.args)} -> {self.code}\nstdout:\n{self.out}\nstderr:\n{self.err}"
+        )
+
+
+@dataclass
+class Home:
+    """One MLPKG_HOME and recipe directory; runs ``mlpkg`` in this process (call) or as a
+    subprocess (``sub``, ``popen``)."""
+
+    home: Path
+    recipes: Path
+    bindir: Path
+    procs: list[subprocess.Popen[str]] = field(default_factory=list)
+
+    def env_overrides(self) -> dict[str, str]:
+        overrides = {"MLPKG_HOME": str(self.home), "MLPKG_RECIPES_PATH": str(self.recipes),
+                     "PATH": f"{self.bindir}:/usr/local/bin:/usr/bin:/bin"}  # fmt: skip
+        if "MLPKG_SANDBOX" in os.environ:
+            overrides["MLPKG_SANDBOX"] = os.environ["MLPKG_SANDBOX"]
+        return overrides
+
+    def env(self) -> dict[str, str]:
+        """A full environment for a subprocess: ours, minus MLPKG_* settings, plus this
+        home, its recipes and the private bin directory first on PATH."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MLPKG_")}
+        env.update(self.env_overrides())
+        return env
+
+    def __call__(self, *args: str) -> Res:
+        """``mlpkg ARGS`` in this process (fast); the app it starts is still a subprocess."""
+        from mlpkg.cli import main
+
+        env: dict[str, str | None] = {k: None for k in os.environ if k.startswith("MLPKG_")}
+        env.update(self.env_overrides())
+        code = 0
+        with CliRunner().isolation(env=env) as (out, err, _):
+            try:
+                main(list(args))
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            stdout, stderr = out.getvalue(), err.getvalue()
+        return Res(code, stdout.decode(), stderr.decode(), args)
+
+    def sub(self, *args: str, timeout: float = 60) -> Res:
+        """``python -m mlpkg ARGS`` as a real subprocess."""
+        r = subprocess.run([sys.executable, "-m", "mlpkg", *args], env=self.env(),
+                           capture_output=True, text=True, timeout=timeout,
+                           stdin=subprocess.DEVNULL)  # fmt: skip
+        return Res(r.returncode, r.stdout, r.stderr, args)
+
+    def popen(self, *args: str) -> subprocess.Popen[str]:
+        proc = subprocess.Popen([sys.executable, "-m", "mlpkg", *args], env=self.env(),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                stdin=subprocess.DEVNULL, text=True)  # fmt: skip
+        self.procs.append(proc)
+        return proc
+
+    @property
+    def runs(self) -> Path:
+        return self.home / "runs"
+
+    def run_ids(self) -> set[str]:
+        return set(os.listdir(self.runs)) if self.runs.is_dir() else set()
+
+    def new_run(self, before: set[str]) -> Path:
+        """The one run directory entry made since ``before``."""
+        made = sorted(self.run_ids() - before)
+        assert len(made) == 1, made
+        return self.runs / made[0]
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate(timeout=10)
+
+
+def write_recipes(recipes: Path) -> None:
+    for name, text in (
+        ("data", DATA_TOML),
+        ("toyapp", TOYAPP_TOML),
+        ("badapp", BADAPP_TOML),
+        ("noexe", NOEXE_TOML),
+    ):
+        (recipes / name).mkdir(parents=True, exist_ok=True)
+        (recipes / name / "1.0.toml").write_text(textwrap.dedent(text).lstrip())
+    src = recipes / "toyapp" / "src" / "toyapp"
+    src.mkdir(parents=True, exist_ok=True)
+    (src / "__init__.py").write_text('"""toyapp."""\n')
+    (src / "__main__.py").write_text(TOYAPP_MAIN.lstrip())
+
+
+def python_bin(where: Path) -> Path:
+    """A bin directory whose python3 is this machine's real interpreter (not a shim)."""
+    where.mkdir(parents=True, exist_ok=True)
+    real = os.path.realpath(sys.executable)
+    for exe in ("python3", "python"):
+        if not (where / exe).exists():
+            (where / exe).symlink_to(real)
+    return where
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Home]:
+    """A home where toyapp (and its closure) is already realised by one ``mlpkg run``."""
+    root = tmp_path_factory.mktemp("run")
+    write_recipes(root / "recipes")
+    h = Home(root / "home", root / "recipes", python_bin(root / "bin"))
+    h.sub("run", "toyapp").ok()
+    try:
+        yield h
+    finally:
+        h.close()
+
+
+@pytest.fixture
+def fresh(tmp_path: Path, toy: Home) -> Iterator[Home]:
+    """An empty home using the same recipes as ``toy``."""
+    h = Home(tmp_path / "home", toy.recipes, toy.bindir)
+    try:
+        yield h
+    finally:
+        h.close()
+
+
+def result_of(run_dir: Path) -> dict[str, Any]:
+    return json.loads((run_dir / "result.json").read_text())
+
+
+def app_path(h: Home) -> str:
+    return Path(h("show", "--json", "toyapp").ok().json()["path"]).name
+
+
+# -- one successful run ----------------------------------------------------------------------
+
+
+def test_run_starts_the_app_in_its_closure_and_records_the_run(toy: Home) -> None:
+    before = toy.run_ids()
+    r = toy.sub("run", "toyapp").ok()
+    assert "toyapp: data 42" in r.out and "toyapp: done" in r.out, r
+    run_dir = toy.new_run(before)
+    assert run_dir.parent == toy.home / "runs" and run_dir.is_dir() and not run_dir.is_symlink()
+    # The app ran from its store path, not from the recipe directory.
+    store_app = toy.home / "store" / app_path(toy)
+    code_line = next(x for x in r.out.splitlines() if x.startswith("toyapp: code in "))
+    code_dir = Path(code_line.removeprefix("toyapp: code in "))
+    assert code_dir.is_relative_to(store_app), (code_dir, store_app)
+    v = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    assert code_dir.relative_to(store_app) == Path("lib", v, "site-packages", "toyapp")
+
+    assert "toyapp: data 42" in (run_dir / "stdout.txt").read_text()
+    lock_text = (run_dir / "mlpkg.lock").read_text()
+    res = result_of(run_dir)
+    assert res["format"] == 1 and res["id"] == run_dir.name
+    assert res["status"] == "ok" and res["exit_code"] == 0
+    assert res["app"] == "toyapp" and res["app_path"] == app_path(toy)
+    assert res["output"] == str(run_dir)
+    assert res["finished"] >= res["started"] and res["duration_s"] >= 0
+    data_path = Path(toy("show", "--json", "data@1.0").ok().json()["path"])
+    assert res["command"] == ["python3", "-m", "toyapp", "--out", str(run_dir),
+                              "--data", str(data_path)]  # fmt: skip
+    assert res["args"] == []
+    assert res["lock"] == tomllib.loads(lock_text)
+    assert res["lock"]["roots"] == [app_path(toy)] and res["lock"]["specs"] == ["toyapp"]
+    assert {n["name"] for n in res["lock"]["node"]} == {"toyapp", "data", "python"}
+    assert res["machine"]["cpus"] == os.cpu_count() and res["machine"]["system"]
+    assert res["accuracy"] == {"mAP": 0.5} and res["mode"] == "AccuracyOnly"
+
+
+def test_the_app_path_holds_the_code_and_a_command_template(toy: Home) -> None:
+    store_app = toy.home / "store" / app_path(toy)
+    manifest = json.loads((store_app / "share" / "mlpkg" / "app.json").read_text())
+    assert manifest["command"] == ["python3", "-m", "toyapp", "--out", "${output}",
+                                   "--data", "${data}"]  # fmt: skip
+    v = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    installed = store_app / "lib" / v / "site-packages" / "toyapp"
+    assert sorted(os.listdir(installed)) == ["__init__.py", "__main__.py"]
+
+
+@pytest.mark.parametrize("separator", [False, True], ids=["plain", "after --"])
+def test_arguments_after_the_app_are_passed_on(toy: Home, separator: bool) -> None:
+    before = toy.run_ids()
+    extra = ["--", "--flag", "x"] if separator else ["--flag", "x"]
+    r = toy.sub("run", "toyapp", *extra).ok()
+    assert "toyapp: flag x" in r.out, r
+    res = result_of(toy.new_run(before))
+    assert res["args"] == ["--flag", "x"]
+    assert res["command"][-2:] == ["--flag", "x"]
+
+
+def test_output_directory_is_used_and_linked_from_runs(toy: Home, tmp_path: Path) -> None:
+    out = tmp_path / "my-run"
+    before = toy.run_ids()
+    toy("run", "--output", str(out), "toyapp").ok()
+    link = toy.new_run(before)
+    assert link.is_symlink() and link.resolve() == out.resolve()
+    assert {"result.json", "stdout.txt", "mlpkg.lock", "harness.json"} <= set(os.listdir(out))
+    res = result_of(out)
+    assert res["id"] == link.name and res["status"] == "ok"
+    assert str(out) in res["command"]
+    shown = toy("runs", "show", "--json", link.name).ok().json()
+    assert shown == res
+
+
+def test_a_non_empty_output_directory_is_refused(toy: Home, tmp_path: Path) -> None:
+    out = tmp_path / "used"
+    out.mkdir()
+    (out / "old.txt").write_text("an older result")
+    before = toy.run_ids()
+    r = toy("run", "--output", str(out), "toyapp")
+    assert r.code == 2, r
+    assert "not empty" in r.err and str(out) in r.err, r
+    assert "toyapp: data" not in r.out
+    assert os.listdir(out) == ["old.txt"]
+    assert toy.run_ids() == before
+
+
+def test_json_prints_result_json(toy: Home) -> None:
+    before = toy.run_ids()
+    r = toy.sub("run", "--json", "toyapp").ok()
+    doc = r.json()  # the app's own lines are not mixed in
+    run_dir = toy.new_run(before)
+    assert doc == result_of(run_dir)
+    assert doc["status"] == "ok" and doc["accuracy"] == {"mAP": 0.5}
+    assert "toyapp: data 42" in (run_dir / "stdout.txt").read_text()
+
+
+# -- failures ----------------------------------------------------------------------------------
+
+
+def test_an_app_that_fails_fails_the_run_and_keeps_its_directory(toy: Home) -> None:
+    before = toy.run_ids()
+    r = toy("run", "toyapp", "--exit", "1")
+    assert r.code == 1, r
+    run_dir = toy.new_run(before)
+    assert run_dir.name in r.err and "failed" in r.err, r
+    res = result_of(run_dir)
+    assert res["status"] == "failed" and res["exit_code"] == 1
+    assert "toyapp: data 42" in (run_dir / "stdout.txt").read_text()
+    assert (run_dir / "mlpkg.lock").is_file()
+
+
+def test_an_app_refusing_its_input_is_bad_input(toy: Home) -> None:
+    before = toy.run_ids()
+    r = toy("run", "toyapp", "--exit", "2")
+    assert r.code == 2, r
+    res = result_of(toy.new_run(before))
+    assert res["status"] == "bad-input" and res["exit_code"] == 2
+
+
+def test_a_build_recipe_is_not_an_app(toy: Home) -> None:
+    before = toy.run_ids()
+    r = toy("run", "data@1.0")
+    assert r.code == 2, r
+    errors = [x for x in r.err.splitlines() if x.startswith("error: ")]
+    assert len(errors) == 1 and "data@1.0 is a build recipe" in errors[0], r
+    assert 'kind = "app"' in errors[0]
+    assert "Traceback" not in r.err
+    assert toy.run_ids() == before
+
+
+def test_a_non_app_is_refused_before_anything_is_built(fresh: Home) -> None:
+    """`mlpkg run` plans first and acts second: a spec that is no app builds nothing."""
+    r = fresh("run", "data@1.0")
+    assert r.code == 2, r
+    store = fresh.home / "store"
+    made = sorted(p for p in os.listdir(store) if not p.startswith(".")) if store.is_dir() else []
+    assert made == [], f"mlpkg run built {made} before refusing a non-app"
+
+
+def test_a_placeholder_that_is_no_input_names_run_command(fresh: Home) -> None:
+    r = fresh("run", "badapp")
+    assert r.code == 2, r
+    assert "run.command" in r.err and "${nosuch}" in r.err, r
+    assert "never" not in r.out
+    # Nothing half-made is left for `runs list` and `runs show latest` to stumble on.
+    assert fresh.run_ids() == set(), "the refused run left a run directory without result.json"
+    listed = fresh("runs", "list")
+    assert listed.code == 0 and listed.err == "", listed
+
+
+def test_a_program_not_in_the_closure_fails_the_run_and_records_it(fresh: Home) -> None:
+    r = fresh("run", "noexe")
+    assert r.code == 1, r
+    assert "no-such-program-for-mlpkg-tests" in r.err, r
+    for run_dir in (fresh.runs / name for name in fresh.run_ids()):
+        res = result_of(run_dir)
+        assert res["status"] != "running", f"{run_dir}: mlpkg returned, the run still 'running'"
+
+
+# -- runs list / show --------------------------------------------------------------------------
+
+
+def test_runs_list_and_show(fresh: Home) -> None:
+    toy = fresh
+    toy("run", "toyapp").ok()
+    (ok_id,) = toy.run_ids()
+    before = toy.run_ids()
+    toy("run", "toyapp", "--exit", "1")
+    failed_id = toy.new_run(before).name
+
+    listed = toy("runs", "list", "--json").ok().json()
+    by_id = {r["id"]: r for r in listed}
+    assert sorted(by_id) == sorted([ok_id, failed_id]) and len(listed) == 2
+    assert by_id[ok_id]["status"] == "ok" and by_id[failed_id]["status"] == "failed"
+    assert by_id[ok_id]["app"] == "toyapp" and by_id[ok_id]["mode"] == "AccuracyOnly"
+    assert by_id[ok_id]["headline"] == "mAP=50.000%"
+    assert by_id[ok_id]["output"] == str(toy.runs / ok_id)
+
+    text = toy("runs", "list").ok()
+    line = next(x for x in text.out.splitlines() if x.startswith(ok_id))
+    assert "ok" in line and "mAP=50.000%" in line, text
+    assert "warning" not in text.err, text
+
+    shown = toy("runs", "show", "--json", failed_id).ok().json()
+    assert shown == result_of(toy.runs / failed_id)
+    prefix = toy("runs", "show", "--json", ok_id[:-2]).ok().json()
+    assert prefix["id"] == ok_id
+    out = toy("runs", "show", ok_id).ok().out
+    assert ok_id in out and "status    ok (exit 0)" in out and "mAP=50.000%" in out, out
+    assert app_path(toy) in out and "closure   3 paths" in out, out
+
+
+def test_runs_show_latest(fresh: Home) -> None:
+    fresh("run", "toyapp", "--flag", "first").ok()
+    time.sleep(1.1)  # run ids carry the time to the second
+    before = fresh.run_ids()
+    fresh("run", "toyapp", "--flag", "second").ok()
+    second = fresh.new_run(before).name
+    assert fresh("runs", "show", "--json", "latest").ok().json()["id"] == second
+    assert second in fresh("runs", "show", "latest").ok().out
+
+
+def test_run_ids_sort_in_the_order_runs_start() -> None:
+    """`runs list` is oldest first and `runs show latest` is the newest by sorting ids:
+    runs started within the same second must sort in order too."""
+    ids = [runs.new_run_id("toyapp", now=1_800_000_000 + i / 50) for i in range(20)]
+    assert sorted(ids) == ids
+
+
+def test_runs_show_an_unknown_id_is_bad_input(toy: Home) -> None:
+    r = toy("runs", "show", "no-such-run")
+    assert r.code == 2, r
+    assert "no-such-run" in r.err and "mlpkg runs list" in r.err, r
+    r = toy("runs", "show", "2")  # a prefix of every id: ambiguous
+    assert r.code == 2, r
+
+
+def test_runs_list_of_a_home_without_runs_is_empty(fresh: Home) -> None:
+    assert fresh("runs", "list", "--json").ok().json() == []
+    assert fresh("runs", "show", "latest").code == 2
+
+
+# -- locks, profiles, interruption -------------------------------------------------------------
+
+
+def test_a_lock_runs_the_same_app_path_in_an_empty_home(toy: Home, tmp_path: Path) -> None:
+    lock = tmp_path / "toyapp.lock"
+    toy("lock", "toyapp", "-o", str(lock)).ok()
+    empty_recipes = tmp_path / "no-recipes"
+    empty_recipes.mkdir()
+    other = Home(tmp_path / "other-home", empty_recipes, toy.bindir)
+    before = other.run_ids()
+    r = other.sub("run", "--lock", str(lock)).ok()
+    assert "toyapp: data 42" in r.out, r
+    res = result_of(other.new_run(before))
+    assert res["status"] == "ok" and res["app_path"] == app_path(toy)
+    assert res["lock"]["roots"] == [app_path(toy)]
+    assert str(other.home / "store") in res["command"][-1]
+
+
+def test_a_run_is_a_profile_generation_and_the_same_run_adds_none(fresh: Home) -> None:
+    fresh("run", "toyapp").ok()
+    profiles = {p["profile"]: p for p in fresh("profile", "list", "--json").ok().json()}
+    assert "run-toyapp" in profiles and profiles["run-toyapp"]["specs"] == ["toyapp"]
+    history = fresh("profile", "history", "--profile", "run-toyapp", "--json").ok().json()
+    assert len(history) == 1
+    fresh("run", "toyapp", "--flag", "again").ok()
+    again = fresh("profile", "history", "--profile", "run-toyapp", "--json").ok().json()
+    assert again == history
+    # The profile keeps the closure from the collector.
+    fresh("gc").ok()
+    assert (fresh.home / "store" / app_path(fresh)).is_dir()
+
+
+def test_ctrl_c_interrupts_the_app_and_keeps_the_run(toy: Home) -> None:
+    before = toy.run_ids()
+    proc = toy.popen("run", "toyapp", "--sleep", "30")
+    deadline = time.monotonic() + 30
+    run_dir = None
+    while time.monotonic() < deadline:
+        made = sorted(toy.run_ids() - before)
+        if made and "toyapp: ready" in _read(toy.runs / made[0] / "stdout.txt"):
+            run_dir = toy.runs / made[0]
+            break
+        if proc.poll() is not None:
+            pytest.fail(f"mlpkg exited {proc.returncode} early: {proc.communicate()}")
+        time.sleep(0.02)
+    assert run_dir is not None, "the app never said it was ready"
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGINT)  # to mlpkg only: the app runs in its own session
+    out, err = proc.communicate(timeout=15)
+    assert time.monotonic() - sent < 5
+    assert proc.returncode == 130, (out, err)
+    assert "interrupted" in err and run_dir.name in err, err
+    res = result_of(run_dir)
+    assert res["status"] == "interrupted" and res["exit_code"] == 130
+    assert "toyapp: interrupted" in (run_dir / "stdout.txt").read_text()
+    listed = {r["id"]: r for r in toy("runs", "list", "--json").ok().json()}
+    assert listed[run_dir.name]["status"] == "interrupted"
+
+
+def _read(file: Path) -> str:
+    try:
+        return file.read_text()
+    except OSError:
+        return ""
