@@ -205,8 +205,10 @@ def run_cmd(app: App, spec: str | None, args: tuple[str, ...], output: Path | No
     after `--`."""
     ctx = click.get_current_context()
     extra = [*args, *ctx.meta.get("mlpkg.command", [])]
-    if spec is not None and spec.startswith("-"):
-        raise BadInput(f"Give the app first, then its options: `mlpkg run APP {spec} ...`.")
+    if spec is not None and spec.startswith("-"):  # an option of the app, not an app
+        if lock_file is None:
+            raise BadInput(f"Give the app first, then its options: `mlpkg run APP {spec} ...`.")
+        spec, extra = None, [spec, *extra]
     plan, spec = _plan(app, spec, lock_file, allow_external_drift)
     drv = plan.node(plan.roots[0]).drv
     env = _activate(app, plan, drv.name, spec)

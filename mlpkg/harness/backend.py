@@ -157,8 +157,3 @@ def load_backend(path: Path, plan: ThreadPlan) -> Backend:
         reason = " ".join(str(e).split())[:300]
         raise BadInput(f"ONNX Runtime cannot load model file {path} ({reason}).") from None
     return Backend([first, *rest], plan, path)
-
-
-def bare_sessions(path: Path, plan: ThreadPlan) -> list[Any]:
-    """The same sessions as the harness's (for the benchmark's bare loop)."""
-    return load_backend(path, plan).sessions

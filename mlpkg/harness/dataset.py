@@ -194,11 +194,6 @@ class PreprocessedDataset:
             sample = self.read(index)  # not loaded by LoadGen (warm-up): read it now
         return sample
 
-    def qsl_callbacks(
-        self,
-    ) -> tuple[Callable[[Sequence[int]], None], Callable[[Sequence[int]], None]]:
-        return self.load, self.unload
-
 
 def open_dataset(root: Path, count: int | None) -> PreprocessedDataset:
     """Open and check the dataset at ``root``, limited to the first ``count`` samples."""

@@ -131,7 +131,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--performance-sample-count", type=_positive(int))
     p.add_argument("--user-conf", type=Path, help="LoadGen user.conf")
     p.add_argument("--audit-conf", type=Path, help="LoadGen audit.config (compliance)")
-    p.add_argument("--mlperf-conf", type=Path, help="mlperf.conf in place of the bundled one")
+    p.add_argument(
+        "--mlperf-conf",
+        type=Path,
+        help="mlperf.conf to load (LoadGen < 4.1.7: instead of the bundled retinanet rules; "
+        "later: after LoadGen's built-in copy)",
+    )
     p.add_argument("--model-name", default="retinanet", help="model name in conf files")
     p.add_argument("--quiet", action="store_true", help="no progress display")
     return p.parse_args(argv)
@@ -293,6 +298,7 @@ def _settings(run: Run, lg: Any, backend: Backend, latencies: list[float]) -> An
         a.max_latency,
         a.samples_per_query,
         a.performance_sample_count,
+        ds.count,
     )
     if a.count and a.count > ds.count:
         opts.notes.append(f"--count {a.count} reduced to the {ds.count} images available")
@@ -385,7 +391,7 @@ def finish(
             result = evaluate(run.output / "mlperf_log_accuracy.json", ds.root, chatter=False)
             run.doc["accuracy"], map_fraction = result.as_dict(), result.map
             print(result.line)
-        except NoDetections as e:
+        except (NoDetections, BadInput) as e:
             run.doc["accuracy"] = {"mAP": None, "error": str(e)}
             print(f"error: {e}", file=sys.stderr)
             failed = True

@@ -20,7 +20,10 @@ Overrides applied after the files (recorded in ``harness.json`` ``settings.overr
 reference); ``--qps Q``: server_target_qps and offline_expected_qps; ``--max-latency S``:
 server_target_latency_ns and the MultiStream and SingleStream expected latencies;
 ``--samples-per-query``: multi_stream_samples_per_query; ``--performance-sample-count``:
-performance_sample_count_override.
+performance_sample_count_override. A performance sample count larger than the QSL (e.g.
+mlperf.conf's 64 on an 8-image test set) is capped at the QSL's size: LoadGen cannot use
+more distinct samples than there are, and crashes when an audit.config then asks for
+``performance_issue_unique``.
 
 Short runs (documented deviations, which make such runs INVALID to LoadGen, as they should
 be): with ``--time`` but no ``--count``, min_query_count is lowered to 1, or mlperf.conf's
@@ -145,6 +148,7 @@ class Options:
     max_latency: float | None = None
     samples_per_query: int | None = None
     performance_sample_count: int | None = None
+    qsl_samples: int | None = None  # samples in the QSL (caps the performance sample count)
     notes: list[str] = field(default_factory=list)
 
 
@@ -268,6 +272,12 @@ def _overrides(lg: Any, opts: Options, settings: Any, est: Estimates) -> dict[st
         o["multi_stream_samples_per_query"] = opts.samples_per_query
     if opts.performance_sample_count is not None:
         o["performance_sample_count_override"] = opts.performance_sample_count
+    psc = o.get("performance_sample_count_override", settings.performance_sample_count_override)
+    if opts.qsl_samples and psc > opts.qsl_samples:
+        o["performance_sample_count_override"] = opts.qsl_samples
+        opts.notes.append(
+            f"performance_sample_count_override {psc} capped at the {opts.qsl_samples} samples"
+        )
     return o
 
 

@@ -91,14 +91,14 @@ class SUT:
         backend: Backend,
         dataset: PreprocessedDataset,
         scenario: str,
-        ordered: bool,
+        accuracy: bool,
         warn: Callable[[str], None],
     ) -> None:
         self.lg = lg
         self.backend = backend
         self.dataset = dataset
         self.synchronous = scenario == "SingleStream"
-        self.ordered = ordered
+        self.accuracy = accuracy  # answers in issue order, acc= counters
         self.warn = warn
         self.stats = Stats()
         self.hits = LabelHits()
@@ -138,7 +138,7 @@ class SUT:
         """Start the worker threads (none in SingleStream)."""
         if self.synchronous:
             return
-        if self.ordered:
+        if self.accuracy:
             t = threading.Thread(target=self._complete_in_order, name="sut-completer", daemon=True)
             t.start()
             self._completer = t
@@ -187,7 +187,8 @@ class SUT:
         x = self.dataset.get(index)
         boxes, scores, labels = self.backend.predict(x, worker)
         payload = to_payload(index, boxes, scores, labels)
-        self.hits.add(payload, self.dataset.entries[index].categories)
+        if self.accuracy:  # the reference's acc= counters
+            self.hits.add(payload, self.dataset.entries[index].categories)
         return payload
 
     def _record_error(self, index: int, e: Exception) -> None:
@@ -208,7 +209,7 @@ class SUT:
             self.warn("warning: further failures are only counted (see harness.json)")
 
     def _answer(self, item: Item, payload: npt.NDArray[np.float32] | None) -> None:
-        if self.ordered and not self.synchronous:
+        if self.accuracy and not self.synchronous:
             with self._turn:
                 self._pending[item.ticket] = (item, payload)
                 self._turn.notify_all()
@@ -216,7 +217,7 @@ class SUT:
             self._complete(item, payload)
 
     def _complete_in_order(self) -> None:
-        """The completer thread (ordered mode): answer in ticket order, from one thread,
+        """The completer thread (accuracy mode): answer in ticket order, from one thread,
         because LoadGen's logger keeps one buffer per calling thread and interleaves them."""
         while True:
             with self._turn:
@@ -269,47 +270,43 @@ def warm_up(backend: Backend, dataset: PreprocessedDataset, n: int = WARMUP) -> 
 
 
 def calibrate(
-    backend: Backend, dataset: PreprocessedDataset, min_seconds: float = 0.2
+    backend: Backend, dataset: PreprocessedDataset, min_seconds: float = 0.3
 ) -> dict[str, Any]:
     """Estimate the throughput: every worker predicts concurrently, on its own samples (up
     to 16 distinct ones, so that caches flatter less than the repeated warm-up sample), for
-    at least ``min_seconds`` and at least once. Returns ``{"qps", "predictions",
-    "seconds"}``; qps is None if nothing could be run."""
+    at least ``min_seconds`` and at least once after an untimed first prediction; qps = the
+    sum of the workers' rates (each: predictions / time to its last one). Returns
+    ``{"qps", "predictions", "seconds"}``; qps is None if nothing could be run."""
     workers = backend.plan.workers
-    n = max(1, min(dataset.count, 2 * workers, 16))
     samples = []
-    for i in range(n):
+    for i in range(max(1, min(dataset.count, 2 * workers, 16))):
         with contextlib.suppress(Exception):
             samples.append(dataset.read(i))
-    counts = [0] * workers
-    barrier = threading.Barrier(workers + 1)
+    if not samples:
+        return {"qps": None, "predictions": 0, "seconds": 0.0}
+    counts, spent = [0] * workers, [0.0] * workers
+    barrier = threading.Barrier(workers)
 
     def loop(w: int) -> None:
+        with contextlib.suppress(Exception):  # untimed: a thread's first run costs more
+            backend.predict(samples[w % len(samples)], w)
         barrier.wait()
-        deadline = time.perf_counter() + min_seconds
+        start = time.perf_counter()
         k = w
-        while counts[w] == 0 or time.perf_counter() < deadline:
+        while counts[w] == 0 or spent[w] < min_seconds:
             with contextlib.suppress(Exception):
                 backend.predict(samples[k % len(samples)], w)
             counts[w] += 1
+            spent[w] = time.perf_counter() - start
             k += workers
 
     threads = [threading.Thread(target=loop, args=(w,), daemon=True) for w in range(workers)]
-    if not samples:
-        return {"qps": None, "predictions": 0, "seconds": 0.0}
     for t in threads:
         t.start()
-    barrier.wait()
-    start = time.perf_counter()
     for t in threads:
         t.join()
-    seconds = time.perf_counter() - start
-    total = sum(counts)
-    return {
-        "qps": total / seconds if seconds > 0 else None,
-        "predictions": total,
-        "seconds": seconds,
-    }
+    rates = [c / t for c, t in zip(counts, spent, strict=True) if t > 0]
+    return {"qps": sum(rates) if rates else None, "predictions": sum(counts), "seconds": max(spent)}
 
 
 class Progress:

@@ -93,7 +93,7 @@ def test_first_run_shows_the_map_table(cli):
     assert found, r.out
     assert float(found.group(1)) >= 90.0
     result = json.loads(next((cli.home / "runs").glob("*/result.json")).read_text())
-    assert result["status"] == "ok" and result["mode"] == "accuracy"
+    assert result["status"] == "ok" and result["mode"] == "AccuracyOnly"
     assert result["accuracy"]["mAP"] == pytest.approx(float(found.group(1)) / 100, abs=5e-6)
     assert {n["name"] for n in result["lock"]["node"]} >= {
         "onnxruntime", "mlcommons-loadgen", "pycocotools", "mlpkg-harness",
@@ -116,9 +116,9 @@ def test_second_run_reuses_everything(cli):
 def test_every_scenario_runs_in_performance_mode(cli, app):
     r = cli.sub("run", f"retinanet-{app}+synthetic", "--time", "2", timeout=300).ok()
     assert re.search(r"TestScenario\.\w+ qps=[\d.]+, mean=[\d.]+, time=[\d.]+", r.out), r.out
-    assert re.search(r"Result is\s*: (VALID|INVALID)", r.out), r.out
+    assert re.search(r"LoadGen result: (VALID|INVALID)", r.out), r.out
     result = _result(cli, r.err)
-    assert result["mode"] == "performance" and result["loadgen"]
+    assert result["mode"] == "PerformanceOnly" and result["loadgen"]
 
 
 def test_runs_list_and_show(cli):
@@ -174,3 +174,13 @@ sha256 = "{sha}"
     cli.sub("add-file", str(local), "--name", "openimages-mlperf", "--version", "1.0").ok()
     r = cli.sub("run", "retinanet-offline", "--accuracy", "--count", "16", timeout=600).ok()
     assert MAP_LINE.search(r.out), r.out
+
+
+def test_loadgen_4_0_loads_mlperf_conf_explicitly(cli):
+    r = cli.sub("run", "--with", "loadgen=mlcommons-loadgen@4.0", "retinanet-multistream+synthetic",
+                "--time", "2", timeout=300).ok()  # fmt: skip
+    result = _result(cli, r.err)
+    assert result["versions"]["loadgen_version"] == "4.0"
+    conf = result["settings"]["conf_files"]
+    assert conf[0]["role"] == "mlperf" and conf[0]["path"].endswith("mlperf-retinanet.conf")
+    assert result["settings"]["values"]["multi_stream_samples_per_query"] == 8

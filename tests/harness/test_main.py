@@ -5,7 +5,11 @@ mlpkg/harness/report.py."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +18,7 @@ import pytest
 
 from mlpkg.harness.report import parse_summary, reference_line
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
 TILES = r"tiles=50\.0:[\d.]+,80\.0:[\d.]+,90\.0:[\d.]+,95\.0:[\d.]+,99\.0:[\d.]+,99\.9:[\d.]+"
 
 
@@ -152,6 +157,21 @@ def test_user_conf_and_count_reach_loadgen(harness: Any, tmp_path: Path) -> None
     assert params["target_qps"] == 50
 
 
+def test_audit_conf_reaches_loadgen(harness: Any, tmp_path: Path) -> None:
+    """A TEST01-style audit.config: LoadGen logs sampled responses in performance mode."""
+    audit = tmp_path / "audit.config"
+    audit.write_text(
+        "*.*.mode = 2\n*.*.accuracy_log_rng_seed = 720381539243781796\n"
+        "*.*.accuracy_log_sampling_target = 64\n"
+        "*.*.performance_issue_unique = 1\n"
+    )
+    r = harness.run("--audit-conf", str(audit), "--time", "0.3", "--quiet")
+    assert r.code == 0, str(r)
+    assert r.json()["settings"]["audit_conf"] == str(audit)
+    assert "Found Audit Config file" in (r.output / "mlperf_log_detail.txt").read_text()
+    assert json.loads((r.output / "mlperf_log_accuracy.json").read_text())
+
+
 def test_harness_json_fields(harness: Any) -> None:
     r = harness.run("--scenario", "SingleStream", "--time", "0.3", "--quiet")
     assert r.code == 0, str(r)
@@ -266,3 +286,41 @@ def test_reference_line_format() -> None:
     assert fig["qps"] == 2.0 and fig["queries"] == 4 and fig["mAP"] == pytest.approx(65.417)
     empty, _ = reference_line("Server", [], 0.0)
     assert empty.startswith("TestScenario.Server qps=0.00, mean=0.0000, time=0.000, queries=0")
+
+
+def test_runs_as_the_top_level_package(
+    tiny_model: Path, tiny_dataset: Path, tmp_path: Path
+) -> None:
+    """Installed into the closure, the package is ``mlpkg_harness``: only relative imports,
+    and its data file beside the modules."""
+    site = tmp_path / "site"
+    shutil.copytree(
+        REPO_ROOT / "mlpkg" / "harness",
+        site / "mlpkg_harness",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    assert (site / "mlpkg_harness" / "mlperf-retinanet.conf").is_file()
+    out = tmp_path / "out"
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mlpkg_harness",
+            "--model",
+            str(tiny_model),
+            "--dataset",
+            str(tiny_dataset),
+            "--output",
+            str(out),
+            "--time",
+            "0.3",
+            "--quiet",
+        ],
+        cwd=site,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+    )
+    assert r.returncode == 0, r.stderr
+    assert json.loads((out / "harness.json").read_text())["status"] == "ok"

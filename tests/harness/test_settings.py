@@ -31,7 +31,7 @@ from mlpkg.harness import settings as hs
 a = json.loads(sys.argv[1])
 opts = hs.Options(a["scenario"], a.get("accuracy", False), a.get("count"), a.get("time"),
                   a.get("qps"), a.get("max_latency"), a.get("samples_per_query"),
-                  a.get("performance_sample_count"))
+                  a.get("performance_sample_count"), a.get("qsl_samples"))
 steps = hs.conf_plan(a["version"], a.get("mlperf_conf") and Path(a["mlperf_conf"]),
                      a.get("user_conf") and Path(a["user_conf"]))
 est = hs.Estimates(a.get("est_qps"), a.get("est_latency"), a.get("workers", 1))
@@ -218,6 +218,16 @@ def test_short_runs_lower_the_query_minimum_and_use_the_estimates() -> None:
     full = record(scenario="SingleStream", est_latency=0.001)["values"]  # no --time: as is
     assert full["single_stream_expected_latency_ns"] == 10_000_000
     assert full["min_duration_ms"] == 600000
+
+
+def test_performance_sample_count_is_capped_at_the_qsl_size() -> None:
+    rec = record(scenario="Offline", qsl_samples=8)
+    assert rec["values"]["performance_sample_count_override"] == 8
+    assert rec["overrides"]["performance_sample_count_override"] == 8
+    assert (
+        record(scenario="Offline", qsl_samples=500)["values"]["performance_sample_count_override"]
+        == 64
+    )
 
 
 def test_accuracy_mode_and_scenario_are_set() -> None:
