@@ -191,12 +191,14 @@ def evaluate(
     output_file: Path | None = None,
     use_inv_map: bool = False,
     chatter: bool = True,
+    annotations: Path | None = None,
 ) -> AccuracyResult:
     """Evaluate ``accuracy_file``; pycocotools' messages go to stdout when ``chatter``
-    (otherwise only its summary table). Raises BadInput, NoDetections."""
+    (otherwise only its summary table). ``annotations`` overrides :func:`annotations_path`
+    (the harness passes its dataset's file). Raises BadInput, NoDetections."""
     buf, stdout = io.StringIO(), sys.stdout
     with contextlib.redirect_stdout(stdout if chatter else buf):
-        coco_gt = _coco(annotations_path(openimages_dir))
+        coco_gt = _coco(annotations or annotations_path(openimages_dir))
         results = _load_log(accuracy_file)
         inv_map = [0, *coco_gt.getCatIds()] if use_inv_map else None
         detections, image_ids, no_results, _ = detections_from_log(

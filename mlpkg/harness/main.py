@@ -24,7 +24,8 @@ responses, LoadGen gets :data:`DRAIN_SECONDS` to finish, harness.json is written
 "interrupted", and if LoadGen still runs the process ends with ``os._exit(130)`` (its logs
 are kept as far as written).
 
-``OUT/harness.json`` (format 1)::
+``OUT/harness.json`` (format 1; not written for bad input, which stops before ``OUT`` is
+created)::
 
     format               1
     harness_version      this package's __version__
@@ -36,10 +37,14 @@ are kept as far as written).
     model, dataset, output                     the paths given
     loadgen_version, onnxruntime_version, numpy_version, python_version
     duration_s           wall-clock seconds of the whole command
-    settings             conf_files (the FromConfig calls in order: role, path or null for
-                         an empty temporary user conf, applies_builtin_mlperf_conf),
-                         audit_conf, overrides (what the options set), values (TestSettings
-                         read back after everything), notes, qsl_performance_sample_count
+    settings             scenario, mode, model_name; conf_files (the FromConfig calls in
+                         order: role "mlperf"|"user", path or null for an empty temporary
+                         user conf, applies_builtin_mlperf_conf); audit_conf (path or null);
+                         overrides (what the options and short-run rules set); values
+                         (TestSettings read back after everything: durations, query counts,
+                         performance_sample_count_override, QPS, latencies, percentiles,
+                         samples per query, seeds); notes (estimates used, caps);
+                         qsl_performance_sample_count (given to ConstructQSL)
     session              workers, intra_op_threads, inter_op_threads, sessions, cpu_count,
                          provider, graph_optimization_level, execution_mode,
                          warmup_latencies_s (the five warm-up predictions), calibration
@@ -388,7 +393,8 @@ def finish(
     map_fraction: float | None = None
     if a.accuracy and not interrupted:
         try:
-            result = evaluate(run.output / "mlperf_log_accuracy.json", ds.root, chatter=False)
+            log = run.output / "mlperf_log_accuracy.json"
+            result = evaluate(log, ds.root, chatter=False, annotations=ds.annotations)
             run.doc["accuracy"], map_fraction = result.as_dict(), result.map
             print(result.line)
         except (NoDetections, BadInput) as e:

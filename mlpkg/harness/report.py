@@ -12,11 +12,13 @@ rate is samples per query / mean query latency), the latency statistics in ns, t
     queries=10, tiles=50.0:8.8280,80.0:9.0455,90.0:9.1450,95.0:9.2375,99.0:9.3114,99.9:9.3281
 
 (one line): ``queries`` = samples answered successfully; ``mean`` and the percentiles
-(numpy's linear interpolation) of their latencies in seconds, from ``issue_queries`` to the
-answer; ``time`` = seconds from LoadGen's last sample load to the end of the test (the
-reference also counts its mAP computation in accuracy mode; the harness does not);
-``qps = queries / time``. ``acc=`` and ``mAP=`` appear in accuracy mode only (see
-:class:`.postprocess.LabelHits` for what ``acc`` measures).
+(numpy's linear interpolation) of their latencies in seconds, from the sample's hand-over to
+the workers in ``issue_queries`` (the reference's ``Item`` creation: in Offline a sample
+waits there until the queue of 4 x workers has room) to the answer; ``time`` = seconds from
+LoadGen's last sample load to the end of the test (the reference also counts its mAP
+computation in accuracy mode; the harness does not); ``qps = queries / time``. ``acc=``
+and ``mAP=`` appear in accuracy mode only (see :class:`.postprocess.LabelHits` for what
+``acc`` measures).
 """
 
 from __future__ import annotations

@@ -59,7 +59,7 @@ class Stats:
     drained: int = 0
     first_error: str | None = None
     error_samples: list[int] = field(default_factory=list)
-    latencies: list[float] = field(default_factory=list)  # issue -> answer, successes (s)
+    latencies: list[float] = field(default_factory=list)  # hand-over -> answer, successes
 
     def as_dict(self) -> dict[str, Any]:
         with self.lock:
@@ -116,14 +116,14 @@ class SUT:
     # -- LoadGen callbacks -----------------------------------------------------------------
 
     def issue_queries(self, samples: Sequence[Any]) -> None:
-        now = time.perf_counter()
-        items = []
-        with self.stats.lock:
-            for s in samples:
-                items.append(Item(s.id, s.index, now, self._tickets))
+        """One item per sample, timed from its hand-over to the workers (as the reference's
+        ``Item``: an Offline sample waits here until the queue has room)."""
+        for s in samples:
+            with self.stats.lock:
+                ticket = self._tickets
                 self._tickets += 1
-            self.stats.issued += len(items)
-        for item in items:
+                self.stats.issued += 1
+            item = Item(s.id, s.index, time.perf_counter(), ticket)
             if self.synchronous:
                 self._process(item, 0)
             else:
@@ -246,14 +246,16 @@ def warm_up(backend: Backend, dataset: PreprocessedDataset, n: int = WARMUP) -> 
     """Run ``n`` predictions on sample 0 (as the reference; on zeros of the manifest's shape
     if sample 0 cannot be run), then one on every other session; return the ``n`` latencies
     (s). BadInput if the model cannot run at all or its outputs are not RetinaNet's."""
+    times: list[float] = []
     try:
         x = dataset.read(0)
-        backend.predict(x)
+        start = time.perf_counter()
+        outputs = backend.predict(x)
+        times.append(time.perf_counter() - start)
     except Exception:
         x = np.zeros((1, *dataset.shape), dtype=np.float32)
-    times = []
     try:
-        for _ in range(n):
+        while len(times) < n:
             start = time.perf_counter()
             outputs = backend.predict(x)
             times.append(time.perf_counter() - start)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from .openimages_classes import MLPERF_CLASSES
+from .openimages_classes import MLPERF_CLASSES as MLPERF_CLASSES
 
 #: Side of the square model input (pixels).
 INPUT_SIZE: Final = 800

@@ -4,7 +4,9 @@ and LoadGen on the tiny model (see conftest.py), in every scenario; a failing sa
 
 from __future__ import annotations
 
+import io
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -128,3 +130,35 @@ def test_thread_choice_is_recorded(harness: Any, tmp_path: Path) -> None:
     # mlperf.conf's 64 performance samples, capped at the 4 samples there are
     assert doc["loadgen"]["parameters"]["performance_sample_count"] == 4
     assert any("capped" in n for n in doc["settings"]["notes"])
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_display(tiny_model: Path, tiny_dataset: Path) -> None:
+    """One updating line on a terminal (cleared before warnings), plain lines otherwise."""
+    import mlperf_loadgen as lg
+
+    from mlpkg.harness.backend import load_backend
+    from mlpkg.harness.dataset import open_dataset
+    from mlpkg.harness.sut import SUT, Progress
+
+    backend = load_backend(tiny_model, thread_plan("Offline", 1))
+    sut = SUT(lg, backend, open_dataset(tiny_dataset, None), "Offline", False, print)
+    term = _Terminal()
+    progress = Progress(sut, quiet=False, stream=term)
+    assert progress.tty and progress.interval == 0.5
+    progress.interval = 0.01
+    progress.start()
+    time.sleep(0.2)
+    progress.message("warning: something")
+    progress.close()
+    text = term.getvalue()
+    assert text.startswith("\r\033[Ksamples answered 0/0 (0.0/s)")
+    assert "\r\033[Kwarning: something\n" in text
+    quiet = Progress(sut, quiet=True, stream=_Terminal())
+    quiet.start()
+    quiet.close()
+    assert quiet.stream.getvalue() == ""  # type: ignore[attr-defined]
