@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
 from mlpkg.errors import RecipeError
-from mlpkg.recipes.model import Recipe
+from mlpkg.recipes.model import FieldError, Recipe
 
 
-def _field(loc: tuple[int | str, ...]) -> str:
+def _field(loc: tuple[int | str, ...], err: Any = None) -> str:
+    """The dotted field of a validation error: its location, refined by the field a
+    :class:`FieldError` (a rule over several fields) names."""
     parts = [str(p) for p in loc if not str(p).startswith("function-")]
+    cause = (err or {}).get("ctx", {}).get("error")
+    if isinstance(cause, FieldError):
+        parts.append(cause.field)
     return ".".join(parts) or "(top level)"
 
 
@@ -30,15 +36,15 @@ def parse(text: str, file: str) -> Recipe:
             msg = err["msg"].removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
                 msg = "unknown field (not part of recipe format 1)"
-            problems.append(f"{file}: field {_field(err['loc'])}: {msg}")
+            problems.append(f"{file}: field {_field(err['loc'], err)}: {msg}")
         first = e.errors()[0]
         count = len(problems)
         raise RecipeError(
             f"{file} is not a valid recipe: {count} problem{'s' if count > 1 else ''}, "
-            f"first in field {_field(first['loc'])}.",
+            f"first in field {_field(first['loc'], first)}.",
             details=problems,
             file=file,
-            field=_field(first["loc"]),
+            field=_field(first["loc"], first),
         ) from None
 
 
@@ -54,7 +60,7 @@ def check_variants(recipe: Recipe, file: str) -> None:
             Recipe.model_validate(data)
         except ValidationError as e:
             err = e.errors()[0]
-            where = f"variants.{name}.{_field(err['loc'])}"
+            where = f"variants.{name}.{_field(err['loc'], err)}"
             msg = err["msg"].removeprefix("Value error, ")
             raise RecipeError(f"{file}: field {where}: {msg}.", file=file, field=where) from None
 

@@ -32,6 +32,14 @@ _DOTTED = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
 RESERVED_INPUT_KEYS = frozenset({"out", "PATH", "HOME", "TMPDIR", "SOURCE_DATE_EPOCH"})
 
 
+class FieldError(ValueError):
+    """A rule over several fields, reported under the ``field`` that must change."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -283,27 +291,35 @@ class Recipe(_Strict):
             present = getattr(self, section) is not None
             if section in needs[self.kind] and not present:
                 article = "an" if self.kind[0] in "aeiou" else "a"
-                raise ValueError(f"{article} {self.kind} recipe needs a [{section}] table")
+                raise FieldError(section, f"{article} {self.kind} recipe needs a [{section}] table")
             if section not in allowed.get(self.kind, needs[self.kind]) and present:
                 article = "an" if self.kind[0] in "aeiou" else "a"
-                raise ValueError(f"{article} {self.kind} recipe cannot have a [{section}] table")
+                raise FieldError(
+                    section, f"{article} {self.kind} recipe cannot have a [{section}] table"
+                )
         if self.app is not None and "python" not in self.inputs:
-            raise ValueError("an app with an [app] package needs an input named python")
+            raise FieldError("inputs", "an app with an [app] package needs an input named python")
         if self.kind == "wheel" and "python" not in self.inputs:
-            raise ValueError("a wheel recipe needs an input named python (the interpreter)")
+            raise FieldError(
+                "inputs", "a wheel recipe needs an input named python (the interpreter)"
+            )
         if self.kind == "wheel" and self.source is not None and self.source.unpack:
-            raise ValueError("a wheel's [source] is installed, not unpacked: drop unpack")
+            raise FieldError(
+                "source.unpack", "a wheel's [source] is installed, not unpacked: drop unpack"
+            )
         if self.kind in ("fetch", "external") and self.inputs:
-            raise ValueError(f"a {self.kind} recipe cannot have inputs")
+            raise FieldError("inputs", f"a {self.kind} recipe cannot have inputs")
         if (self.version == "external") != (self.kind == "external"):
-            raise ValueError('version "external" is for external recipes, which need it')
+            raise FieldError("version", 'version "external" is for external recipes, which need it')
         runtime = self.build.runtime_inputs if self.build is not None else None
         unknown = sorted(set(runtime or []) - set(self.inputs))
         if unknown:
-            raise ValueError(f"build.runtime_inputs names '{unknown[0]}', which is not an input")
-        bad = RESERVED_INPUT_KEYS & set(self.inputs)
+            raise FieldError(
+                "build.runtime_inputs", f"it names '{unknown[0]}', which is not an input"
+            )
+        bad = sorted(RESERVED_INPUT_KEYS & set(self.inputs))
         if bad:
-            raise ValueError(f"input name '{sorted(bad)[0]}' is reserved")
+            raise FieldError(f"inputs.{bad[0]}", f"input name '{bad[0]}' is reserved")
         return self
 
     def hashed_content(self) -> dict[str, Any]:

@@ -58,14 +58,14 @@ def test_all_problems_are_reported_at_once(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "field", "words"),
     [
-        ('name = "x"\nversion = "1.0"\nkind = "fetch"\n', "(top level)", "needs a [source]"),
+        ('name = "x"\nversion = "1.0"\nkind = "fetch"\n', "source", "needs a [source]"),
         ('name = "x"\nversion = "1.0"\nkind = "teleport"\n', "kind", "fetch"),
         ('name = "x"\nversion = "one"\nkind = "build"\n[build]\nscript="s"\n', "version", "valid version"),
         ('name = "x"\nversion = "1.0"\nkind = "fetch"\n[source]\nurls = ["ftp://a/b"]\nsha256 = "' + "a" * 64 + '"\n', "source.urls", "ftp://a/b"),
         ('name = "x"\nversion = "1.0"\nkind = "fetch"\n[source]\nurls = ["https://a/b"]\n', "source", "needs sha256"),
         ('name = "x"\nversion = "1.0"\nkind = "fetch"\n[source]\nurls = ["https://a/b"]\nsha256 = "abc"\n', "source.sha256", "pattern"),
         ('name = "x"\nversion = "1.0"\nkind = "build"\n[inputs]\n"bad key" = "y"\n[build]\nscript="s"\n', "inputs", "environment variable"),
-        ('name = "x"\nversion = "1.0"\nkind = "build"\n[inputs]\nout = "y"\n[build]\nscript="s"\n', "(top level)", "reserved"),
+        ('name = "x"\nversion = "1.0"\nkind = "build"\n[inputs]\nout = "y"\n[build]\nscript="s"\n', "inputs.out", "reserved"),
         ('format = 2\nname = "x"\nversion = "1.0"\nkind = "build"\n[build]\nscript="s"\n', "format", "format 2"),
         ('name = "x"\nversion = "1.0"\nkind = "build"\n[build]\nscript="s"\n[env]\nP = {prepend="a", append="b"}\n', "env.P", "exactly one"),
     ],

@@ -57,9 +57,7 @@ def test_unknown_variant_names_the_ones_there_are() -> None:
 
 def test_an_invalid_variant_is_reported_at_load_with_its_field(tmp_path: Path) -> None:
     write(tmp_path, "tool", BASE + '\n[variants.broken]\nremove = ["build"]\n')
-    with pytest.raises(
-        RecipeError, match=r"field variants\.broken\.\(top level\): a build recipe needs"
-    ):
+    with pytest.raises(RecipeError, match=r"field variants\.broken\.build: a build recipe needs"):
         loader.load(tmp_path / "tool" / "1.0.toml")
     write(tmp_path, "tool", BASE + "\n[variants.odd]\ncolour = 1\n")
     with pytest.raises(RecipeError) as e:
