@@ -11,7 +11,7 @@ import traceback
 import click
 
 from mlpkg import __version__
-from mlpkg.cli import build, importer, lock, profile, run, shell, store_cmds
+from mlpkg.cli import build, importer, lock, profile, run, runs_cmds, shell, store_cmds
 from mlpkg.cli.context import App
 from mlpkg.errors import MlpkgError
 
@@ -30,6 +30,7 @@ for command in (
     *lock.COMMANDS,
     *profile.COMMANDS,
     *run.COMMANDS,
+    *runs_cmds.COMMANDS,
     *shell.COMMANDS,
     *store_cmds.COMMANDS,
 ):

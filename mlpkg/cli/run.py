@@ -9,23 +9,20 @@ happened in ``result.json`` (mlpkg.env.runs).
 
 from __future__ import annotations
 
-import contextlib
+import json
 import os
 import re
-import shutil
 import signal
-import subprocess
-import sys
 import time
 import tomllib
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import click
 
 from mlpkg.cli.context import App, common
 from mlpkg.env import runs
+from mlpkg.env.launch import Exited, launch
 from mlpkg.errors import BadInput, Interrupted, RecipeError, RunError
 from mlpkg.store.path import StorePath
 
@@ -98,6 +95,47 @@ def command_of(app: App, drv: Any, run_dir: Path) -> list[str]:
     return [_PLACEHOLDER.sub(fill, part) for part in drv.recipe.run.command]
 
 
+def _check_output(output: Path | None) -> None:
+    """Refuse an ``--output`` that cannot be a fresh run directory (before building)."""
+    if output is None or not output.exists():
+        return
+    if not output.is_dir() or any(output.iterdir()):
+        raise BadInput(
+            f"The output directory {output} is not empty; give a new one, so that no "
+            "result is mixed with an older one.",
+            field="--output",
+        )
+
+
+def _check_args(drv: Any, extra: list[str]) -> None:
+    """Refuse an option the app's command sets itself (e.g. --scenario of retinanet-offline):
+    the record would name one app and hold another's run."""
+    fixed = {part for part in drv.recipe.run.command if part.startswith("--")}
+    for arg in extra:
+        option = arg.split("=", 1)[0]
+        if option in fixed:
+            raise BadInput(
+                f"{drv.recipe.spec} sets {option} itself (its [run] command); leave it out, "
+                "or run the app that has the value you want.",
+                package=drv.name,
+                field=option,
+            )
+
+
+def _replay_source(path: Path) -> tuple[Path, list[str] | None]:
+    """``--lock`` takes a lockfile, or a run directory / its result.json: then the run's
+    lock and its arguments, so the experiment is repeated exactly."""
+    result = path / runs.RESULT_FILE if path.is_dir() else path
+    if result.suffix != ".json":
+        return path, None
+    try:
+        doc = json.loads(result.read_text(encoding="utf-8"))
+        args = [str(a) for a in doc["args"]]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise BadInput(f"Cannot read the run record {result}: {e}.", file=str(result)) from None
+    return result.parent / "mlpkg.lock", args
+
+
 def _run_dir(app: App, name: str, output: Path | None) -> tuple[str, Path]:
     """A fresh run id and its directory (``output`` when given, linked from runs/)."""
     root = runs.runs_dir(app.home)
@@ -138,44 +176,13 @@ def _activate(app: App, plan: Any, name: str, spec: str) -> dict[str, str]:
     return env
 
 
-def _spawn(argv: list[str], env: dict[str, str], run_dir: Path, show: bool) -> int:
-    """Run ``argv`` in its own session; tee its stdout; forward SIGINT/SIGTERM to it."""
-    exe = shutil.which(argv[0], path=env.get("PATH"))
-    if exe is None:
-        raise RunError(f"The app's command {argv[0]} is not in its closure's PATH.")
-    with open(run_dir / "stdout.txt", "wb") as log:
-        proc = subprocess.Popen(
-            [exe, *argv[1:]], env=env, stdout=subprocess.PIPE, start_new_session=True
-        )
-
-        def forward(signum: int, _frame: FrameType | None) -> None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signum)
-
-        old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            assert proc.stdout is not None
-            for line in iter(proc.stdout.readline, b""):
-                log.write(line)
-                log.flush()
-                if show:
-                    sys.stdout.buffer.write(line)
-                    sys.stdout.flush()
-            return proc.wait()
-        finally:
-            for s, handler in old.items():
-                signal.signal(s, handler)
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-
-
 def _status(code: int) -> str:
     if code == 0:
         return "ok"
     if code == 2:
         return "bad-input"
-    if code in (130, -signal.SIGINT, 128 + signal.SIGTERM, -signal.SIGTERM):
+    stops = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    if code in {130, *(128 + s for s in stops), *(-s for s in stops)}:
         return "interrupted"
     return "failed"
 
@@ -193,8 +200,9 @@ def _lock_table(app: App, plan: Any, spec: str, run_dir: Path) -> dict[str, Any]
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @click.option("--output", type=click.Path(file_okay=False, path_type=Path),
               help="The run directory (default: $MLPKG_HOME/runs/<run-id>).")  # fmt: skip
-@click.option("--lock", "lock_file", type=click.Path(dir_okay=False, path_type=Path),
-              help="Run exactly the closure of this lockfile (`mlpkg lock APP`).")  # fmt: skip
+@click.option("--lock", "lock_file", type=click.Path(exists=True, path_type=Path),
+              help="Run exactly the closure of this lockfile (`mlpkg lock APP`), or of a run "
+                   "directory (its mlpkg.lock, with its arguments).")  # fmt: skip
 @click.option("--allow-external-drift", is_flag=True,
               help="With --lock: accept other versions of external tools.")  # fmt: skip
 @common
@@ -209,8 +217,13 @@ def run_cmd(app: App, spec: str | None, args: tuple[str, ...], output: Path | No
         if lock_file is None:
             raise BadInput(f"Give the app first, then its options: `mlpkg run APP {spec} ...`.")
         spec, extra = None, [spec, *extra]
+    if lock_file is not None:
+        lock_file, replayed = _replay_source(lock_file)
+        extra = extra or replayed or []
+    _check_output(output)
     plan, spec = _plan(app, spec, lock_file, allow_external_drift)
     drv = plan.node(plan.roots[0]).drv
+    _check_args(drv, extra)
     env = _activate(app, plan, drv.name, spec)
     run_id, run_dir = _run_dir(app, drv.name, output)
     argv = [*command_of(app, drv, run_dir), *extra]
@@ -219,24 +232,34 @@ def run_cmd(app: App, spec: str | None, args: tuple[str, ...], output: Path | No
     result: dict[str, Any] = {
         "format": runs.RESULT_FORMAT, "id": run_id, "status": "running", "exit_code": None,
         "app": spec, "app_path": str(drv.path), "command": argv, "args": extra,
+        "overrides": dict(app.overrides), "lockfile": str(lock_file) if lock_file else None,
         "started": started, "output": str(run_dir), "machine": runs.machine(),
         "lock": _lock_table(app, plan, spec, run_dir),
     }  # fmt: skip
     runs.write_json(run_dir / runs.RESULT_FILE, result)
     app.info(f"run {run_id}: {drv.recipe.spec} in {run_dir}")
     try:
-        code = _spawn(argv, env, run_dir, show=not app.json and not app.quiet)
+        exited = launch(argv, env, run_dir, show=not app.json,
+                        on_start=lambda pid: _record_pid(run_dir, result, pid))  # fmt: skip
     except RunError as e:  # the program could not start: the record says so
         result.update(status="failed", exit_code=None, finished=time.time(), error=e.message)
         runs.write_json(run_dir / runs.RESULT_FILE, result)
         raise
-    _finish(app, result, run_dir, code, started)
+    _finish(app, result, run_dir, exited, started)
 
 
-def _finish(app: App, result: dict[str, Any], run_dir: Path, code: int, started: float) -> None:
-    finished = time.time()
-    result.update(status=_status(code), exit_code=code, finished=finished,
-                  duration_s=round(finished - started, 3))  # fmt: skip
+def _record_pid(run_dir: Path, result: dict[str, Any], pid: int) -> None:
+    """The app's pid and mlpkg's, so a list can tell a run that died from a running one."""
+    result.update(pid=pid, mlpkg_pid=os.getpid())
+    runs.write_json(run_dir / runs.RESULT_FILE, result)
+
+
+def _finish(
+    app: App, result: dict[str, Any], run_dir: Path, exited: Exited, started: float
+) -> None:
+    finished, code = time.time(), exited.code
+    result.update(status=_status(code), exit_code=code, finished=finished, pid=exited.pid,
+                  duration_s=round(finished - started, 3), error=exited.error)  # fmt: skip
     report = runs.read_app_report(run_dir)
     if report is not None:
         if report.get("status") in ("failed", "interrupted") and result["status"] == "ok":
@@ -252,68 +275,12 @@ def _finish(app: App, result: dict[str, Any], run_dir: Path, code: int, started:
     where = f"the run directory {run_dir} keeps its logs"
     if status == "interrupted":
         raise Interrupted(f"Run {run_id} was interrupted; {where}.")
+    reason = f" ({exited.error})" if exited.error else ""
     if status == "bad-input":
-        raise BadInput(f"Run {run_id}: the app refused its input (exit {code}); {where}.")
+        raise BadInput(f"Run {run_id}: the app refused its input{reason}; {where}.")
     if status != "ok":
-        raise RunError(f"Run {run_id} failed (exit {code}); {where}.")
+        raise RunError(f"Run {run_id} failed (exit {code}){reason}; {where}.")
     app.info(f"run {run_id}: ok; results in {run_dir}")
 
 
-@click.group("runs")
-def runs_group() -> None:
-    """The records of past runs ($MLPKG_HOME/runs)."""
-
-
-@runs_group.command("list")
-@common
-def runs_list_cmd(app: App) -> None:
-    """List the runs, oldest first."""
-    records, problems = runs.list_runs(app.home)
-    for problem in problems:
-        app.info(f"warning: {problem}")
-    if app.json:
-        app.emit([_summary(r) for r in records])
-        return
-    for r in records:
-        s = _summary(r)
-        app.out(f"{r.id}  {s['status']:<11}  {s['mode'] or '-':<11}  {s['headline']}")
-
-
-def _summary(r: runs.RunRecord) -> dict[str, Any]:
-    res = r.result
-    return {
-        "id": r.id, "app": res.get("app"), "status": r.status, "scenario": res.get("scenario"),
-        "mode": res.get("mode"), "headline": runs.headline(res), "started": res.get("started"),
-        "output": str(r.dir),
-    }  # fmt: skip
-
-
-@runs_group.command("show")
-@click.argument("run_id", metavar="ID")
-@common
-def runs_show_cmd(app: App, run_id: str) -> None:
-    """Show one run (ID, a unique prefix of it, or 'latest')."""
-    record = runs.find_run(app.home, run_id)
-    res = record.result
-    if app.json:
-        app.emit(res)
-        return
-    started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(res.get("started") or 0))
-    app.out(f"run       {record.id}")
-    app.out(f"app       {res.get('app')}  ({res.get('app_path')})")
-    app.out(f"status    {record.status} (exit {res.get('exit_code')})")
-    app.out(f"started   {started}, {res.get('duration_s', '?')} s")
-    app.out(f"output    {record.dir}")
-    for key in ("scenario", "mode"):
-        if res.get(key):
-            app.out(f"{key:<9} {res[key]}")
-    summary = res.get("summary")
-    if isinstance(summary, dict) and summary.get("line"):
-        app.out(summary["line"])
-    if runs.headline(res):
-        app.out(runs.headline(res))
-    nodes = res.get("lock", {}).get("node", [])
-    app.out(f"closure   {len(nodes)} paths (mlpkg.lock in the output directory)")
-
-
-COMMANDS = [run_cmd, runs_group]
+COMMANDS = [run_cmd]

@@ -307,6 +307,31 @@ def add_file_cmd(app: App, file: Path, name: str, version: str) -> None:
         app.out(real)
 
 
+def _check_tree(root: Path) -> None:
+    """Refuse what a safe unpack refuses (invariant 5): links that are absolute or lead
+    out of ``root``, and anything but files, directories and links."""
+    import stat
+
+    top = os.path.realpath(root)
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in [*dirnames, *filenames]:
+            path = Path(dirpath) / name
+            mode = path.lstat().st_mode
+            if stat.S_ISLNK(mode):
+                target = os.readlink(path)
+                inside = os.path.realpath(path).startswith(top + os.sep)
+                if os.path.isabs(target) or not inside:
+                    raise BadInput(
+                        f"{path} links to {target}, outside the directory being added.",
+                        file=str(path),
+                    )
+            elif not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                raise BadInput(
+                    f"{path} is not a file, a directory or a link; it cannot be added.",
+                    file=str(path),
+                )
+
+
 def _add_directory(app: App, directory: Path, name: str, version: str) -> None:
     """``add-file DIR``: realise NAME@VERSION, a network build, from a local copy."""
     import shutil
@@ -323,17 +348,6 @@ def _add_directory(app: App, directory: Path, name: str, version: str) -> None:
             package=drv.name,
         )
 
-    from mlpkg.resolver.plan import Plan
-    from mlpkg.resolver.realise import realise_plan
-
-    inputs = [n for n in plan.nodes if n.path != drv.path]
-    if any(n.action != "valid" for n in inputs):  # its inputs are its references
-        reporter = app.reporter()
-        try:
-            realise_plan(Plan(inputs, [n.path for n in inputs]), app.store, reporter)
-        finally:
-            reporter.close()
-
     missing = [rel for rel in build.expect if not os.path.lexists(directory / rel)]
     if missing:
         raise BadInput(
@@ -342,6 +356,22 @@ def _add_directory(app: App, directory: Path, name: str, version: str) -> None:
             file=str(directory),
             package=drv.name,
         )
+    _check_tree(directory)
+    references = runtime_references(drv)
+    if any(plan.node(p).action != "valid" for p in references):  # must be valid first
+        from mlpkg.resolver.plan import Plan
+        from mlpkg.resolver.realise import realise_plan
+
+        needed = [n for n in plan.nodes if n.path != drv.path]
+        reporter = app.reporter()
+        try:
+            realise_plan(Plan(needed, [n.path for n in needed]), app.store, reporter)
+        finally:
+            reporter.close()
+    if app.store.info(drv.path) is not None:
+        app.info(f"{drv.recipe.spec} is valid already; {directory} was not needed")
+    else:
+        app.info(f"adding {directory} as {drv.recipe.spec}")
 
     def copy(tmp: Path) -> dict[str, object]:
         check_expected(drv, directory)
@@ -354,7 +384,7 @@ def _add_directory(app: App, directory: Path, name: str, version: str) -> None:
         kind="build",
         recipe_hash=drv.recipe_hash,
         deriver=drv.to_json(),
-        references=runtime_references(drv),
+        references=references,
     )
     real = str(app.store.real_path(drv.path))
     if app.json:

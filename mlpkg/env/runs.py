@@ -102,7 +102,26 @@ class RunRecord:
 
     @property
     def status(self) -> str:
-        return str(self.result.get("status", "unknown"))
+        """The recorded status; ``died`` for a run still marked running whose mlpkg and
+        app processes are both gone (mlpkg was killed before it could finish the record)."""
+        status = str(self.result.get("status", "unknown"))
+        if status == "running" and not any(
+            _alive(self.result.get(k)) for k in ("mlpkg_pid", "pid")
+        ):
+            return "died"
+        return status
+
+
+def _alive(pid: object) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def read_record(entry: Path) -> RunRecord:
@@ -163,11 +182,13 @@ def headline(result: dict[str, Any]) -> str:
     if isinstance(accuracy, dict) and accuracy.get("mAP") is not None:
         return f"mAP={float(accuracy['mAP']) * 100:.3f}%"
     loadgen = result.get("loadgen")
+    if result.get("status") == "interrupted":  # its figures are not measurements
+        return "(interrupted)"
     if not isinstance(loadgen, dict) or not loadgen.get("result"):
         return ""
     verdict = str(loadgen["result"])
     if loadgen.get("samples_per_second") is not None:
-        return f"{loadgen['samples_per_second']} samples/s {verdict}"
+        return f"{float(loadgen['samples_per_second']):.2f} samples/s {verdict}"
     latency = loadgen.get("latency_ns") or {}
     for key in ("p99.00", "p90.00", "mean"):
         if isinstance(latency, dict) and latency.get(key) is not None:

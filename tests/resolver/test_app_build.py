@@ -352,6 +352,26 @@ def test_add_file_of_a_directory_stands_in_for_a_network_build(
     assert Path(again.ok().out.strip()) == ds
 
 
+@pytest.mark.parametrize("bad", ["absolute link", "escaping link", "fifo"])
+def test_add_file_of_a_directory_refuses_what_a_safe_unpack_refuses(
+    mlpkg_cli: MlpkgCli, env: dict[str, str], tmp_path: Path, bad: str
+) -> None:
+    network_recipes(mlpkg_cli, closed_port())
+    complete = dataset_dir(tmp_path / "complete", complete=True)
+    odd = complete / "images" / "odd.jpg"
+    if bad == "absolute link":
+        odd.symlink_to("/etc/passwd")
+    elif bad == "escaping link":
+        odd.symlink_to("../../../secret")
+    else:
+        os.mkfifo(odd)
+    r = mlpkg_cli.run("add-file", str(complete), "--name", "ds", "--version", "1.0", env=env)
+    assert r.code == 2, str(r)
+    (sentence,) = error_lines(r)
+    assert str(odd) in sentence, sentence
+    assert not any(e.endswith("-ds-1.0") for e in mlpkg_cli.store_entries())
+
+
 def test_add_file_of_a_directory_for_an_ordinary_build_is_bad_input(
     mlpkg_cli: MlpkgCli, env: dict[str, str], tmp_path: Path
 ) -> None:

@@ -1,0 +1,147 @@
+"""Starting an app's process for ``mlpkg run``: its own session, its output kept, signals
+passed on, never orphaned.
+
+The contract of :func:`launch`:
+
+- the program is looked up on the closure's ``PATH`` only (:class:`RunError` otherwise);
+- it runs in a new session (the terminal's Ctrl-C reaches mlpkg, which passes SIGINT on
+  once), with SIGINT at its default disposition even when mlpkg was started with it
+  ignored (``nohup``, ``&`` in a script), and with the parent-death signal set to SIGINT,
+  so that an mlpkg killed outright still stops the app cleanly;
+- SIGINT, SIGTERM and SIGHUP received by mlpkg are forwarded;
+- stdout and stderr are copied, as they come (progress bars included), to
+  ``stdout.txt``/``stderr.txt`` in the run directory and, when ``show``, to mlpkg's own;
+  a closed terminal stops the copying to it, never the run;
+- it returns the exit status (negative for a signal, as :mod:`subprocess` does), the pid
+  and the last line of stderr that starts with ``error:`` (the reason of a failure).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import IO, BinaryIO
+
+from mlpkg.errors import RunError
+
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass
+class Exited:
+    code: int
+    pid: int
+    error: str | None
+
+
+try:  # looked up before any fork: the child only calls it
+    _prctl = ctypes.CDLL(None, use_errno=True).prctl
+except (OSError, AttributeError):  # not Linux
+    _prctl = None
+
+
+def _child_setup() -> None:  # runs in the child between fork and exec
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, int(signal.SIGINT), 0, 0, 0)
+
+
+class _Tee(threading.Thread):
+    """Copies one pipe to a file and, while it can, to a stream; remembers error lines."""
+
+    def __init__(self, pipe: IO[bytes], log: BinaryIO, echo: BinaryIO | None) -> None:
+        super().__init__(daemon=True)
+        self.pipe, self.log, self.echo = pipe, log, echo
+        self.error: str | None = None
+        self._partial = b""
+
+    def run(self) -> None:
+        while chunk := os.read(self.pipe.fileno(), 65536):
+            self.log.write(chunk)
+            self.log.flush()
+            self._remember(chunk)
+            if self.echo is not None:
+                try:
+                    self.echo.write(chunk)
+                    self.echo.flush()
+                except OSError:  # the terminal went away: keep logging
+                    self.echo = None
+
+    def _remember(self, chunk: bytes) -> None:
+        *lines, self._partial = (self._partial + chunk).split(b"\n")
+        for line in lines:
+            text = line.decode("utf-8", "replace").strip()
+            if text.startswith("error:") or ": error:" in text:
+                self.error = text
+
+
+def launch(
+    argv: list[str],
+    env: dict[str, str],
+    run_dir: Path,
+    show: bool,
+    on_start: Callable[[int], None] | None = None,
+) -> Exited:
+    """Run ``argv`` (see the module docstring) and wait for it; ``on_start`` is told the
+    pid as soon as the process exists."""
+    exe = shutil.which(argv[0], path=env.get("PATH"))
+    if exe is None:
+        raise RunError(f"The app's command {argv[0]} is not in its closure's PATH.")
+    with (
+        open(run_dir / "stdout.txt", "wb") as out_log,
+        open(run_dir / "stderr.txt", "wb") as err_log,
+    ):
+        # Handlers first: a signal caught here is reset to the default in the child at
+        # exec, while an ignored one (nohup, `&` in a script) would stay ignored there.
+        started: list[subprocess.Popen[bytes]] = []
+
+        def forward(signum: int, _frame: FrameType | None) -> None:
+            for child in started:
+                with contextlib.suppress(ProcessLookupError):
+                    child.send_signal(signum)
+
+        old = {s: signal.signal(s, forward) for s in FORWARDED}
+        try:
+            proc = subprocess.Popen(
+                [exe, *argv[1:]],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+                preexec_fn=_child_setup,  # only prctl(): safe after fork
+            )
+        except BaseException:
+            for s, handler in old.items():
+                signal.signal(s, handler)
+            raise
+        started.append(proc)
+        if on_start is not None:
+            on_start(proc.pid)
+        assert proc.stdout is not None and proc.stderr is not None
+        tees = [
+            _Tee(proc.stdout, out_log, sys.stdout.buffer if show else None),
+            _Tee(proc.stderr, err_log, sys.stderr.buffer),
+        ]
+        try:
+            for tee in tees:
+                tee.start()
+            code = proc.wait()
+            for tee in tees:
+                tee.join()
+            return Exited(code, proc.pid, tees[1].error)
+        finally:
+            for s, handler in old.items():
+                signal.signal(s, handler)
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
