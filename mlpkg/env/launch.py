@@ -45,6 +45,7 @@ class Exited:
     error: str | None
 
 
+_prctl: Callable[..., int] | None
 try:  # looked up before any fork: the child only calls it
     _prctl = ctypes.CDLL(None, use_errno=True).prctl
 except (OSError, AttributeError):  # not Linux
