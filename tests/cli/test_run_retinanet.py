@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -144,7 +145,11 @@ def test_run_lock_reruns_the_same_closure(cli, tmp_path):
 
 
 def test_real_model_offline_then_from_add_file(cli, tmp_path):
-    failed = cli.sub("run", "retinanet-offline", "--accuracy", timeout=300)
+    # Offline, whatever this machine can reach: downloads go through a proxy that is not
+    # there, and the dataset's network build is replaced by one that reaches nothing.
+    offline = {"HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9",
+               "NO_PROXY": "", "ALL_PROXY": ""}  # fmt: skip
+    failed = cli.sub("run", "retinanet-offline", "--accuracy", timeout=300, env=offline)
     assert failed.code == 1, failed
     assert "resnext50_32x4d_fpn.onnx" in failed.err
     assert "mlpkg add-file resnext50_32x4d_fpn.onnx --name retinanet-resnext50-onnx" in failed.err
@@ -153,27 +158,76 @@ def test_real_model_offline_then_from_add_file(cli, tmp_path):
     standin = tmp_path / "resnext50_32x4d_fpn.onnx"
     shutil.copyfile(cli.path_of("retinanet-synthetic@1.0"), standin)
     sha = hashlib.sha256(standin.read_bytes()).hexdigest()
-    cli.add_recipe(
-        "retinanet-resnext50-onnx",
-        "1.0",
-        f"""
+    cli.add_recipe("retinanet-resnext50-onnx", "1.0", STANDIN_MODEL.format(sha=sha))
+    cli.add_recipe("openimages-mlperf", "1.0", UNREACHABLE_DATASET)
+    cli.sub("add-file", str(standin), "--name", "retinanet-resnext50-onnx", "--version", "1.0").ok()
+    # The dataset's offline way in: a local directory in the real layout.
+    failed = cli.sub("run", "retinanet-offline", "--accuracy", timeout=300, env=offline)
+    assert failed.code == 1 and "openimages-mlperf" in failed.err, failed
+    assert "network = true" in failed.err
+    assert "mlpkg add-file DIR --name openimages-mlperf --version 1.0" in failed.err
+    local = Path(cli.path_of("openimages-synthetic@1.0"))
+    cli.sub("add-file", str(local), "--name", "openimages-mlperf", "--version", "1.0").ok()
+    r = cli.sub("run", "retinanet-offline", "--accuracy", "--count", "16", timeout=600).ok()
+    assert MAP_LINE.search(r.out), r.out
+
+
+STANDIN_MODEL = """
 name = "retinanet-resnext50-onnx"
 version = "1.0"
 kind = "fetch"
 [source]
 urls = ["https://zenodo.org/record/6617879/files/resnext50_32x4d_fpn.onnx"]
 sha256 = "{sha}"
-""",
-    )
-    cli.sub("add-file", str(standin), "--name", "retinanet-resnext50-onnx", "--version", "1.0").ok()
-    # The dataset's offline way in: a local directory in the real layout.
-    failed = cli.sub("run", "retinanet-offline", "--accuracy", timeout=300)
-    assert failed.code == 1 and "openimages-mlperf" in failed.err, failed
-    assert "mlpkg add-file DIR --name openimages-mlperf --version 1.0" in failed.err
-    local = Path(cli.path_of("openimages-synthetic@1.0"))
-    cli.sub("add-file", str(local), "--name", "openimages-mlperf", "--version", "1.0").ok()
-    r = cli.sub("run", "retinanet-offline", "--accuracy", "--count", "16", timeout=600).ok()
-    assert MAP_LINE.search(r.out), r.out
+"""
+
+# The bundled recipe, with upstream URLs that nothing answers (some machines reach them).
+UNREACHABLE_DATASET = """
+name = "openimages-mlperf"
+version = "1.0"
+kind = "build"
+[inputs]
+tools = "openimages-mlperf-tools@1.0"
+python = "python@3.11"
+[build]
+script = "python3 -S -m mlpkg_harness.openimages_download $out --annotations-url http://127.0.0.1:9/v5 --images-url http://127.0.0.1:9/img"
+network = true
+expect = ["annotations/openimages-mlperf.json", "validation/data"]
+runtime_inputs = []
+"""
+
+
+def test_ctrl_c_ends_a_real_run_cleanly(cli):
+    before = set(os.listdir(cli.home / "runs"))
+    full = {k: v for k, v in os.environ.items() if not k.startswith("MLPKG_")}
+    full.update(MLPKG_HOME=str(cli.home), MLPKG_RECIPES_PATH=str(cli.recipe_path))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlpkg", "run", "retinanet-server+synthetic", "--time", "60"],
+        env=full, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        run_dir = None
+        while time.monotonic() < deadline and run_dir is None:
+            made = sorted(set(os.listdir(cli.home / "runs")) - before)
+            detail = cli.home / "runs" / made[0] / "mlperf_log_detail.txt" if made else None
+            if detail is not None and detail.exists() and detail.stat().st_size > 0:
+                run_dir = detail.parent
+            time.sleep(0.2)
+        assert run_dir is not None, "LoadGen never started"
+        time.sleep(2)
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, (out, err)
+    assert time.monotonic() - sent < 20
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["status"] == "interrupted"
+    assert (run_dir / "mlperf_log_detail.txt").stat().st_size > 0  # the logs are kept
+    assert json.loads((run_dir / "harness.json").read_text())["status"] == "interrupted"
 
 
 def test_loadgen_4_0_loads_mlperf_conf_explicitly(cli):
