@@ -10,10 +10,11 @@ Layout (written by :mod:`.preprocess`)::
 
 :func:`open_dataset` checks everything it can before LoadGen starts and raises
 :class:`.errors.BadInput` (one sentence naming the file) for a missing or unreadable
-manifest or annotations file, a manifest that disagrees with the annotations, and a missing
-or corrupt ``.npy`` (bad header, or a file shorter or longer than its header says). A
-``.npy`` whose shape differs from the model's input is *not* rejected here: its inference
-fails, and the SUT answers that sample with an empty response and reports it.
+manifest or annotations file, a manifest whose ``format`` is not 1 (a preprocessing that
+changes the layout must bump ``format``), a manifest that disagrees with the annotations,
+and a missing or corrupt ``.npy`` (bad header, or a file shorter or longer than its header
+says). A ``.npy`` whose shape differs from the model's input is *not* rejected here: its
+inference fails, and the SUT answers that sample with an empty response and reports it.
 
 Samples are held in memory between LoadGen's load and unload callbacks
 (:meth:`PreprocessedDataset.load`, :meth:`PreprocessedDataset.unload`): each is read with
@@ -40,6 +41,7 @@ import numpy.typing as npt
 from .errors import BadInput
 
 MANIFEST = "manifest.json"
+MANIFEST_FORMAT = 1  # the only manifest format this harness reads
 ANNOTATIONS = "annotations/openimages-mlperf.json"
 Sample = npt.NDArray[np.float32]
 
@@ -201,8 +203,13 @@ def open_dataset(root: Path, count: int | None) -> PreprocessedDataset:
         raise BadInput(f"dataset directory {root} does not exist.")
     manifest = _read_json(root / MANIFEST, "dataset manifest")
     annotations = _read_json(root / ANNOTATIONS, "annotations file")
-    if not isinstance(manifest, dict) or manifest.get("format") != 1:
+    if not isinstance(manifest, dict) or "format" not in manifest:
         raise BadInput(f"manifest {root / MANIFEST} is not a format-1 dataset manifest.")
+    if manifest["format"] != MANIFEST_FORMAT:
+        raise BadInput(
+            f"manifest {root / MANIFEST} has format {manifest['format']!r}, but this harness "
+            f"reads format {MANIFEST_FORMAT} only (preprocess the dataset again)."
+        )
     if manifest.get("dtype", "float32") != "float32":
         raise BadInput(f"manifest {root / MANIFEST} has dtype {manifest.get('dtype')}.")
     if not isinstance(annotations, dict) or not isinstance(annotations.get("images"), list):

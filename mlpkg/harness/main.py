@@ -18,20 +18,38 @@ _trace.json). Afterwards: in accuracy mode the COCOeval table, ``mAP=NN.NNN%`` a
 reference's final line with ``acc=``/``mAP=``; in performance mode the reference's final
 line (:func:`.report.reference_line`) and LoadGen's verdict from the summary file.
 
-Exit status: 0; 1 if samples failed (or the accuracy log had no detection to evaluate);
-2 for bad input; 130 after Ctrl-C. On Ctrl-C the SUT answers everything left with empty
-responses, LoadGen gets :data:`DRAIN_SECONDS` to finish, harness.json is written with status
-"interrupted", and if LoadGen still runs the process ends with ``os._exit(130)`` (its logs
-are kept as far as written).
+Exit status: 0; 1 if samples failed, LoadGen failed or (performance mode) wrote no result,
+or the accuracy log had no detection to evaluate; 2 for bad input; 128 + the signal's number
+after SIGINT (Ctrl-C: 130), SIGTERM (143) or SIGHUP (129). The three signals are handled
+alike (:func:`install_signal_handlers`, at the start of :func:`main`: also when the process
+started with SIGINT ignored, as a job started with ``&`` from a script or under ``nohup``
+does): the SUT answers everything left with empty responses, LoadGen gets
+:data:`.sut.DRAIN_SECONDS` to finish (a second signal stops that wait), harness.json is written
+with status "interrupted", and if LoadGen still runs the process ends with ``os._exit``
+(its logs are kept as far as written). LoadGen offers no way to stop a test early: Offline
+ends once its one query is answered (drained; a query of hundreds of thousands of samples
+takes longer than the wait), but in Server, SingleStream and MultiStream LoadGen keeps
+issuing queries until its duration and query count are reached, so after an interrupt the
+process usually leaves before LoadGen ends: mlperf_log_summary.txt may then be empty and
+mlperf_log_accuracy.json incomplete. Whatever LoadGen did write is recorded,
+but the figures of an interrupted run are not measurements: harness.json says so in
+``note``, and no ``LoadGen result`` line (nor the reference's line) is printed.
+
+Output: harness.json is written before the final lines are printed, and a reader of stdout
+or stderr that is gone (closed pipe, terminal hung up) does not stop the command
+(:func:`.report.say`).
 
 ``OUT/harness.json`` (format 1; not written for bad input, which stops before ``OUT`` is
-created)::
+created; a change of its keys or of their types must bump ``format``: the test suite
+compares a fresh file with a golden one)::
 
     format               1
     harness_version      this package's __version__
     status               "ok" | "failed" (samples failed, no detection to evaluate, LoadGen
-                         error) | "interrupted"
+                         error, no LoadGen result in performance mode) | "interrupted"
     exit_code            the process's exit status
+    signal               "SIGINT" | "SIGTERM" | "SIGHUP" for an interrupted run, else null
+    note                 null, or why the figures below are not measurements (interrupted)
     scenario, mode       e.g. "Offline", "PerformanceOnly" | "AccuracyOnly"
     model_name           LoadGen's model name for the configuration files (retinanet)
     model, dataset, output                     the paths given
@@ -48,15 +66,17 @@ created)::
     session              workers, intra_op_threads, inter_op_threads, sessions, cpu_count,
                          provider, graph_optimization_level, execution_mode,
                          warmup_latencies_s (the five warm-up predictions), calibration
-                         ({qps, predictions, seconds} of :func:`.sut.calibrate`, or null when
-                         not needed), estimated_qps
+                         ({qps, predictions, seconds} of :func:`.sut.calibrate`; null when
+                         not needed: --qps, Offline accuracy mode, SingleStream, MultiStream),
+                         estimated_qps
     counts               dataset_images, samples (after --count), warmup, issued, answered,
                          succeeded, failed, drained (empty answers after Ctrl-C)
     errors               count, first (message), samples (failed QSL indices, first 1000)
     summary              line (the reference's final line), qps, mean, time, queries,
                          percentiles {"50.0": s, ...}, acc (percent or null), mAP (percent
                          or null)
-    loadgen              from mlperf_log_summary.txt (null if absent): result (VALID |
+    loadgen              from mlperf_log_summary.txt (null if absent or without a result, as
+                         in accuracy mode or an unfinished test): result (VALID |
                          INVALID), scenario, mode, samples_per_second, latency_ns {min, max,
                          mean, p50.00, ...}, parameters, fields (every other key : value)
     accuracy             accuracy mode: mAP (fraction), line, stats (the 12 COCOeval stats),
@@ -71,21 +91,23 @@ import argparse
 import contextlib
 import importlib
 import importlib.metadata
+import io
 import json
 import os
 import platform
-import sys
+import signal
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import Any, NoReturn
 
 from . import __version__
 from .accuracy import NoDetections, evaluate
 from .backend import Backend, load_backend, ort_module, thread_plan
 from .dataset import PreprocessedDataset, open_dataset
-from .errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, BadInput
-from .report import parse_summary, reference_line
+from .errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, BadInput
+from .report import flush_streams, parse_summary, reference_line, say
 from .settings import (
     Estimates,
     Options,
@@ -95,16 +117,48 @@ from .settings import (
     loadgen_version,
     performance_sample_count,
 )
-from .sut import SUT, Progress, calibrate, warm_up
+from .sut import SUT, Progress, calibrate, start_loadgen, wait_for_loadgen, warm_up
 
 SCENARIOS = ("SingleStream", "MultiStream", "Server", "Offline")
-DRAIN_SECONDS = 3.0
 LOG_FILES = (
     "mlperf_log_summary.txt",
     "mlperf_log_detail.txt",
     "mlperf_log_accuracy.json",
     "mlperf_log_trace.json",
 )
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+INTERRUPTED_NOTE = (
+    "interrupted by {signal}: the test did not run to its end (samples left were answered "
+    "empty); the figures under summary and loadgen describe what was done until then and are "
+    "not measurements"
+)
+_caught: list[int] = []  # the stop signals received, in order
+
+
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    """Any stop signal: remember it and stop the main thread as Ctrl-C does."""
+    _caught.append(signum)
+    raise KeyboardInterrupt
+
+
+def install_signal_handlers() -> dict[int, Any]:
+    """Make SIGINT, SIGTERM and SIGHUP raise KeyboardInterrupt in the main thread (whatever
+    the process inherited: a job started with ``&`` from a script starts with SIGINT
+    ignored); returns the previous handlers (nothing outside the main thread)."""
+    _caught.clear()
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {sig: signal.signal(sig, _on_signal) for sig in STOP_SIGNALS}
+
+
+def interrupted_by() -> signal.Signals:
+    """The first stop signal received (SIGINT when none was recorded)."""
+    return signal.Signals(_caught[0] if _caught else signal.SIGINT)
+
+
+def interrupt_code() -> int:
+    """The exit status after an interrupt: 128 + the signal's number (Ctrl-C: 130)."""
+    return 128 + int(interrupted_by())
 
 
 def _positive(kind: type[int] | type[float]) -> Any:
@@ -175,6 +229,8 @@ class Run:
             "harness_version": __version__,
             "status": "failed",
             "exit_code": None,
+            "signal": None,
+            "note": None,
             "scenario": args.scenario,
             "mode": "AccuracyOnly" if args.accuracy else "PerformanceOnly",
             "model_name": args.model_name,
@@ -240,45 +296,13 @@ class Run:
         tmp.write_text(json.dumps(self.doc, indent=2, sort_keys=False) + "\n", encoding="utf-8")
         os.replace(tmp, self.output / "harness.json")
 
-
-def _start_loadgen(
-    lg: Any, sut_h: Any, qsl_h: Any, settings: Any, log_settings: Any, audit: str
-) -> tuple[threading.Event, list[BaseException]]:
-    """Run LoadGen's test in a daemon thread; the event is set when it returns."""
-    failures: list[BaseException] = []
-    done = threading.Event()
-
-    def target() -> None:
-        try:
-            lg.StartTestWithLogSettings(sut_h, qsl_h, settings, log_settings, audit)
-        except BaseException as e:  # reported by the main thread
-            failures.append(e)
-        finally:
-            done.set()
-
-    threading.Thread(target=target, name="loadgen", daemon=True).start()
-    return done, failures
-
-
-def _wait(done: threading.Event, sut: SUT) -> bool:
-    """Wait for LoadGen in a way that sees Ctrl-C; True if interrupted. After Ctrl-C the
-    SUT drains and LoadGen gets DRAIN_SECONDS to finish (a second Ctrl-C stops waiting).
-
-    Waits on an Event, not ``Thread.join``: in Python 3.11 a KeyboardInterrupt inside
-    ``join`` releases the running thread's state lock and marks it stopped (bpo-45274), so
-    ``is_alive()`` would then wrongly say False and LoadGen's objects would be destroyed
-    under it."""
-    try:
-        while not done.wait(0.2):
-            pass
-        return False
-    except KeyboardInterrupt:
-        sut.drain()
-    deadline = time.monotonic() + DRAIN_SECONDS
-    with contextlib.suppress(KeyboardInterrupt):
-        while not done.is_set() and time.monotonic() < deadline:
-            done.wait(0.1)
-    return True
+    def write_interrupted(self, note: str = INTERRUPTED_NOTE) -> int:
+        """harness.json of an interrupted run (see the module doc); returns the exit code."""
+        name = interrupted_by().name
+        self.doc.update(signal=name, note=note.format(signal=name))
+        code = interrupt_code()
+        self.write_json("interrupted", code)
+        return code
 
 
 def _log_settings(lg: Any, output: Path) -> Any:
@@ -308,7 +332,9 @@ def _settings(run: Run, lg: Any, backend: Backend, latencies: list[float]) -> An
     if a.count and a.count > ds.count:
         opts.notes.append(f"--count {a.count} reduced to the {ds.count} images available")
     calibration = None
-    if a.scenario in ("Offline", "Server") and a.qps is None:
+    # The estimate sizes Offline's one query (not in accuracy mode: all samples in one query)
+    # and paces Server's queries (also in accuracy mode: at mlperf.conf's 1 QPS otherwise).
+    if a.qps is None and (a.scenario == "Server" or (a.scenario == "Offline" and not a.accuracy)):
         calibration = calibrate(backend, ds)
     estimated = None if calibration is None else calibration["qps"]
     steps = conf_plan(run.doc["loadgen_version"], a.mlperf_conf, a.user_conf)
@@ -330,7 +356,8 @@ def _settings(run: Run, lg: Any, backend: Backend, latencies: list[float]) -> An
 
 
 def execute(run: Run) -> int:
-    """Run the benchmark; returns the exit status (or ends the process after Ctrl-C)."""
+    """Run the benchmark; returns the exit status (or ends the process after an interrupt
+    that LoadGen does not follow)."""
     a = run.args
     run.check_inputs()
     ds = run.dataset
@@ -349,7 +376,7 @@ def execute(run: Run) -> int:
         ds,
         a.scenario,
         a.accuracy,
-        warn=lambda m: progress.message(m) if progress else print(m),
+        warn=lambda m: progress.message(m) if progress else say(m, err=True),
     )
     progress = Progress(sut, a.quiet)
     sut_h = lg.ConstructSUT(sut.issue_queries, sut.flush_queries)
@@ -359,86 +386,119 @@ def execute(run: Run) -> int:
     sut.start()
     progress.start()
     audit = "" if a.audit_conf is None else str(a.audit_conf.resolve())
-    done, failures = _start_loadgen(
-        lg, sut_h, qsl_h, settings, _log_settings(lg, run.output), audit
-    )
-    interrupted = _wait(done, sut)
+    done, failures = start_loadgen(lg, sut_h, qsl_h, settings, _log_settings(lg, run.output), audit)
+    interrupted = wait_for_loadgen(done, sut)
     ended = time.time()
     progress.close()
     if not done.is_set():  # interrupted and LoadGen cannot end: keep what exists, leave
-        run.doc["loadgen"] = parse_summary(run.output / "mlperf_log_summary.txt")
-        run.write_json("interrupted", EXIT_INTERRUPTED)
-        print(
-            f"interrupted: LoadGen did not finish; its logs so far and harness.json are in "
-            f"{run.output}",
-            file=sys.stderr,
-            flush=True,
-        )
-        sys.stdout.flush()
-        os._exit(EXIT_INTERRUPTED)
+        _abandon(run)
     sut.stop(timeout=10)
     lg.DestroyQSL(qsl_h)
     lg.DestroySUT(sut_h)
     return finish(run, sut, ended, interrupted, failures)
 
 
+def _abandon(run: Run) -> NoReturn:
+    """After an interrupt, LoadGen still runs (it cannot be stopped): record what its logs
+    hold so far and end the process."""
+    run.doc["loadgen"] = parse_summary(run.output / "mlperf_log_summary.txt")
+    code = run.write_interrupted()
+    say(f"interrupted: LoadGen did not finish; its logs so far and harness.json are in "
+        f"{run.output}", err=True)  # fmt: skip
+    flush_streams()
+    os._exit(code)
+
+
+def _evaluate(run: Run, report: list[str], problems: list[str]) -> float | None:
+    """Accuracy mode: the mAP of LoadGen's accuracy log (fraction; None on failure). What
+    pycocotools prints is kept in ``report``, printed after harness.json is written."""
+    ds = run.dataset
+    assert ds is not None
+    buf = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buf):
+            log = run.output / "mlperf_log_accuracy.json"
+            result = evaluate(log, ds.root, chatter=False, annotations=ds.annotations)
+    except (NoDetections, BadInput) as e:
+        run.doc["accuracy"] = {"mAP": None, "error": str(e)}
+        problems.append(str(e))
+        return None
+    finally:
+        report.extend(buf.getvalue().splitlines())
+    run.doc["accuracy"] = result.as_dict()
+    report.append(result.line)
+    return result.map
+
+
 def finish(
     run: Run, sut: SUT, ended: float, interrupted: bool, failures: list[BaseException]
 ) -> int:
-    """After LoadGen: summary, accuracy, the printed lines, harness.json; the exit code."""
+    """After LoadGen: summary, accuracy and harness.json, then the printed lines (so that
+    harness.json exists whatever becomes of stdout); the exit code."""
     a, ds = run.args, run.dataset
     assert ds is not None
-    run.doc["loadgen"] = summary = parse_summary(run.output / "mlperf_log_summary.txt")
-    failed = bool(failures) or summary is None
-    map_fraction: float | None = None
-    if a.accuracy and not interrupted:
-        try:
-            log = run.output / "mlperf_log_accuracy.json"
-            result = evaluate(log, ds.root, chatter=False, annotations=ds.annotations)
-            run.doc["accuracy"], map_fraction = result.as_dict(), result.map
-            print(result.line)
-        except (NoDetections, BadInput) as e:
-            run.doc["accuracy"] = {"mAP": None, "error": str(e)}
-            print(f"error: {e}", file=sys.stderr)
-            failed = True
+    summary_file = run.output / "mlperf_log_summary.txt"
+    run.doc["loadgen"] = summary = parse_summary(summary_file)
+    problems = [f"LoadGen failed: {type(f).__name__}: {f}" for f in failures]
+    report: list[str] = []
+    map_fraction = _evaluate(run, report, problems) if a.accuracy and not interrupted else None
     with sut.stats.lock:
         latencies = list(sut.stats.latencies)
         errors = sut.stats.errors
     acc = sut.hits.percent(len(latencies)) if a.accuracy else None
     line, figures = reference_line(a.scenario, latencies, ended - ds.last_loaded, acc, map_fraction)
     run.doc["summary"] = {"line": line, **figures}
-    if interrupted:
-        run.write_json("interrupted", EXIT_INTERRUPTED)
-        print(f"interrupted: LoadGen's logs and harness.json are in {run.output}", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    print(line)
-    if summary is not None and not a.accuracy:
+    if interrupted:  # figures kept, marked as no measurement; no result line printed
+        code = run.write_interrupted()
+        say(f"interrupted: LoadGen's logs and harness.json are in {run.output}", err=True)
+        return code
+    report.append(line)
+    if not a.accuracy and summary is None:
+        problems.append(f"LoadGen wrote no result to {summary_file}: the test did not complete")
+    elif not a.accuracy and summary is not None:
         rate = summary["samples_per_second"]
         per_s = "" if rate is None else f", {rate:.2f} samples/s"
-        print(f"LoadGen result: {summary['result']} ({a.scenario}{per_s})")
-    for failure in failures:
-        print(f"error: LoadGen failed: {type(failure).__name__}: {failure}", file=sys.stderr)
+        report.append(f"LoadGen result: {summary['result']} ({a.scenario}{per_s})")
     if errors:
-        print(
-            f"error: {errors} sample(s) failed (see {run.output / 'harness.json'})", file=sys.stderr
-        )
-    code = EXIT_FAILED if errors or failed else EXIT_OK
+        problems.append(f"{errors} sample(s) failed (see {run.output / 'harness.json'})")
+    code = EXIT_FAILED if problems else EXIT_OK
     run.write_json("ok" if code == EXIT_OK else "failed", code)
+    for text in report:
+        say(text)
+    for problem in problems:
+        say(f"error: {problem}", err=True)
+    return code
+
+
+def _interrupted_early(run: Run) -> int:
+    """An interrupt outside LoadGen's test (warm-up, calibration, the end)."""
+    code = run.write_interrupted(
+        "interrupted by {signal} outside LoadGen's test: the figures here, if any, are not "
+        "measurements"
+    )
+    if run.sut is None:
+        say("interrupted before the test started", err=True)
+    else:
+        say(f"interrupted: harness.json is in {run.output}", err=True)
+    if threading.active_count() > 1:  # e.g. warm-up threads inside ONNX Runtime
+        flush_streams()
+        os._exit(code)
     return code
 
 
 def main(argv: list[str] | None = None) -> int:
     """The command line (see the module doc)."""
-    run = Run(parse_args(argv))
+    previous = install_signal_handlers()
     try:
-        return execute(run)
-    except BadInput as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        run.write_json("interrupted", EXIT_INTERRUPTED)
-        print("interrupted before the test started", file=sys.stderr, flush=True)
-        if threading.active_count() > 1:  # e.g. warm-up threads inside ONNX Runtime
-            sys.stdout.flush()
-            os._exit(EXIT_INTERRUPTED)
-        return EXIT_INTERRUPTED
+        run = Run(parse_args(argv))
+        try:
+            return execute(run)
+        except BadInput as e:
+            say(f"error: {e}", err=True)
+            return EXIT_BAD_INPUT
+        except KeyboardInterrupt:
+            return _interrupted_early(run)
+    finally:
+        flush_streams()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

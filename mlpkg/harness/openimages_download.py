@@ -14,14 +14,20 @@ tools/openimages*.py), which download through FiftyOne:
    replaces the list);
 3. keep the images with at least one such box, sorted by ImageID; with ``--max-images N``
    a seeded (42) random choice of N of them, again sorted;
-4. download each image from the open-images-dataset bucket to ``validation/data/``, read
-   its width and height from the JPEG header;
+4. download each image from the open-images-dataset bucket to ``validation/data/``
+   (:data:`WORKERS` downloads at a time), read its width and height from the JPEG header;
 5. write ``annotations/openimages-mlperf.json`` in COCO form: image ids 1..N in ImageID
-   order, ``bbox`` [x, y, w, h] in pixels from the normalised corners, ``iscrowd`` =
-   IsGroupOf, ``category_id`` the class's MLPerf index.
+   order, annotations in the order of the boxes file, ``bbox`` [x, y, w, h] in pixels with
+   the reference's arithmetic (``XMin * width``, ``YMin * height``, ``(XMax - XMin) *
+   width``, ``(YMax - YMin) * height``; ``area`` = w * h), ``iscrowd`` = IsGroupOf,
+   ``category_id`` the class's MLPerf index.
+
+The output does not depend on the order in which the parallel downloads finish: the same
+files, and an annotations file that is the same byte for byte.
 
 The base URLs can be changed (``--annotations-url``, ``--images-url``) for a mirror. A
-failed download ends the build with a sentence naming the URL (exit 1); nothing is
+failed download ends the build with a sentence naming the URL (exit 1; the first failure in
+ImageID order; downloads not yet started are cancelled); nothing is
 resumed here: the store discards a failed build and the next attempt starts again.
 """
 
@@ -38,6 +44,7 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +53,7 @@ from .openimages_classes import MLPERF_CLASSES
 ANNOTATIONS_URL = "https://storage.googleapis.com/openimages/v5"
 IMAGES_URL = "https://s3.amazonaws.com/open-images-dataset/validation"
 SEED = 42
+WORKERS = 10  # parallel image downloads
 
 
 class DownloadError(Exception):
@@ -111,12 +119,13 @@ def coco(
         if b["ImageID"] not in number or b["LabelName"] not in label_ids:
             continue
         w, h = sizes[b["ImageID"]]
-        x0, x1 = float(b["XMin"]) * w, float(b["XMax"]) * w
-        y0, y1 = float(b["YMin"]) * h, float(b["YMax"]) * h
+        x_min, x_max = float(b["XMin"]), float(b["XMax"])
+        y_min, y_max = float(b["YMin"]), float(b["YMax"])
+        bbox = [x_min * w, y_min * h, (x_max - x_min) * w, (y_max - y_min) * h]  # reference
         annotations.append({
             "id": len(annotations) + 1, "image_id": number[b["ImageID"]],
-            "category_id": label_ids[b["LabelName"]], "bbox": [x0, y0, x1 - x0, y1 - y0],
-            "area": (x1 - x0) * (y1 - y0), "iscrowd": int(b.get("IsGroupOf") or 0),
+            "category_id": label_ids[b["LabelName"]], "bbox": bbox,
+            "area": bbox[2] * bbox[3], "iscrowd": int(b.get("IsGroupOf") or 0),
         })  # fmt: skip
     categories = [{"id": i, "name": name} for i, name in enumerate(classes)]
     return {"images": images, "annotations": annotations, "categories": categories}
@@ -132,6 +141,38 @@ def _classes(descriptions: bytes, names: list[str]) -> tuple[list[str], dict[str
     return names, {by_name[n]: i for i, n in enumerate(names)}
 
 
+def _fetch_image(url: str, path: Path) -> tuple[int, int]:
+    """Download one image to ``path``; its (width, height)."""
+    data = fetch(url)
+    try:
+        size = jpeg_size(data)
+    except ValueError as e:
+        raise DownloadError(f"{url} is not a usable JPEG: {e}") from None
+    path.write_bytes(data)
+    return size
+
+
+def fetch_images(
+    ids: Sequence[str], images_url: str, data_dir: Path, quiet: bool = False
+) -> dict[str, tuple[int, int]]:
+    """Download the images (:data:`WORKERS` at a time) into ``data_dir``; their sizes by
+    ImageID. Results are taken in ImageID order, so the first failure in that order is the
+    one raised; the downloads not yet started are then cancelled."""
+    sizes: dict[str, tuple[int, int]] = {}
+    pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="download")
+    try:
+        futures = [
+            pool.submit(_fetch_image, f"{images_url}/{i}.jpg", data_dir / f"{i}.jpg") for i in ids
+        ]
+        for n, (image_id, future) in enumerate(zip(ids, futures, strict=True), 1):
+            sizes[image_id] = future.result()
+            if not quiet and (n % 100 == 0 or n == len(ids)):
+                print(f"images: {n}/{len(ids)}", file=sys.stderr, flush=True)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return sizes
+
+
 def download(out: Path, args: argparse.Namespace) -> int:
     wanted = list(MLPERF_CLASSES)
     if args.classes:
@@ -143,17 +184,7 @@ def download(out: Path, args: argparse.Namespace) -> int:
     ids = select(boxes, label_ids, args.max_images)
     data_dir = out / "validation" / "data"
     data_dir.mkdir(parents=True)
-    sizes: dict[str, tuple[int, int]] = {}
-    for n, image_id in enumerate(ids, 1):
-        url = f"{args.images_url}/{image_id}.jpg"
-        data = fetch(url)
-        try:
-            sizes[image_id] = jpeg_size(data)
-        except ValueError as e:
-            raise DownloadError(f"{url} is not a usable JPEG: {e}") from None
-        (data_dir / f"{image_id}.jpg").write_bytes(data)
-        if not args.quiet and (n % 100 == 0 or n == len(ids)):
-            print(f"images: {n}/{len(ids)}", file=sys.stderr, flush=True)
+    sizes = fetch_images(ids, args.images_url, data_dir, args.quiet)
     (out / "annotations").mkdir()
     doc = coco(ids, sizes, boxes, names, label_ids)
     with open(out / "annotations" / "openimages-mlperf.json", "w", encoding="utf-8") as f:

@@ -11,7 +11,9 @@ Writes under ``OUT_DIR`` (created):
 * ``manifest.json``: ``{"format": 1, "preprocessing": "mlperf-retinanet-onnx-v1",
   "shape": [3, 800, 800], "dtype": "float32", "images": [{"index", "id", "file_name",
   "width", "height", "npy"}, ...]}`` with sorted keys, 2-space indent, trailing newline,
-  written last. Width and height come from the annotations.
+  written last. Width and height come from the annotations. A change of this layout must
+  bump ``format`` (the harness's :mod:`.dataset` reads format 1 only; the test suite
+  compares the manifest of a small dataset with a golden file).
 
 The transformation follows the MLCommons reference exactly (mlcommons/inference,
 ``vision/classification_and_detection/python/dataset.py``: ``pre_process_openimages_retinanet``

@@ -19,13 +19,22 @@ LoadGen's last sample load to the end of the test (the reference also counts its
 computation in accuracy mode; the harness does not); ``qps = queries / time``. ``acc=``
 and ``mAP=`` appear in accuracy mode only (see :class:`.postprocess.LabelHits` for what
 ``acc`` measures).
+
+:func:`say` prints a line for the command: when the reader of stdout or stderr is gone (a
+closed pipe: ``EPIPE``; a terminal hung up: ``EIO``), the line is dropped and the stream is
+pointed at ``/dev/null``, so that neither later lines nor the interpreter's final flush
+fail; the harness goes on (and writes its harness.json) as if the line had been read.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
 import re
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -45,7 +54,9 @@ def _number(text: str) -> int | float | str:
 
 
 def parse_summary(path: Path) -> dict[str, Any] | None:
-    """The figures of a LoadGen summary file; None if it does not exist."""
+    """The figures of a LoadGen summary file; None if it does not exist or holds no
+    ``Result is`` line (empty: the test did not end; accuracy mode: LoadGen writes no
+    result there)."""
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError:
@@ -71,6 +82,8 @@ def parse_summary(path: Path) -> dict[str, Any] | None:
             parameters[key] = _number(value)
         else:
             fields.setdefault(key, _number(value))
+    if "Result is" not in fields:
+        return None
     rate = next((fields[k] for k in _RATE_KEYS if k in fields), None)
     spq, mean = parameters.get("samples_per_query"), latency.get("mean")
     if rate is None and fields.get("Scenario") == "MultiStream" and spq and mean:
@@ -119,3 +132,45 @@ def reference_line(
         "mAP": None if map_fraction is None else 100.0 * map_fraction,
     }
     return line, figures
+
+
+def _reader_gone(e: OSError) -> bool:
+    return isinstance(e, BrokenPipeError) or e.errno in (errno.EPIPE, errno.EIO)
+
+
+def _discard(stream: TextIO) -> None:
+    """Point ``stream``'s file descriptor at /dev/null (its reader is gone); what is still
+    buffered goes there too."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        fd = stream.fileno()
+        null = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(null, fd)
+        finally:
+            os.close(null)
+    with contextlib.suppress(OSError, ValueError):
+        stream.flush()
+
+
+def say(text: str, err: bool = False) -> None:
+    """Print ``text`` on stdout (stderr if ``err``) and flush; a reader that is gone is
+    ignored (see the module doc)."""
+    stream = sys.stderr if err else sys.stdout
+    try:
+        print(text, file=stream, flush=True)
+    except OSError as e:
+        if not _reader_gone(e):
+            raise
+        _discard(stream)
+
+
+def flush_streams() -> None:
+    """Flush stdout and stderr (before ``os._exit``, and at the end), ignoring a reader
+    that is gone."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except OSError as e:
+            if not _reader_gone(e):
+                raise
+            _discard(stream)

@@ -35,12 +35,13 @@ concurrent warm-up (:func:`.sut.calibrate`: all workers predicting at once on di
 samples) rather than from workers / mean latency of the five sequential warm-up predictions:
 those repeat one sample, whose data stays in the CPU caches, and ignore contention between
 workers; on a memory-bound model the simple formula overestimated the rate five-fold and an
-Offline ``--time 1`` run lasted six seconds. Likewise SingleStream and MultiStream with
-``--time`` but no ``--max-latency``: LoadGen pre-generates duration / expected latency
-queries and ends the run early ("ran out of generated queries") when the model is faster
-than mlperf.conf's expectation (10 ms, 528 ms), so the expected latency is lowered to the
-warm-up's mean latency (times ceil(samples per query / workers) for MultiStream) when that
-is lower.
+Offline ``--time 1`` run lasted six seconds. (Offline accuracy runs measure no estimate:
+LoadGen sends all samples in one query there; Server accuracy runs do, as it paces their
+queries.) Likewise SingleStream and MultiStream with ``--time`` but no ``--max-latency``:
+LoadGen pre-generates duration / expected latency queries and ends the run early ("ran out
+of generated queries") when the model is faster than mlperf.conf's expectation (10 ms, 528
+ms), so the expected latency is lowered to the warm-up's mean latency (times ceil(samples
+per query / workers) for MultiStream) when that is lower.
 
 The values set and read back are recorded by :func:`build_settings` (``settings.values``),
 because LoadGen offers no other way to see them before the run; an audit.config is applied

@@ -21,6 +21,8 @@ the workers.
 
 Draining (Ctrl-C): :meth:`SUT.drain` cancels inferences in flight, and every sample not yet
 answered, or issued later, gets an empty response at once, so LoadGen can wind down.
+:func:`start_loadgen` runs LoadGen's test in a thread and :func:`wait_for_loadgen` waits
+for it, draining on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from .postprocess import LabelHits, to_payload
 WARMUP = 5
 MAX_WARNINGS = 10
 MAX_ERROR_SAMPLES = 1000
+DRAIN_SECONDS = 3.0  # LoadGen's time to finish after an interrupt
 _EMPTY = np.zeros(1, dtype=np.float32)  # a valid pointer for empty responses (size 0)
 
 
@@ -311,9 +314,52 @@ def calibrate(
     return {"qps": sum(rates) if rates else None, "predictions": sum(counts), "seconds": max(spent)}
 
 
+def start_loadgen(
+    lg: Any, sut_h: Any, qsl_h: Any, settings: Any, log_settings: Any, audit: str
+) -> tuple[threading.Event, list[BaseException]]:
+    """Run LoadGen's test in a daemon thread; the event is set when it returns."""
+    failures: list[BaseException] = []
+    done = threading.Event()
+
+    def target() -> None:
+        try:
+            lg.StartTestWithLogSettings(sut_h, qsl_h, settings, log_settings, audit)
+        except BaseException as e:  # reported by the main thread
+            failures.append(e)
+        finally:
+            done.set()
+
+    threading.Thread(target=target, name="loadgen", daemon=True).start()
+    return done, failures
+
+
+def wait_for_loadgen(done: threading.Event, sut: SUT) -> bool:
+    """Wait for LoadGen in a way that sees Ctrl-C (and the other stop signals, which the
+    command turns into KeyboardInterrupt); True if interrupted. After an interrupt the SUT
+    drains and LoadGen gets :data:`DRAIN_SECONDS` to finish (a second one stops waiting).
+
+    Waits on an Event, not ``Thread.join``: in Python 3.11 a KeyboardInterrupt inside
+    ``join`` releases the running thread's state lock and marks it stopped (bpo-45274), so
+    ``is_alive()`` would then wrongly say False and LoadGen's objects would be destroyed
+    under it."""
+    try:
+        while not done.wait(0.2):
+            pass
+        return False
+    except KeyboardInterrupt:
+        sut.drain()
+    deadline = time.monotonic() + DRAIN_SECONDS
+    with contextlib.suppress(KeyboardInterrupt):
+        while not done.is_set() and time.monotonic() < deadline:
+            done.wait(0.1)
+    return True
+
+
 class Progress:
     """A progress display on stderr: one updating line on a terminal, otherwise a line
-    every :attr:`interval` seconds when something changed; nothing when quiet."""
+    every :attr:`interval` seconds when something changed; nothing when quiet. Warnings
+    (:meth:`message`) go through it too. A stream that cannot be written any more is left
+    alone (never an exception in a worker thread, which would stall the SUT)."""
 
     def __init__(self, sut: SUT, quiet: bool, stream: TextIO | None = None) -> None:
         self.sut = sut
@@ -324,6 +370,7 @@ class Progress:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._dirty = False  # a partial line is on the terminal
+        self._gone = False  # the stream cannot be written any more
         self._started = time.perf_counter()
         self._thread = threading.Thread(target=self._run, name="progress", daemon=True)
 
@@ -334,11 +381,8 @@ class Progress:
     def message(self, text: str) -> None:
         """Print a full line (warnings), clearing the progress line first."""
         with self._lock:
-            if self._dirty:
-                self.stream.write("\r\033[K")
-                self._dirty = False
-            self.stream.write(text + "\n")
-            self.stream.flush()
+            self._write(("\r\033[K" if self._dirty else "") + text + "\n")
+            self._dirty = False
 
     def line(self) -> str:
         ds, st = self.sut.dataset, self.sut.stats
@@ -358,9 +402,8 @@ class Progress:
                 continue
             last = text
             with self._lock:
-                self.stream.write(("\r\033[K" + text) if self.tty else text + "\n")
-                self._dirty = self.tty
-                self.stream.flush()
+                self._write(("\r\033[K" + text) if self.tty else text + "\n")
+                self._dirty = self.tty and not self._gone
 
     def close(self) -> None:
         self._stop.set()
@@ -368,6 +411,16 @@ class Progress:
             self._thread.join(timeout=2)
         with self._lock:
             if self._dirty:
-                self.stream.write("\r\033[K")
-                self.stream.flush()
+                self._write("\r\033[K")
                 self._dirty = False
+
+    def _write(self, text: str) -> None:
+        """Write and flush; once the stream's reader is gone (a closed pipe, a terminal
+        hung up), nothing more is written: the run goes on without a display."""
+        if self._gone:
+            return
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except (OSError, ValueError):
+            self._gone = True

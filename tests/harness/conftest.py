@@ -222,23 +222,34 @@ class Harness:
         )
         return HarnessResult(r.returncode, r.stdout, r.stderr, out)
 
-    def popen(self, *args: str, **kw: Any) -> tuple[subprocess.Popen[str], Path]:
+    def popen(
+        self, *args: str, popen: dict[str, Any] | None = None, **kw: Any
+    ) -> tuple[subprocess.Popen[str], Path]:
+        """Start the harness; ``popen`` overrides :class:`subprocess.Popen` arguments
+        (e.g. ``stdout``, ``preexec_fn``)."""
         argv, out = self.argv(*args, **kw)
-        proc = subprocess.Popen(
-            argv,
-            cwd=REPO_ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            stdin=subprocess.DEVNULL,
-            text=True,
-        )
+        options: dict[str, Any] = {
+            "cwd": REPO_ROOT,
+            "stdout": subprocess.PIPE,
+            "stderr": subprocess.PIPE,
+            "stdin": subprocess.DEVNULL,
+            "text": True,
+            **(popen or {}),
+        }
+        proc = subprocess.Popen(argv, **options)
         self.procs.append(proc)
         return proc, out
 
     def interrupt_when_running(
-        self, proc: subprocess.Popen[str], out: Path, after: float = 0.5, timeout: float = 30
+        self,
+        proc: subprocess.Popen[str],
+        out: Path,
+        after: float = 0.5,
+        timeout: float = 30,
+        sig: int = signal.SIGINT,
     ) -> HarnessResult:
-        """Send SIGINT once LoadGen has started (its detail log exists) plus ``after`` s."""
+        """Send ``sig`` (SIGINT) once LoadGen has started (its detail log exists) plus
+        ``after`` s."""
         deadline = time.monotonic() + timeout
         while not (out / "mlperf_log_detail.txt").exists():
             if proc.poll() is not None or time.monotonic() > deadline:
@@ -246,7 +257,7 @@ class Harness:
                 pytest.fail(f"harness ended before LoadGen started: {proc.returncode}\n{o}\n{e}")
             time.sleep(0.05)
         time.sleep(after)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         o, e = proc.communicate(timeout=timeout)
         return HarnessResult(proc.returncode, o, e, out)
 

@@ -11,12 +11,17 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import pytest
 
+from mlpkg.harness import main as harness_main
+from mlpkg.harness.dataset import open_dataset
+from mlpkg.harness.postprocess import LabelHits
 from mlpkg.harness.report import parse_summary, reference_line
+from mlpkg.harness.sut import Stats
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TILES = r"tiles=50\.0:[\d.]+,80\.0:[\d.]+,90\.0:[\d.]+,95\.0:[\d.]+,99\.0:[\d.]+,99\.9:[\d.]+"
@@ -41,6 +46,18 @@ def test_accuracy_mode_prints_table_map_and_reference_line(harness: Any) -> None
     assert acc["images"] == 8 and acc["detections"] == 24 and acc["log_entries"] == 8
     assert doc["summary"]["acc"] == pytest.approx(200 / 3)
     assert doc["summary"]["mAP"] == 100.0 and doc["summary"]["queries"] == 8
+
+
+def test_offline_accuracy_mode_skips_the_calibration(harness: Any) -> None:
+    """The throughput estimate sizes Offline's query in performance mode only (in accuracy
+    mode LoadGen sends all samples in one query); the five warm-up predictions still run.
+    (Server keeps it: it paces the queries in accuracy mode too.)"""
+    r = harness.run("--accuracy", "--scenario", "Offline", "--count", "2", "--quiet")
+    assert r.code == 0, str(r)
+    session = r.json()["session"]
+    assert session["calibration"] is None and session["estimated_qps"] is None
+    assert len(session["warmup_latencies_s"]) == 5
+    assert r.json()["loadgen"] is None  # LoadGen writes no result in accuracy mode
 
 
 def test_accuracy_log_payloads_are_the_model_outputs(harness: Any, fixture_data: Any) -> None:
@@ -125,6 +142,15 @@ def test_corrupt_npy(harness: Any, make_variant: Any, damage: str) -> None:
     npy.unlink()
     npy.write_bytes(data[:5000] if damage == "truncated" else b"not a numpy file" * 10)
     _bad(harness.run(dataset=ds), npy)
+
+
+def test_manifest_of_another_format_is_refused(harness: Any, make_variant: Any) -> None:
+    ds = make_variant("format-2")
+    manifest = ds / "manifest.json"
+    manifest.write_text(manifest.read_text().replace('"format": 1', '"format": 2'))
+    r = harness.run(dataset=ds)
+    _bad(r, manifest)
+    assert "has format 2" in r.err and "format 1 only" in r.err
 
 
 def test_unreadable_conf_files(harness: Any, tmp_path: Path) -> None:
@@ -274,6 +300,56 @@ def test_parse_summary(tmp_path: Path) -> None:
     multi = parse_summary(path)
     assert multi is not None
     assert multi["samples_per_second"] == pytest.approx(8 / 0.035156166)
+
+
+def test_parse_summary_without_a_result_is_none(tmp_path: Path) -> None:
+    """An empty summary (LoadGen did not end) or an accuracy-mode one holds no result."""
+    path = tmp_path / "mlperf_log_summary.txt"
+    path.write_text("")
+    assert parse_summary(path) is None
+    path.write_text(
+        "\nNo warnings encountered during test.\n\nNo errors encountered during test.\n"
+    )
+    assert parse_summary(path) is None
+    path.write_text(SUMMARY.replace("Result is : INVALID\n", ""))
+    assert parse_summary(path) is None
+
+
+def _finished_run(tmp_path: Path, dataset: Path, summary: str, *args: str) -> Any:
+    """``main.finish`` on a run whose LoadGen wrote ``summary``: (exit code, harness.json)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "mlperf_log_summary.txt").write_text(summary)
+    run = harness_main.Run(
+        harness_main.parse_args(
+            ["--model", "m.onnx", "--dataset", str(dataset), "--output", str(out), *args]
+        )
+    )
+    run.output_ready = True
+    run.dataset = open_dataset(dataset, None)
+    sut: Any = SimpleNamespace(stats=Stats(latencies=[0.01, 0.02]), hits=LabelHits())
+    run.sut = sut
+    code = harness_main.finish(run, sut, run.dataset.last_loaded + 1.0, False, [])
+    return code, json.loads((out / "harness.json").read_text())
+
+
+def test_missing_loadgen_result_fails_a_performance_run(
+    tiny_dataset: Path, tmp_path: Path, capsys: Any
+) -> None:
+    code, doc = _finished_run(tmp_path, tiny_dataset, "")
+    out, err = capsys.readouterr()
+    assert code == 1 and doc["status"] == "failed" and doc["exit_code"] == 1
+    assert doc["loadgen"] is None
+    assert "LoadGen result" not in out
+    summary_file = tmp_path / "out" / "mlperf_log_summary.txt"
+    assert f"error: LoadGen wrote no result to {summary_file}" in err
+
+
+def test_a_loadgen_result_is_printed(tiny_dataset: Path, tmp_path: Path, capsys: Any) -> None:
+    code, doc = _finished_run(tmp_path, tiny_dataset, SUMMARY)
+    out, err = capsys.readouterr()
+    assert code == 0 and doc["status"] == "ok" and err == ""
+    assert out.splitlines()[-1] == "LoadGen result: INVALID (Offline, 1138.74 samples/s)"
 
 
 def test_reference_line_format() -> None:

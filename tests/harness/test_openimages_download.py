@@ -92,3 +92,83 @@ def test_unknown_class_is_named(served, tmp_path):
     classes.write_text("Apple\nDurian\n")
     done = _run(tmp_path / "out", server, "--classes", str(classes))
     assert done.returncode == 1 and "Durian" in done.stderr
+
+
+def test_box_sizes_use_the_reference_arithmetic(served, tmp_path):
+    """The reference computes (XMax - XMin) * width, not XMax * width - XMin * width: the
+    two differ in the last bit (here (0.7 - 0.2) * 100 = 49.99999999999999)."""
+    server, classes = served
+    out = tmp_path / "out"
+    assert _run(out, server, "--classes", str(classes)).returncode == 0
+    doc = json.loads((out / "annotations" / "openimages-mlperf.json").read_text())
+    first = doc["annotations"][1]  # the boxes file's order: bbb, then aaa/Apple
+    assert (first["image_id"], first["category_id"]) == (1, 0)
+    w, h = 200, 100
+    bbox = [0.1 * w, 0.2 * h, (0.6 - 0.1) * w, (0.7 - 0.2) * h]
+    assert first["bbox"] == bbox and bbox[3] != 0.7 * h - 0.2 * h
+    assert first["area"] == bbox[2] * bbox[3]
+    assert [a["id"] for a in doc["annotations"]] == [1, 2, 3]
+
+
+def test_images_download_in_parallel_with_a_deterministic_result(tmp_path, monkeypatch, capsys):
+    """Ten downloads at a time; the files and the annotations do not depend on the order in
+    which they finish, and a failure names the first failing URL in ImageID order."""
+    import random
+    import threading
+    import time
+
+    from mlpkg.harness import openimages_download as od
+
+    ids = [f"img{i:02d}" for i in range(25)]
+    boxes = (
+        BOXES.split(b"\n")[0]
+        + b"\n"
+        + b"".join(
+            f"{i},xclick,/m/01,1,0.1,0.6,0.2,0.7,0,0,0,0,0\n".encode() for i in reversed(ids)
+        )
+    )
+    jpeg = _jpeg(32, 16)
+    active, peak, turn = [0], [0], threading.Condition()
+    failing: set[str] = set()
+
+    def fetch(url: str, timeout: float = 60.0) -> bytes:
+        if url.endswith("class-descriptions-boxable.csv"):
+            return DESCRIPTIONS
+        if url.endswith("validation-annotations-bbox.csv"):
+            return boxes
+        with turn:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+            turn.notify_all()
+            turn.wait_for(lambda: peak[0] >= od.WORKERS, timeout=0.5)  # all ten at once
+        time.sleep(random.uniform(0.0, 0.02))  # then finish in any order
+        with turn:
+            active[0] -= 1
+        if url in failing:
+            raise od.DownloadError(f"cannot download {url}: HTTP Error 404: Not Found")
+        return jpeg
+
+    monkeypatch.setattr(od, "fetch", fetch)
+    classes = tmp_path / "classes.txt"
+    classes.write_text("Apple\n")
+    docs = []
+    for name in ("a", "b"):
+        out, peak[0] = tmp_path / name, 0
+        assert od.main([str(out), "--quiet", "--classes", str(classes)]) == 0
+        files = sorted(p.name for p in (out / "validation" / "data").iterdir())
+        assert files == [f"{i}.jpg" for i in ids]
+        docs.append((out / "annotations" / "openimages-mlperf.json").read_bytes())
+    assert peak[0] == od.WORKERS == 10
+    assert docs[0] == docs[1]
+    doc = json.loads(docs[0])
+    assert [i["file_name"] for i in doc["images"]] == [f"{i}.jpg" for i in ids]
+    assert [a["image_id"] for a in doc["annotations"]] == list(range(25, 0, -1))
+    failing.update({"http://mirror/img/img07.jpg", "http://mirror/img/img03.jpg"})
+    argv = [str(tmp_path / "c"), "--quiet", "--classes", str(classes)]
+    capsys.readouterr()
+    assert od.main([*argv, "--images-url", "http://mirror/img"]) == 1
+    err = capsys.readouterr().err
+    assert err == (
+        "openimages_download: cannot download http://mirror/img/img03.jpg: "
+        "HTTP Error 404: Not Found\n"
+    )

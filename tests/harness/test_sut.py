@@ -83,6 +83,8 @@ def test_ctrl_c_ends_with_130_and_keeps_the_logs(harness: Any, scenario: str) ->
     assert "Traceback" not in r.err
     doc = json.loads((out / "harness.json").read_text())
     assert doc["status"] == "interrupted" and doc["exit_code"] == 130
+    assert doc["signal"] == "SIGINT" and "not measurements" in doc["note"]
+    assert "LoadGen result" not in r.out
     assert doc["counts"]["answered"] > 0
     assert doc["counts"]["succeeded"] + doc["counts"]["drained"] == doc["counts"]["answered"]
     assert doc["errors"]["count"] == 0  # drained samples are not failures
