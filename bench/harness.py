@@ -161,7 +161,7 @@ def main() -> int:
     }
     if args.json:
         print(json.dumps(doc, indent=2))
-        return 0
+        return 0 if doc["pass"] else 1
     s = bare_loop.plan
     print(
         f"workers {s.workers}, intra-op threads {s.intra_op_threads}, sessions "
@@ -175,7 +175,7 @@ def main() -> int:
     print(f"{'bare ONNX Runtime loop':<28}{medians['bare']:>12.2f} samples/s  (median)")
     verdict = "PASS" if doc["pass"] else "FAIL"
     print(f"{verdict}: harness is {ratio:.3f} x the bare loop (target >= {TARGET})")
-    return 0
+    return 0 if doc["pass"] else 1
 
 
 if __name__ == "__main__":

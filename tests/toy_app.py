@@ -36,7 +36,7 @@ def main() -> None:
     a = p.parse_args()
 
     def report(status: str) -> None:
-        doc = {"status": status, "mode": "AccuracyOnly", "accuracy": {"mAP": 0.5}}
+        doc = {"format": 1, "status": status, "mode": "AccuracyOnly", "accuracy": {"mAP": 0.5}}
         with open(os.path.join(a.out, "harness.json"), "w") as f:
             json.dump(doc, f)
 

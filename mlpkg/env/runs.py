@@ -85,13 +85,20 @@ def write_json(file: Path, doc: dict[str, Any]) -> None:
     os.replace(tmp, file)
 
 
+APP_REPORT_FORMAT = 1
+
+
 def read_app_report(run_dir: Path) -> dict[str, Any] | None:
-    """The app's own report (``harness.json``), or None when it wrote none or a bad one."""
+    """The app's own report (``harness.json``, format 1), or None when it wrote none, a
+    bad one, or one of a format this mlpkg does not read (its fields are then left out of
+    result.json rather than guessed at)."""
     try:
         doc = json.loads((run_dir / APP_REPORT).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return doc if isinstance(doc, dict) else None
+    if not isinstance(doc, dict) or doc.get("format") != APP_REPORT_FORMAT:
+        return None
+    return doc
 
 
 @dataclass(frozen=True)
