@@ -59,7 +59,7 @@ def _plan(app: App, spec: str | None, lock_file: Path | None, drift: bool) -> tu
     if plan.pending():
         reporter = app.reporter()
         try:
-            realise_plan(plan, app.store, reporter, expected)
+            realise_plan(plan, app.store, reporter, expected, keep_going=True)
         finally:
             reporter.close()
     return plan, spec

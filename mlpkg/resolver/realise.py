@@ -49,11 +49,17 @@ def realise_plan(
     store: Store,
     reporter: Reporter | None = None,
     expected: Mapping[StorePath, str] | None = None,
+    *,
+    keep_going: bool = False,
 ) -> list[PathInfo]:
     """Make every path of ``plan`` valid; return the infos of its roots.
 
     ``expected`` maps paths to the archive hash they must have (from a lockfile): a path
     whose content differs is not registered, and CheckError names both hashes.
+
+    With ``keep_going``, a path that cannot be fetched or built does not stop the paths
+    that do not depend on it (as ``make -k``); afterwards one error names every failure,
+    with the hint of each (so an offline user learns every missing file at once).
     """
     expected = expected or {}
     reporter = reporter or Reporter()
@@ -62,12 +68,42 @@ def realise_plan(
     # planning and now may have deleted some of them.
     valid = store.db.valid_among(n.path for n in plan.nodes)
     pending = [n for n in plan.nodes if n.path not in valid]
+    failed: dict[StorePath, MlpkgError] = {}
     for i, node in enumerate(pending, 1):
+        if failed and (set(node.drv.inputs.values()) & failed.keys()):
+            failed[node.path] = _SKIPPED
+            continue
         reporter.start(node, i, len(pending))
-        info = realise_derivation(node.drv, store, reporter, node, expected.get(node.path))
+        try:
+            info = realise_derivation(node.drv, store, reporter, node, expected.get(node.path))
+        except (FetchError, BuildError) as e:
+            if not keep_going:
+                raise
+            failed[node.path] = e
+            continue
         reporter.finish(node, info)
+    if failed:
+        raise _combined([e for e in failed.values() if e is not _SKIPPED])
     infos = [store.info(root) for root in plan.roots]
     return [i for i in infos if i is not None]
+
+
+_SKIPPED = MlpkgError("not attempted: an input failed")
+
+
+def _combined(errors: list[MlpkgError]) -> MlpkgError:
+    """One error for several failures: each message as a detail, each hint joined."""
+    if len(errors) == 1:
+        return errors[0]
+    details = []
+    for e in errors:
+        details += [e.message, *(f"  {d}" for d in e.details)]
+    hints = [e.hint for e in errors if e.hint]
+    return BuildError(
+        f"{len(errors)} paths could not be made; each is named below.",
+        details=details,
+        hint="\n      ".join(hints) or None,
+    )
 
 
 def realise_derivation(

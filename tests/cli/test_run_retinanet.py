@@ -149,21 +149,24 @@ def test_real_model_offline_then_from_add_file(cli, tmp_path):
     # there, and the dataset's network build is replaced by one that reaches nothing.
     offline = {"HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9",
                "NO_PROXY": "", "ALL_PROXY": ""}  # fmt: skip
+    cli.add_recipe("openimages-mlperf", "1.0", UNREACHABLE_DATASET)
     failed = cli.sub("run", "retinanet-offline", "--accuracy", timeout=300, env=offline)
     assert failed.code == 1, failed
+    # Every missing input at once: the model file and the dataset, each with its way in.
     assert "resnext50_32x4d_fpn.onnx" in failed.err
     assert "mlpkg add-file resnext50_32x4d_fpn.onnx --name retinanet-resnext50-onnx" in failed.err
+    assert "mlpkg add-file DIR --name openimages-mlperf --version 1.0" in failed.err
     # A stand-in for the licensed/unreachable file: the synthetic model, whose sha256 a
     # test recipe declares under the real recipe's name (searched before the bundled one).
     standin = tmp_path / "resnext50_32x4d_fpn.onnx"
     shutil.copyfile(cli.path_of("retinanet-synthetic@1.0"), standin)
     sha = hashlib.sha256(standin.read_bytes()).hexdigest()
     cli.add_recipe("retinanet-resnext50-onnx", "1.0", STANDIN_MODEL.format(sha=sha))
-    cli.add_recipe("openimages-mlperf", "1.0", UNREACHABLE_DATASET)
     cli.sub("add-file", str(standin), "--name", "retinanet-resnext50-onnx", "--version", "1.0").ok()
     # The dataset's offline way in: a local directory in the real layout.
     failed = cli.sub("run", "retinanet-offline", "--accuracy", timeout=300, env=offline)
     assert failed.code == 1 and "openimages-mlperf" in failed.err, failed
+    assert "resnext50" not in failed.err  # the model is there now
     assert "network = true" in failed.err
     assert "mlpkg add-file DIR --name openimages-mlperf --version 1.0" in failed.err
     local = Path(cli.path_of("openimages-synthetic@1.0"))

@@ -418,3 +418,36 @@ def test_an_unreachable_fetch_says_how_to_add_the_file_then_uses_it(
     mlpkg_cli.run("add-file", str(local), "--name", "model", "--version", "1.0", env=env).ok()
     out = build(mlpkg_cli, env, "scored")
     assert (out / "sum").read_text().split()[0] == sha
+
+
+def test_mlpkg_run_names_every_missing_input_at_once(
+    mlpkg_cli: MlpkgCli, env: dict[str, str]
+) -> None:
+    port = closed_port()
+    network_recipes(mlpkg_cli, port)  # ds: a network build that reaches nothing
+    add(mlpkg_cli, "model", textwrap.dedent(f"""\
+        name = "model"
+        version = "1.0"
+        kind = "fetch"
+        [source]
+        urls = ["http://127.0.0.1:{port}/model.onnx"]
+        sha256 = "{"0" * 64}"
+        """))  # fmt: skip
+    add(mlpkg_cli, "both", textwrap.dedent("""\
+        name = "both"
+        version = "1.0"
+        kind = "app"
+        [inputs]
+        model = "model"
+        data = "ds"
+        [run]
+        command = ["true", "${model}", "${data}"]
+        """))  # fmt: skip
+    r = mlpkg_cli.run("run", "both", env=env)
+    assert r.code == 1, str(r)
+    assert "2 paths could not be made" in r.err, r.err
+    assert "mlpkg add-file model.onnx --name model --version 1.0" in r.err, r.err
+    assert "mlpkg add-file DIR --name ds --version 1.0" in r.err, r.err
+    assert not any(
+        p.endswith(("-model-1.0", "-ds-1.0", "-both-1.0")) for p in mlpkg_cli.valid_paths()
+    )
