@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from mlpkg.errors import BadInput, FormatVersionError, StoreError
-from mlpkg.store.fs import remove_tree
+from mlpkg.store.fs import remove_tree, write_atomic
 from mlpkg.store.locks import FileLock
 from mlpkg.store.path import StorePath
 from mlpkg.store.store import Store
@@ -115,9 +115,7 @@ class Profile:
         number = max((g.number for g in self.generations()), default=0) + 1
         gen = Generation(number, time.time(), list(specs), list(roots))
         file = self.generations_dir / f"{number}.json"
-        tmp = file.with_name(f".{number}.{secrets.token_hex(4)}")
-        tmp.write_text(json.dumps(gen.to_json(), indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, file)
+        write_atomic(file, json.dumps(gen.to_json(), indent=2, sort_keys=True) + "\n")
         self._root(gen)
         self.switch(number)
         return gen

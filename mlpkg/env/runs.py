@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from mlpkg.errors import BadInput, FormatVersionError, StoreError
+from mlpkg.store.fs import write_atomic
 
 RESULT_FORMAT = 1
 RESULT_FILE = "result.json"
@@ -80,9 +81,7 @@ def machine() -> dict[str, Any]:
 
 def write_json(file: Path, doc: dict[str, Any]) -> None:
     """Write ``doc`` atomically (a reader never sees half a file)."""
-    tmp = file.with_name(f".{file.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, file)
+    write_atomic(file, json.dumps(doc, indent=2, sort_keys=True) + "\n")
 
 
 APP_REPORT_FORMAT = 1

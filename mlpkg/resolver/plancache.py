@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import secrets
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 
 from mlpkg import __version__
 from mlpkg.recipes.index import stamp
+from mlpkg.store.fs import write_atomic
 
 FORMAT_VERSION = 1
 
@@ -82,8 +82,6 @@ def save(
     entry = {"version": FORMAT_VERSION, "plan": plan, "files": files, "executables": executables}
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{key}.{secrets.token_hex(4)}")
-        tmp.write_text(json.dumps(entry, sort_keys=True))
-        os.replace(tmp, target)
+        write_atomic(target, json.dumps(entry, sort_keys=True))
     except OSError:
         pass

@@ -1,9 +1,11 @@
-"""File-system helpers for store content: canonical permissions and robust removal."""
+"""File-system helpers: canonical permissions and robust removal of store content, and
+atomic replacement of the small files mlpkg keeps beside it."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import stat
 from pathlib import Path
@@ -56,3 +58,15 @@ def remove_tree(path: Path) -> None:
         shutil.rmtree(path)
     else:
         os.unlink(path)
+
+
+def write_atomic(file: Path, text: str) -> None:
+    """Replace ``file`` with ``text`` so that a reader sees the old or the new content,
+    never part of it (a temporary file in the same directory, then a rename)."""
+    tmp = file.with_name(f".{file.name}.{secrets.token_hex(4)}")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, file)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
