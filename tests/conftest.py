@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
 import re
 import sqlite3
@@ -35,6 +34,8 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+
+from tests.cli_support import CliResult
 
 
 @dataclass
@@ -205,29 +206,6 @@ def recipe_dir(tmp_path: Path) -> RecipeDir:
     """An empty recipe directory under ``tmp_path``; ``recipe_dir.add(name, version, toml)``
     (or ``recipe_dir(name, version, toml)``) writes a recipe into it."""
     return RecipeDir(tmp_path / "recipes")
-
-
-@dataclass
-class CliResult:
-    """What one ``mlpkg`` invocation did: exit code, stdout and stderr (text)."""
-
-    code: int
-    out: str
-    err: str
-    args: tuple[str, ...] = ()
-
-    def ok(self) -> CliResult:
-        """This result, after checking that the command succeeded."""
-        assert self.code == 0, str(self)
-        return self
-
-    def json(self) -> Any:
-        return json.loads(self.out)
-
-    def __str__(self) -> str:
-        return (
-            f"mlpkg {' '.join(self.args)} -> {self.code}\nstdout:\n{self.out}\nstderr:\n{self.err}"
-        )
 
 
 class MlpkgCli:

@@ -15,6 +15,8 @@ from typing import Any
 
 from click.testing import CliRunner
 
+from tests.cli_support import CliResult
+
 TOYAPP_MAIN = '''
 """toyapp: prints lines, writes harness.json into --out, exits with --exit."""
 import argparse
@@ -110,26 +112,6 @@ command = ["no-such-program-for-mlpkg-tests"]
 
 
 @dataclass
-class Res:
-    code: int
-    out: str
-    err: str
-    args: tuple[str, ...] = ()
-
-    def ok(self) -> Res:
-        assert self.code == 0, str(self)
-        return self
-
-    def json(self) -> Any:
-        return json.loads(self.out)
-
-    def __str__(self) -> str:
-        return (
-            f"mlpkg {' '.join(self.args)} -> {self.code}\nstdout:\n{self.out}\nstderr:\n{self.err}"
-        )
-
-
-@dataclass
 class Home:
     """One MLPKG_HOME and recipe directory; runs ``mlpkg`` in this process (call) or as a
     subprocess (``sub``, ``popen``)."""
@@ -153,7 +135,7 @@ class Home:
         env.update(self.env_overrides())
         return env
 
-    def __call__(self, *args: str) -> Res:
+    def __call__(self, *args: str) -> CliResult:
         """``mlpkg ARGS`` in this process (fast); the app it starts is still a subprocess."""
         from mlpkg.cli import main
 
@@ -168,14 +150,14 @@ class Home:
             sys.stdout.flush()
             sys.stderr.flush()
             stdout, stderr = out.getvalue(), err.getvalue()
-        return Res(code, stdout.decode(), stderr.decode(), args)
+        return CliResult(code, stdout.decode(), stderr.decode(), args)
 
-    def sub(self, *args: str, timeout: float = 60) -> Res:
+    def sub(self, *args: str, timeout: float = 60) -> CliResult:
         """``python -m mlpkg ARGS`` as a real subprocess."""
         r = subprocess.run([sys.executable, "-m", "mlpkg", *args], env=self.env(),
                            capture_output=True, text=True, timeout=timeout,
                            stdin=subprocess.DEVNULL)  # fmt: skip
-        return Res(r.returncode, r.stdout, r.stderr, args)
+        return CliResult(r.returncode, r.stdout, r.stderr, args)
 
     def popen(self, *args: str) -> subprocess.Popen[str]:
         proc = subprocess.Popen([sys.executable, "-m", "mlpkg", *args], env=self.env(),
@@ -217,16 +199,6 @@ def write_recipes(recipes: Path) -> None:
     src.mkdir(parents=True, exist_ok=True)
     (src / "__init__.py").write_text('"""toyapp."""\n')
     (src / "__main__.py").write_text(TOYAPP_MAIN.lstrip())
-
-
-def python_bin(where: Path) -> Path:
-    """A bin directory whose python3 is this machine's real interpreter (not a shim)."""
-    where.mkdir(parents=True, exist_ok=True)
-    real = os.path.realpath(sys.executable)
-    for exe in ("python3", "python"):
-        if not (where / exe).exists():
-            (where / exe).symlink_to(real)
-    return where
 
 
 def result_of(run_dir: Path) -> dict[str, Any]:

@@ -21,7 +21,8 @@ import pytest
 from tests.recipe_text import build_toml, fetch_toml
 
 if TYPE_CHECKING:  # the fixtures' types (tests/conftest.py); nothing is imported at run time
-    from tests.conftest import CliResult, LoopbackServer, MlpkgCli, SlowServer
+    from tests.cli_support import CliResult
+    from tests.conftest import LoopbackServer, MlpkgCli, SlowServer
 
 # A build held at a gate: it creates <build dir>/started, then waits (up to 20 s) for the
 # test to create <build dir>/go. The build directory is <home>/builds/<hash>-<random>,

@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 from tests.recipe_text import build_toml
 
 if TYPE_CHECKING:  # the fixtures' types (tests/conftest.py); nothing is imported at run time
-    from tests.conftest import CliResult, LoopbackServer, MlpkgCli
+    from tests.cli_support import CliResult
+    from tests.conftest import LoopbackServer, MlpkgCli
 
 Tarball = Callable[..., bytes]
 MakeCli = Callable[..., "MlpkgCli"]

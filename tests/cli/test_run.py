@@ -23,20 +23,7 @@ from pathlib import Path
 import pytest
 
 from mlpkg.env import runs
-from tests.toy_app import Home, app_path, python_bin, result_of, write_recipes
-
-
-@pytest.fixture(scope="module")
-def toy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Home]:
-    """A home where toyapp (and its closure) is already realised by one ``mlpkg run``."""
-    root = tmp_path_factory.mktemp("run")
-    write_recipes(root / "recipes")
-    h = Home(root / "home", root / "recipes", python_bin(root / "bin"))
-    h.sub("run", "toyapp").ok()
-    try:
-        yield h
-    finally:
-        h.close()
+from tests.toy_app import Home, app_path, result_of
 
 
 @pytest.fixture

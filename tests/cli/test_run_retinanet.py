@@ -17,11 +17,11 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
+
+from tests.cli_support import CliResult
 
 pytestmark = [pytest.mark.pypi, pytest.mark.slow]
 
@@ -37,13 +37,13 @@ class Runner:
         self.recipe_path = root / "recipes"
         self.recipe_path.mkdir(parents=True, exist_ok=True)
 
-    def sub(self, *args: str, timeout: float = 120, env: dict | None = None) -> Done:
+    def sub(self, *args: str, timeout: float = 120, env: dict | None = None) -> CliResult:
         full = {k: v for k, v in os.environ.items() if not k.startswith("MLPKG_")}
         full.update(MLPKG_HOME=str(self.home), MLPKG_RECIPES_PATH=str(self.recipe_path))
         full.update(env or {})
         p = subprocess.run([sys.executable, "-m", "mlpkg", *args], env=full, cwd=REPO,
                            capture_output=True, text=True, timeout=timeout)  # fmt: skip
-        return Done(p.returncode, p.stdout, p.stderr, args)
+        return CliResult(p.returncode, p.stdout, p.stderr, args)
 
     def add_recipe(self, name: str, version: str, text: str) -> None:
         (self.recipe_path / name).mkdir(exist_ok=True)
@@ -54,24 +54,6 @@ class Runner:
 
     def store_entries(self) -> list[str]:
         return sorted(os.listdir(self.home / "store"))
-
-
-@dataclass
-class Done:
-    code: int
-    out: str
-    err: str
-    args: tuple[str, ...]
-
-    def ok(self) -> Done:
-        assert self.code == 0, str(self)
-        return self
-
-    def json(self) -> Any:
-        return json.loads(self.out)
-
-    def __str__(self) -> str:
-        return f"mlpkg {' '.join(self.args)} -> {self.code}\n{self.out}\n{self.err}"
 
 
 @pytest.fixture(scope="module")

@@ -9,25 +9,11 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.toy_app import Home, python_bin, result_of, write_recipes
-
-
-@pytest.fixture(scope="module")
-def toy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Home]:
-    """A home where toyapp (and its closure) is already realised by one ``mlpkg run``."""
-    root = tmp_path_factory.mktemp("signals")
-    write_recipes(root / "recipes")
-    h = Home(root / "home", root / "recipes", python_bin(root / "bin"))
-    h.sub("run", "toyapp").ok()
-    try:
-        yield h
-    finally:
-        h.close()
+from tests.toy_app import Home, result_of
 
 
 def _start(

@@ -13,7 +13,8 @@ import pytest
 from mlpkg.env import runs
 from mlpkg.errors import FormatVersionError
 from mlpkg.resolver.app import run_command
-from tests.toy_app import Home, python_bin, write_recipes
+from tests.cli_support import python_bin
+from tests.toy_app import Home, write_recipes
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 

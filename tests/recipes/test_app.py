@@ -11,7 +11,6 @@ cached, which would make the plan-cache tests pass vacuously).
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 import textwrap
@@ -20,8 +19,11 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from tests.cli_support import python_path
+
 if TYPE_CHECKING:  # the fixtures' types (tests/conftest.py); nothing is imported at run time
-    from tests.conftest import CliResult, MlpkgCli
+    from tests.cli_support import CliResult
+    from tests.conftest import MlpkgCli
 
 APP_TOML = """
 name = "toyapp"
@@ -43,11 +45,7 @@ command = ["python3", "-m", "toyapp"]
 def pybin(tmp_path: Path) -> dict[str, str]:
     """``env`` for the CLI: PATH starting with a bin directory whose python3 is this
     machine's real interpreter."""
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    for exe in ("python3", "python"):
-        (bindir / exe).symlink_to(os.path.realpath(sys.executable))
-    return {"PATH": f"{bindir}:/usr/local/bin:/usr/bin:/bin"}
+    return python_path(tmp_path / "bin")
 
 
 def write_app(root: Path, text: str = APP_TOML, name: str = "toyapp") -> Path:

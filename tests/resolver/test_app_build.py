@@ -24,9 +24,11 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from mlpkg.errors import BuildError
+from tests.cli_support import python_path
 
 if TYPE_CHECKING:  # the fixtures' types (tests/conftest.py); nothing is imported at run time
-    from tests.conftest import CliResult, MlpkgCli
+    from tests.cli_support import CliResult
+    from tests.conftest import MlpkgCli
 
 PYVER = f"python{sys.version_info.major}.{sys.version_info.minor}"
 
@@ -50,11 +52,7 @@ command = ["python3", "-m", "toymod", "--out", "${output}"]
 def env(tmp_path: Path) -> dict[str, str]:
     """``env`` for the CLI: PATH starting with a bin directory whose python3 is this
     machine's real interpreter."""
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    for exe in ("python3", "python"):
-        (bindir / exe).symlink_to(os.path.realpath(sys.executable))
-    return {"PATH": f"{bindir}:/usr/local/bin:/usr/bin:/bin"}
+    return python_path(tmp_path / "bin")
 
 
 def add(cli: MlpkgCli, name: str, text: str) -> Path:
