@@ -3,7 +3,8 @@
 Usage::
 
     python -m mlpkg_harness --model retinanet.onnx --dataset PREPROCESSED --output OUT
-        [--scenario {SingleStream,MultiStream,Server,Offline}] [--accuracy] [--count N]
+        [--scenario {SingleStream,MultiStream,Server,Offline}]
+        [--accuracy | --mode {accuracy,performance}] [--count N]
         [--time S] [--qps Q] [--max-latency S] [--threads N] [--samples-per-query N]
         [--performance-sample-count N] [--user-conf F] [--audit-conf F] [--mlperf-conf F]
         [--model-name retinanet] [--quiet]
@@ -161,6 +162,9 @@ def interrupt_code() -> int:
     return 128 + int(interrupted_by())
 
 
+MODES = ("accuracy", "performance")  # --mode, as CM and MLCFlow spell it
+
+
 def _positive(kind: type[int] | type[float]) -> Any:
     def parse(text: str) -> int | float:
         value = kind(text)
@@ -173,14 +177,23 @@ def _positive(kind: type[int] | type[float]) -> Any:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The options, exactly as spelt: no prefix of an option is taken for it (``--qp 5``
+    is an error, not ``--qps 5``). ``--mode accuracy|performance`` (CM's and MLCFlow's
+    spelling) and ``--accuracy`` are one setting: on return ``accuracy`` is a bool and
+    ``mode`` is ``"accuracy"`` or ``"performance"``; contradicting them is an error (exit 2)."""
     p = argparse.ArgumentParser(
-        prog="python -m mlpkg_harness", description="MLPerf Inference RetinaNet (ONNX Runtime)."
+        prog="python -m mlpkg_harness",
+        description="MLPerf Inference RetinaNet (ONNX Runtime).",
+        allow_abbrev=False,
     )
     p.add_argument("--scenario", choices=SCENARIOS, default="Offline")
     p.add_argument("--model", required=True, type=Path, help="the ONNX model")
     p.add_argument("--dataset", required=True, type=Path, help="preprocessed dataset dir")
     p.add_argument("--output", type=Path, default=Path("output"), help="LoadGen logs here")
-    p.add_argument("--accuracy", action="store_true", help="AccuracyOnly mode")
+    p.add_argument(
+        "--accuracy", action="store_true", help="AccuracyOnly mode (same as --mode accuracy)"
+    )
+    p.add_argument("--mode", choices=MODES, help="CM's spelling: accuracy or performance (default)")
     p.add_argument("--count", type=_positive(int), help="use the first N images")
     p.add_argument("--time", type=_positive(float), help="min and max duration (s)")
     p.add_argument("--qps", type=_positive(float), help="target/expected QPS")
@@ -198,7 +211,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--model-name", default="retinanet", help="model name in conf files")
     p.add_argument("--quiet", action="store_true", help="no progress display")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.accuracy and args.mode == "performance":
+        p.error("--accuracy contradicts --mode performance; give one of them")
+    args.accuracy = args.accuracy or args.mode == "accuracy"
+    args.mode = "accuracy" if args.accuracy else "performance"
+    return args
 
 
 def _versions() -> dict[str, str]:
