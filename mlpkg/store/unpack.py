@@ -20,6 +20,17 @@ through one, and the tree does not depend on the order of members (``./a`` is ``
 counts ``.``): members with ``N`` or fewer are checked, then dropped; a symlink must stay
 inside both the archive's tree and the stripped one. If nothing is left, ``FetchError``.
 Corrupt or truncated archives give ``FetchError`` too.
+
+Size caps (archive bombs): what an archive unpacks to is capped by :class:`Limits`, by
+default 20 GiB of file content (``max_size``), 200 bytes per byte of the archive file
+(``max_ratio``, applied only beyond 16 MiB, so that small archives of very compressible
+content pass) and 1,000,000 members (``max_files``). A hard link counts its target's size
+again (readers of the tree, the archive hash first, see it twice). The caps are checked
+against what headers declare *before* a member is written (a zip's whole central directory
+before anything is written; a sparse tar member by the size it expands to), and against the
+bytes actually written while writing, since headers can lie. Past a cap, the archive is
+refused with ``FetchError``, one sentence naming the label, the member and the cap, and
+``dest`` is removed. Recipes raise the caps in ``[source]`` (docs/recipes.md).
 """
 
 from __future__ import annotations
@@ -31,7 +42,6 @@ import gzip
 import io
 import lzma
 import os
-import shutil
 import stat
 import tarfile
 import zipfile
@@ -58,6 +68,10 @@ _MAGIC = (
 _CHUNK = 1 << 20
 _MAX_TARGET = 4095  # PATH_MAX - 1: the longest symlink target Linux accepts
 _MAX_HOPS = 40  # like Linux's limit on nested symlinks
+DEFAULT_MAX_SIZE = 20 << 30  # 20 GiB of file content
+DEFAULT_MAX_RATIO = 200.0  # unpacked bytes per byte of archive
+DEFAULT_MAX_FILES = 1_000_000
+RATIO_FLOOR = 16 << 20  # below 16 MiB unpacked, the ratio is not applied
 # What a corrupt, truncated or unreadable archive raises (NotImplementedError: a zip method).
 _CORRUPT: tuple[type[Exception], ...] = (tarfile.TarError, zipfile.BadZipFile, OSError)
 _CORRUPT += (EOFError, zlib.error, lzma.LZMAError, zstandard.ZstdError, NotImplementedError)
@@ -81,6 +95,86 @@ class _Member:
     executable: bool = False
     target: str = ""  # a symlink's target, or a hard link's target path in the archive
     special: str | None = None  # why the member is of no allowed type, e.g. "a FIFO"
+    size: int = 0  # a file's size as its header declares it
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Caps on what one archive may unpack to (see the module docstring).
+
+    ``max_size``: bytes of file content; ``max_ratio``: bytes of file content per byte of
+    the archive file, applied only beyond :data:`RATIO_FLOOR`; ``max_files``: members written.
+    """
+
+    max_size: int = DEFAULT_MAX_SIZE
+    max_ratio: float = DEFAULT_MAX_RATIO
+    max_files: int = DEFAULT_MAX_FILES
+
+
+def _human(n: float) -> str:
+    """A byte count for messages: ``1.5 GiB``, ``512 bytes``."""
+    if n < 1024:
+        return f"{int(n)} bytes"
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        n /= 1024
+        if n < 1024 or unit == "TiB":
+            break
+    return f"{n:.1f} {unit}"
+
+
+class _Budget:
+    """What an archive may still write under its :class:`Limits`; refuses what is past them.
+
+    The byte cap is the smaller of ``max_size`` and ``max_ratio`` times the archive's size
+    (but never below :data:`RATIO_FLOOR`).
+    """
+
+    def __init__(self, limits: Limits, archive_size: int, label: str) -> None:
+        by_ratio = max(int(limits.max_ratio * archive_size), RATIO_FLOOR)
+        self.cap = min(limits.max_size, by_ratio)
+        if by_ratio < limits.max_size:
+            self.which = (
+                f"{limits.max_ratio:g} times the archive's {_human(archive_size)}, max_unpack_ratio"
+            )
+        else:
+            self.which = "max_unpacked_size"
+        self.max_files = limits.max_files
+        self.label = label
+        self.used = 0  # bytes written (or, for hard links, counted again)
+        self.files = 0  # members written
+
+    def refuse(self, name: str, what: str) -> NoReturn:
+        raise FetchError(
+            f"Refusing archive '{self.label}': member '{_show(name)}' {what}.",
+            hint="If the archive is trusted and really that big, raise max_unpacked_size, "
+            "max_unpack_ratio or max_unpacked_files in the recipe's [source] table.",
+        )
+
+    def past(self, name: str, total: int, verb: str = "would take") -> NoReturn:
+        self.refuse(
+            name,
+            f"{verb} the unpacked size to {_human(total)}, past the cap of "
+            f"{_human(self.cap)} ({self.which})",
+        )
+
+    def entry(self, name: str, count: int) -> None:
+        """Refuse ``name`` if it is member number ``count`` and that is past ``max_files``."""
+        if count > self.max_files:
+            self.refuse(
+                name,
+                f"is past the cap of {self.max_files:,} members (max_unpacked_files)",
+            )
+
+    def check(self, name: str, declared: int) -> None:
+        """Refuse a member whose declared size would take the total past the cap."""
+        if self.used + declared > self.cap:
+            self.past(name, self.used + declared)
+
+    def spend(self, name: str, n: int) -> None:
+        """Count ``n`` bytes written for ``name``; refuse when the total passes the cap."""
+        self.used += n
+        if self.used > self.cap:
+            self.past(name, self.used, "holds more than it declares, which takes")
 
 
 def _show(text: str) -> str:
@@ -192,10 +286,12 @@ class _Tree:
 class _Unpacker:
     """Checks members one at a time and writes the safe ones under ``dest``."""
 
-    def __init__(self, dest: Path, strip: int, label: str) -> None:
+    def __init__(self, dest: Path, strip: int, label: str, budget: _Budget) -> None:
         self.dest = dest
         self.strip = strip
         self.label = label
+        self.budget = budget
+        self.sizes: dict[Parts, int] = {}  # written file -> bytes written
         self.archive_tree = _Tree()  # paths as in the archive
         self.out_tree = _Tree()  # paths after strip_components
         self.regular: dict[Parts, Parts | None] = {}  # file member -> where written (or None)
@@ -272,15 +368,21 @@ class _Unpacker:
             return
         self.record(self.out_tree, kept, m)
         self.kept += 1
+        self.budget.entry(m.name, self.kept)
         if m.kind == "dir":
             self.make_dirs(kept)
         elif m.kind == "symlink":
             self.symlinks.append((kept, m.target))  # created last: nothing is written through
         elif source is not None:
+            size = self.sizes.get(source, 0)
+            self.budget.check(m.name, size)
             self.make_dirs(kept[:-1])
             os.link(self.path(source), self.path(kept), follow_symlinks=False)
+            self.budget.spend(m.name, size)
+            self.sizes[kept] = size
         elif content is not None:
-            self.write(kept, content, m.executable)
+            self.budget.check(m.name, m.size)
+            self.sizes[kept] = self.write(kept, m.name, content, m.executable)
 
     def path(self, parts: Parts) -> str:
         return os.path.join(self.dest, *parts)
@@ -293,13 +395,19 @@ class _Unpacker:
                 os.chmod(full, 0o755)
                 self.made.add(parts[:i])
 
-    def write(self, parts: Parts, content: Opener, executable: bool) -> None:
+    def write(self, parts: Parts, name: str, content: Opener, executable: bool) -> int:
+        """Write one file, counting its bytes against the budget; return how many."""
         self.make_dirs(parts[:-1])
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         fd = os.open(self.path(parts), flags, 0o600)
+        written = 0
         with os.fdopen(fd, "wb") as out, content() as src:
-            shutil.copyfileobj(src, out, _CHUNK)
+            while chunk := src.read(_CHUNK):
+                self.budget.spend(name, len(chunk))  # before writing: headers can lie
+                out.write(chunk)
+                written += len(chunk)
             os.fchmod(out.fileno(), 0o755 if executable else 0o644)
+        return written
 
     def finish(self) -> None:
         """Check every symlink against the whole tree, then create them."""
@@ -321,8 +429,8 @@ class _Unpacker:
 
 def _tar_member(info: tarfile.TarInfo) -> _Member:
     exe = bool(info.mode & 0o111)
-    if info.isreg():
-        return _Member(info.name, "file", exe)
+    if info.isreg():  # a sparse member too: its size is what it expands to
+        return _Member(info.name, "file", exe, size=info.size)
     if info.isdir():
         return _Member(info.name, "dir")
     if info.issym():
@@ -410,13 +518,20 @@ def _zip_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> _Member:
     if fmt == stat.S_IFDIR or (name.endswith("/") and fmt in (0, stat.S_IFREG)):
         return _Member(name, "dir")
     if fmt in (0, stat.S_IFREG) and not name.endswith("/"):
-        return _Member(name, "file", bool(mode & 0o111))
+        return _Member(name, "file", bool(mode & 0o111), size=info.file_size)
     return _Member(name, "other", special=_SPECIAL.get(fmt, f"of unsupported type {fmt:#o}"))
 
 
-def _zip_members(archive: Path, label: str) -> _Members:
+def _zip_members(archive: Path, label: str, budget: _Budget) -> _Members:
     with zipfile.ZipFile(archive) as zf:
-        for info in zf.infolist():
+        infos = zf.infolist()
+        declared = 0
+        for count, info in enumerate(infos, 1):  # the whole directory, before writing anything
+            budget.entry(info.orig_filename, count)
+            declared += info.file_size
+            if declared > budget.cap:
+                budget.past(info.orig_filename, declared)
+        for info in infos:
             if info.flag_bits & 0x1:
                 raise FetchError(
                     f"Cannot unpack '{label}': its member '{_show(info.filename)}' is encrypted."
@@ -426,23 +541,40 @@ def _zip_members(archive: Path, label: str) -> _Members:
 
 
 def unpack(
-    archive: Path, dest: Path, *, strip_components: int = 0, label: str | None = None
+    archive: Path,
+    dest: Path,
+    *,
+    strip_components: int = 0,
+    label: str | None = None,
+    max_size: int | None = None,
+    max_ratio: float | None = None,
+    max_files: int | None = None,
 ) -> None:
     """Unpack `archive` into `dest` (which must not exist; it is created as a directory).
     `label` names the archive in error messages (e.g. the URL or recipe), default the file name.
+    `max_size`, `max_ratio` and `max_files` replace the default :class:`Limits` (None keeps
+    the default); an archive past one is refused with ``FetchError`` and nothing is left.
     """
     label = label if label is not None else archive.name
     if strip_components < 0:
         raise ValueError(f"strip_components must be >= 0, not {strip_components}")
+    limits = Limits(
+        DEFAULT_MAX_SIZE if max_size is None else max_size,
+        DEFAULT_MAX_RATIO if max_ratio is None else max_ratio,
+        DEFAULT_MAX_FILES if max_files is None else max_files,
+    )
     fmt = _detect(archive, label)
     if os.path.lexists(dest):
         raise StoreError(f"Cannot unpack '{label}': '{dest}' already exists.")
+    budget = _Budget(limits, os.path.getsize(archive), label)
     dest.mkdir(parents=True, mode=0o755)
     try:
         os.chmod(dest, 0o755)
-        unpacker = _Unpacker(dest, strip_components, label)
+        unpacker = _Unpacker(dest, strip_components, label, budget)
         members = (
-            _zip_members(archive, label) if fmt == "zip" else _tar_members(archive, fmt, label)
+            _zip_members(archive, label, budget)
+            if fmt == "zip"
+            else _tar_members(archive, fmt, label)
         )
         with contextlib.closing(members):
             for member, content in members:
