@@ -44,14 +44,44 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([KMGTP]i?B|B)?\s*", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1} | {f"{p}b": 1000**i for i, p in enumerate("kmgtp", 1)}
+_UNITS |= {f"{p}ib": 1024**i for i, p in enumerate("kmgtp", 1)}
+
+
+def parse_size(value: Any) -> Any:
+    """A byte count from an int or a string like ``"200GiB"``, ``"1.5 TB"`` (powers of 1000)
+    or ``"512MiB"`` (powers of 1024); anything else is returned for pydantic to refuse."""
+    if isinstance(value, str):
+        match = _SIZE.fullmatch(value)
+        if match is None:
+            raise ValueError(f"'{value}' is not a size (a number of bytes, or e.g. '200GiB')")
+        return int(float(match[1]) * _UNITS[(match[2] or "").lower()])
+    return value
+
+
 class Source(_Strict):
-    """Where a fixed-output path comes from, and the hash it must have."""
+    """Where a fixed-output path comes from, and the hash it must have.
+
+    ``max_unpacked_size`` (bytes, or a string such as ``"200GiB"``), ``max_unpack_ratio``
+    and ``max_unpacked_files`` raise (or lower) the caps an unpacked archive must stay
+    under (mlpkg.store.unpack); None is the default cap. They decide whether a path can be
+    made, not what it is, so they are not part of its hash.
+    """
 
     urls: list[str] = Field(min_length=1)
     sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     md5: str | None = Field(default=None, pattern=r"^[0-9a-f]{32}$")
     unpack: bool = False
     strip_components: int = Field(default=0, ge=0)
+    max_unpacked_size: int | None = Field(default=None, ge=1, strict=True)
+    max_unpack_ratio: float | None = Field(default=None, gt=0, allow_inf_nan=False, strict=True)
+    max_unpacked_files: int | None = Field(default=None, ge=1, strict=True)
+
+    @field_validator("max_unpacked_size", mode="before")
+    @classmethod
+    def _size(cls, value: Any) -> Any:
+        return parse_size(value)
 
     @field_validator("urls")
     @classmethod
@@ -67,6 +97,9 @@ class Source(_Strict):
             raise ValueError("a source needs sha256 (or, for legacy upstream checksums, md5)")
         if self.strip_components and not self.unpack:
             raise ValueError("strip_components needs unpack = true")
+        for cap in ("max_unpacked_size", "max_unpack_ratio", "max_unpacked_files"):
+            if getattr(self, cap) is not None and not self.unpack:
+                raise ValueError(f"{cap} needs unpack = true")
         return self
 
 

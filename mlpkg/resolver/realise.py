@@ -192,7 +192,15 @@ def _fetch(
     download = store.partial_dir / f"{node.path.hash_part}.download"
     try:
         facts = _download(drv, download, store, reporter, node)
-        unpack(download, tmp, strip_components=src.strip_components, label=drv.recipe.spec)
+        unpack(
+            download,
+            tmp,
+            strip_components=src.strip_components,
+            label=drv.recipe.spec,
+            max_size=src.max_unpacked_size,
+            max_ratio=src.max_unpack_ratio,
+            max_files=src.max_unpacked_files,
+        )
     finally:
         download.unlink(missing_ok=True)
     return facts
@@ -222,7 +230,15 @@ def unpack_local(recipe: Recipe, file: Path, tmp: Path, sha256: str) -> dict[str
     """Make a fixed-output path from a local file (``add-file``) whose sha256 is known."""
     src = recipe.source
     if src is not None and src.unpack:
-        unpack(file, tmp, strip_components=src.strip_components, label=str(file))
+        unpack(
+            file,
+            tmp,
+            strip_components=src.strip_components,
+            label=str(file),
+            max_size=src.max_unpacked_size,
+            max_ratio=src.max_unpack_ratio,
+            max_files=src.max_unpacked_files,
+        )
     else:
         shutil.copyfile(file, tmp)
     return {"sha256": sha256, "url": file.absolute().as_uri()}
