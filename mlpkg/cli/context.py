@@ -140,7 +140,7 @@ class App:
 
 
 def common(func: F) -> F:
-    """The options every command takes: --with, --json, -v, -q, --recipes."""
+    """The options every command takes: --with, --json, -v, -q, --no-sandbox, --recipes."""
 
     @click.option(
         "--with",
@@ -152,6 +152,12 @@ def common(func: F) -> F:
     @click.option("--json", "as_json", is_flag=True, help="Print a JSON document.")
     @click.option("-v", "--verbose", is_flag=True, help="Say more; tracebacks on errors.")
     @click.option("-q", "--quiet", is_flag=True, help="Print only results.")
+    @click.option(
+        "--no-sandbox",
+        is_flag=True,
+        help="Build and run without a sandbox (the host stays visible; each build log "
+        "says so). Same as MLPKG_SANDBOX=none.",
+    )
     @click.option(
         "--recipes",
         "recipe_dirs",
@@ -167,10 +173,13 @@ def common(func: F) -> F:
         as_json: bool,
         verbose: bool,
         quiet: bool,
+        no_sandbox: bool,
         recipe_dirs: tuple[Path, ...],
         **kwargs: Any,
     ) -> Any:
         app: App = ctx.ensure_object(App)
+        if no_sandbox:  # an explicit opt-out, read by the sandbox (and by child mlpkgs)
+            os.environ["MLPKG_SANDBOX"] = "none"
         app.json = app.json or as_json
         app.verbose = app.verbose or verbose
         app.quiet = app.quiet or quiet

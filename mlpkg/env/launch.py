@@ -12,6 +12,10 @@ The contract of :func:`launch`:
 - stdout and stderr are copied, as they come (progress bars included), to
   ``stdout.txt``/``stderr.txt`` in the run directory and, when ``show``, to mlpkg's own;
   a closed terminal stops the copying to it, never the run;
+- with ``readonly`` (the store), it runs where those directories are read-only mounts and
+  it has no capability left, so that not even root can change a store path
+  (:func:`mlpkg.store.sandbox.run_isolation`); its pid is the same (nothing stands
+  between);
 - it returns the exit status (negative for a signal, as :mod:`subprocess` does), the pid
   and the last line of stderr that starts with ``error:`` (the reason of a failure).
 """
@@ -26,16 +30,18 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import IO, BinaryIO
 
 from mlpkg.errors import RunError
+from mlpkg.store import sandbox
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _PR_SET_PDEATHSIG = 1
+_KEEP = 4096  # bytes of an unfinished line remembered (progress bars end lines with \r)
 
 
 @dataclass
@@ -55,6 +61,23 @@ except (OSError, AttributeError):  # not Linux
 def _child_setup() -> None:  # runs in the child between fork and exec
     if _prctl is not None:
         _prctl(_PR_SET_PDEATHSIG, int(signal.SIGINT), 0, 0, 0)
+
+
+def _start(
+    argv: list[str], env: dict[str, str], isolation: str, readonly: Sequence[Path]
+) -> subprocess.Popen[bytes]:
+    kw: dict[str, object] = dict(
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        preexec_fn=_child_setup,  # only prctl(): safe after fork
+    )
+    if isolation == "namespace":
+        spec = sandbox.readonly_spec(argv, env, readonly, int(signal.SIGINT))
+        return sandbox.popen_nsbox(spec, **kw)
+    if isolation == "bubblewrap":
+        argv = sandbox.bwrap_readonly_argv(argv, readonly)
+    return subprocess.Popen(argv, env=env, **kw)  # type: ignore[call-overload, no-any-return]
 
 
 class _Tee(threading.Thread):
@@ -79,7 +102,8 @@ class _Tee(threading.Thread):
                     self.echo = None
 
     def _remember(self, chunk: bytes) -> None:
-        *lines, self._partial = (self._partial + chunk).split(b"\n")
+        *lines, partial = (self._partial + chunk).split(b"\n")
+        self._partial = partial[-_KEEP:]
         for line in lines:
             text = line.decode("utf-8", "replace").strip()
             if text.startswith("error:") or ": error:" in text:
@@ -92,12 +116,14 @@ def launch(
     run_dir: Path,
     show: bool,
     on_start: Callable[[int], None] | None = None,
+    readonly: Sequence[Path] = (),
 ) -> Exited:
     """Run ``argv`` (see the module docstring) and wait for it; ``on_start`` is told the
     pid as soon as the process exists."""
     exe = shutil.which(argv[0], path=env.get("PATH"))
     if exe is None:
         raise RunError(f"The app's command {argv[0]} is not in its closure's PATH.")
+    isolation = sandbox.run_isolation() if readonly else "none"
     with (
         open(run_dir / "stdout.txt", "wb") as out_log,
         open(run_dir / "stderr.txt", "wb") as err_log,
@@ -113,14 +139,7 @@ def launch(
 
         old = {s: signal.signal(s, forward) for s in FORWARDED}
         try:
-            proc = subprocess.Popen(
-                [exe, *argv[1:]],
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                start_new_session=True,
-                preexec_fn=_child_setup,  # only prctl(): safe after fork
-            )
+            proc = _start([exe, *argv[1:]], env, isolation, readonly)
         except BaseException:
             for s, handler in old.items():
                 signal.signal(s, handler)

@@ -1,22 +1,24 @@
 """Build sandboxes (invariant 4): clean environment, private HOME/TMPDIR, fixed
-SOURCE_DATE_EPOCH, no network, and (with bubblewrap) only the declared inputs visible."""
+SOURCE_DATE_EPOCH, no network, only the declared inputs visible and read-only (even to
+root), no process left behind; and a refusal where no sandbox can be made."""
 
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from mlpkg.errors import BuildError
-from mlpkg.store import sandbox
+from mlpkg.errors import BadInput, BuildError
+from mlpkg.store import archive, sandbox
 
-KINDS = [k for k in ("bubblewrap", "unshare") if k == "none" or subprocess.run(
-    {"bubblewrap": ["bwrap", "--unshare-all", "--ro-bind", "/", "/", "true"],
-     "unshare": ["unshare", "-n" if os.geteuid() == 0 else "-rn", "true"]}[k],
-    capture_output=True).returncode == 0] + ["none"]  # fmt: skip
+KINDS = sandbox.available()  # best first; "none" always
+SANDBOXES = [k for k in KINDS if k != "none"]
 
 
 def request(tmp_path: Path, script: str, **kw: object) -> sandbox.BuildRequest:
@@ -45,12 +47,13 @@ def test_environment_is_clean_and_fixed(
     assert env["HOME"] != os.environ.get("HOME") and env["HOME"].endswith("/home")
     assert env["TMPDIR"].endswith("/tmp") and env["TMPDIR"] != "/tmp"
     assert (out / "data").read_text() == "from the input\n"
-    if kind == "bubblewrap":
+    assert "MLPKG_BUILD_CORES" not in env  # the machine's core count is not an input
+    if kind != "none":
         assert env["out"] == "/build/out"  # a fixed build directory name
         assert (out / "pwd").read_text().strip() == "/build/src"
 
 
-@pytest.mark.parametrize("kind", [k for k in KINDS if k != "none"])
+@pytest.mark.parametrize("kind", SANDBOXES)
 def test_no_network(tmp_path: Path, kind: str) -> None:
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
@@ -62,20 +65,135 @@ def test_no_network(tmp_path: Path, kind: str) -> None:
         assert (out / "r").read_text().strip() == "closed"
         # Fixed-output work may use the network: the same probe then connects.
         out2 = sandbox.run(request(tmp_path / "n", script, network=True), kind)
-        if kind == "bubblewrap":
-            assert (out2 / "r").read_text().strip() == "open"
+        assert (out2 / "r").read_text().strip() == "open"
     finally:
         server.close()
 
 
-@pytest.mark.skipif("bubblewrap" not in KINDS, reason="bubblewrap is not usable here")
-def test_bubblewrap_hides_the_rest_of_the_store_and_home(tmp_path: Path) -> None:
+HOSTILE = """
+mkdir -p "$out"
+ls {secret} > "$out/secret" 2>&1 || echo hidden >> "$out/r"
+ls /root > "$out/root" 2>&1 || echo no-root >> "$out/r"
+echo pwned > {host_tmp}/pwned 2>/dev/null || echo no-host-tmp >> "$out/r"
+echo pwned >> $dep/data 2>/dev/null || echo input-unwritable >> "$out/r"
+chmod 0755 $dep 2>/dev/null || echo no-chmod >> "$out/r"
+mount -o remount,rw $dep 2>/dev/null || echo no-remount >> "$out/r"
+touch /etc/pwned 2>/dev/null || echo etc-read-only >> "$out/r"
+touch /usr/pwned 2>/dev/null || echo usr-read-only >> "$out/r"
+"""
+
+
+@pytest.mark.parametrize("kind", SANDBOXES)
+def test_a_hostile_script_cannot_touch_the_host(tmp_path: Path, kind: str) -> None:
     secret = tmp_path / "store" / "undeclared"
     secret.mkdir(parents=True)
     (secret / "f").write_text("x")
-    script = f'mkdir "$out"; ls {secret} > "$out/ls" 2>&1 || echo hidden > "$out/r"; ls /root > "$out/root" 2>&1 || true'
-    out = sandbox.run(request(tmp_path, script), "bubblewrap")
-    assert (out / "r").read_text().strip() == "hidden"
+    host_tmp = tmp_path / "host-tmp"
+    host_tmp.mkdir()
+    req = request(tmp_path, HOSTILE.format(secret=secret, host_tmp=host_tmp))
+    dep = req.inputs["dep"]
+    os.chmod(dep / "data", 0o444)
+    os.chmod(dep, 0o555)
+    before = archive.scan(dep).hash
+    try:
+        out = sandbox.run(req, kind)
+    finally:
+        os.chmod(dep, 0o755)
+    said = (out / "r").read_text().split()
+    assert said == [
+        "hidden", "no-root", "no-host-tmp", "input-unwritable", "no-chmod", "no-remount",
+        "etc-read-only", "usr-read-only",
+    ]  # fmt: skip
+    assert not (host_tmp / "pwned").exists() and archive.scan(dep).hash == before
+    assert not Path("/etc/pwned").exists() and not Path("/usr/pwned").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the point is that root cannot write either")
+@pytest.mark.parametrize("kind", SANDBOXES)
+def test_inputs_are_read_only_mounts_even_for_root(tmp_path: Path, kind: str) -> None:
+    req = request(tmp_path, 'mkdir "$out"; { echo x >> "$dep/data"; } 2> "$out/err" || true')
+    os.chmod(req.inputs["dep"] / "data", 0o644)  # modes do not stop root: the mount must
+    before = archive.scan(req.inputs["dep"]).hash
+    out = sandbox.run(req, kind)
+    assert "Read-only file system" in (out / "err").read_text()
+    assert archive.scan(req.inputs["dep"]).hash == before
+
+
+@pytest.mark.parametrize("kind", SANDBOXES)
+def test_background_children_die_with_the_build(tmp_path: Path, kind: str) -> None:
+    marker = f"mlpkg-orphan-{os.getpid()}-{kind}"
+    script = f'mkdir "$out"; (exec -a {marker} sleep 60 &) ; (exec -a {marker} sleep 60) & true'
+    sandbox.run(request(tmp_path, script), kind)
+    time.sleep(0.3)
+    left = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout
+    assert left == "", f"processes outlived the build: {left}"
+
+
+KILLER = """
+import sys
+from pathlib import Path
+from mlpkg.store import sandbox
+t = Path(sys.argv[1])
+req = sandbox.BuildRequest(script="mkdir $out; exec -a {marker} sleep 60", inputs={{}},
+                           build_dir=t / "build", log=t / "log")
+sandbox.run(req, sys.argv[2])
+"""
+
+
+@pytest.mark.parametrize("kind", SANDBOXES)
+def test_a_killed_mlpkg_takes_its_build_along(tmp_path: Path, kind: str) -> None:
+    marker = f"mlpkg-kill-{os.getpid()}-{kind}"
+    proc = subprocess.Popen([sys.executable, "-c", KILLER.format(marker=marker),
+                             str(tmp_path), kind])  # fmt: skip
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        found = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout
+        if found:
+            break
+        time.sleep(0.05)
+    assert found, "the build never started"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and subprocess.run(["pgrep", "-f", marker]).returncode == 0:
+        time.sleep(0.05)
+    left = subprocess.run(["pgrep", "-af", marker], capture_output=True, text=True).stdout
+    assert left == "", f"the build outlived a SIGKILLed mlpkg: {left}"
+
+
+def test_inputs_cannot_override_the_fixed_variables(tmp_path: Path) -> None:
+    req = request(tmp_path, 'mkdir "$out"')
+    req.inputs = {"TZ": req.inputs["dep"]}
+    with pytest.raises(BadInput, match="'TZ' has the name of a variable the build sandbox sets"):
+        sandbox.run(req, KINDS[0])
+
+
+def test_no_sandbox_is_refused_unless_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MLPKG_SANDBOX", raising=False)
+    monkeypatch.setattr(sandbox, "available", lambda: ["none"])
+    sandbox.detect.cache_clear()
+    try:
+        with pytest.raises(BadInput, match="No build sandbox works") as e:
+            sandbox.detect()
+        assert e.value.hint is not None and "--no-sandbox" in e.value.hint
+        monkeypatch.setenv("MLPKG_SANDBOX", "none")
+        sandbox.detect.cache_clear()
+        assert sandbox.detect() == "none"
+    finally:
+        sandbox.detect.cache_clear()
+
+
+def test_the_log_says_which_sandbox(tmp_path: Path) -> None:
+    sandbox.run(request(tmp_path, 'mkdir "$out"'), "none")
+    assert "sandbox none" in (tmp_path / "log").read_text().splitlines()[0]
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_an_unwritable_log_stops_the_build_with_one_sentence(tmp_path: Path) -> None:
+    req = request(tmp_path, 'mkdir "$out"; head -c 5000000 /dev/zero | tr "\\0" x')
+    req.log = Path("/dev/full")  # every write fails with ENOSPC
+    with pytest.raises(Exception, match="could not be written: no space is left"):
+        sandbox.run(req, KINDS[0])
 
 
 @pytest.mark.parametrize("kind", KINDS)
