@@ -20,6 +20,10 @@ if TYPE_CHECKING:
 
 
 def read_lock(file: Path) -> Lockfile:
+    """Read and check the lockfile ``file`` (LockError naming it when it is not one).
+
+    Reading runs nothing; commands that act on a lock check its externals against their
+    recipe collection with :func:`trusted_lock` (or ``to_plan(..., trusted=)``)."""
     from mlpkg.resolver import lockfile
 
     try:
@@ -27,6 +31,16 @@ def read_lock(file: Path) -> Lockfile:
     except (OSError, UnicodeDecodeError) as e:
         raise LockError(f"Cannot read lockfile {file}: {e}.", file=str(file)) from None
     return lockfile.parse(text, str(file))
+
+
+def trusted_lock(app: App, file: Path) -> Lockfile:
+    """:func:`read_lock`, refused (exit 2) when an external of the lock would be detected
+    otherwise than ``app``'s recipe collection detects it (docs/trust.md)."""
+    from mlpkg.resolver.lockfile import check_trusted
+
+    lock = read_lock(file)
+    check_trusted(lock, app.index)
+    return lock
 
 
 def lock_of_plan(
@@ -106,8 +120,9 @@ def write_lock(app: App, lock: Lockfile, output: Path) -> None:
 
 
 def check_lock(app: App, file: Path) -> dict[str, Any]:
-    """Is the lock consistent (parse checks it), and do the recipes still give it?"""
-    lock = read_lock(file)
+    """Is the lock consistent (parse checks it), are its externals detected as the recipes
+    detect them (else exit 2), and do the recipes still give it?"""
+    lock = trusted_lock(app, file)
     plan = app.plan(lock.specs)
     locked = {n.drv.name: str(n.path) for n in lock.nodes}
     fresh = {n.drv.name: str(n.path) for n in plan.nodes}
@@ -121,12 +136,13 @@ def check_lock(app: App, file: Path) -> dict[str, Any]:
 
 
 def update_lock(app: App, file: Path, names: tuple[str, ...]) -> Lockfile:
-    """Re-resolve ``names`` with the current recipes; keep every other node as locked."""
+    """Re-resolve ``names`` with the current recipes; keep every other node as locked (a
+    lock whose externals the recipes do not trust is refused first)."""
     from mlpkg.resolver.lockfile import PinnedProvider
     from mlpkg.resolver.plan import make_plan
     from mlpkg.resolver.spec import parse_spec
 
-    lock = read_lock(file)
+    lock = trusted_lock(app, file)
     known = {n.drv.name for n in lock.nodes}
     free = {app.index.canonical_name(n) if n not in known else n for n in names}
     unknown = sorted(free - known)
@@ -138,13 +154,18 @@ def update_lock(app: App, file: Path, names: tuple[str, ...]) -> Lockfile:
 
 
 def realise_lock(app: App, file: Path, allow_drift: bool, dry_run: bool) -> dict[str, Any]:
-    """``build --lock``: realise exactly the locked plan and compare every archive hash."""
+    """``build --lock``: realise exactly the locked plan and compare every archive hash.
+    The lock's externals must be detected as ``app``'s recipe collection detects them."""
     from mlpkg.resolver.lockfile import check_valid_paths, to_plan
     from mlpkg.resolver.realise import realise_plan
 
     lock = read_lock(file)
     plan, expected = to_plan(
-        lock, app.store, app.provider.detector, allow_external_drift=allow_drift
+        lock,
+        app.store,
+        app.provider.detector,
+        allow_external_drift=allow_drift,
+        trusted=app.index,
     )
     doc = plan.to_json()
     if dry_run:

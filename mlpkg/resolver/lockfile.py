@@ -6,6 +6,14 @@ download, the detected version of each external tool, and, where the path was re
 its archive hash and size. Paths are recomputed from the embedded recipes when a lock is
 read, so a hand-edited recipe is caught (the path no longer matches) rather than trusted.
 
+A lock is data, never code (docs/trust.md): it is not signed, so whoever edits a recipe in
+it can recompute the path too. Reading a lock runs nothing. Before a lock's plan is made
+(:func:`to_plan`), :func:`check_trusted` compares the detection of every external it embeds
+with the local recipe collection's recipe of the same name, and refuses the lock when
+they differ: the only commands that run on the host are the collection's. Everything
+else a lock holds is built in the sandbox, fetched and checked against its hash, or (an
+app's ``[run]`` command) run only when ``mlpkg run`` is asked to run it.
+
 Layout (TOML, keys sorted, nodes sorted by name then path; see docs/lockfile.md)::
 
     version = 1
@@ -39,9 +47,10 @@ from packaging.version import Version
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mlpkg.errors import CheckError, FormatVersionError, LockError, RecipeError
+from mlpkg.recipes.index import RecipeIndex, default_dirs
 from mlpkg.recipes.model import Recipe
 from mlpkg.resolver.derivation import Derivation, Detected
-from mlpkg.resolver.external import Detector
+from mlpkg.resolver.external import Detector, untrusted
 from mlpkg.resolver.machine import current_platform
 from mlpkg.resolver.plan import ACTIONS, Plan, PlanNode
 from mlpkg.resolver.provider import IndexProvider
@@ -119,6 +128,7 @@ class Lockfile:
     specs: list[str]
     roots: list[StorePath]
     nodes: list[LockedNode]  # inputs before the nodes that use them
+    file: str | None = None  # where it was read from, for messages
 
     def node(self, path: StorePath) -> LockedNode:
         for n in self.nodes:
@@ -223,7 +233,8 @@ def _build(model: _LockModel, file: str) -> Lockfile:
     for root in model.roots:
         if root not in by_path:
             raise LockError(f"{file}: root {root} is not a node of the lock.", file=file)
-    return Lockfile(model.platform, model.specs, [StorePath.parse(r) for r in model.roots], order)
+    roots = [StorePath.parse(r) for r in model.roots]
+    return Lockfile(model.platform, model.specs, roots, order, file)
 
 
 def _node(n: _NodeModel, made: dict[str, LockedNode], platform: str, file: str) -> LockedNode:
@@ -269,20 +280,58 @@ def from_plan(
     return Lockfile(platform, list(specs), list(roots), nodes)
 
 
+def check_trusted(lock: Lockfile, trusted: RecipeIndex) -> None:
+    """Refuse ``lock`` (LockError, exit 2) when an external it embeds would be detected
+    otherwise than the recipe collection ``trusted`` detects that name (or ``trusted`` has
+    no external of that name): one sentence naming the external, the lock's command and
+    the trusted one. Runs nothing; call it before anything from the lock is detected."""
+    where = f"{lock.file} is" if lock.file else "The lock is"
+    for node in lock.nodes:
+        if node.drv.kind != "external":
+            continue
+        name = node.drv.name
+        local = [trusted.load(rf) for rf in trusted.files(name) if rf.is_external]
+        why = untrusted(node.drv.recipe, local)
+        if why is not None:
+            raise LockError(
+                f"{where} refused: its {why}.",
+                hint="A lockfile is data and none of its commands run (docs/trust.md). Lock "
+                "again with your recipes, or, once you have read the command, put a recipe "
+                f"with it in a --recipes or MLPKG_RECIPES_PATH directory ({name}/external.toml).",
+                file=lock.file,
+                field="recipe.external",
+                package=name,
+            )
+
+
+def default_trusted(store: Store) -> RecipeIndex:
+    """The recipe collection a command without ``--recipes`` uses: MLPKG_RECIPES_PATH,
+    ``$MLPKG_HOME/recipes``, then the bundled collection."""
+    return RecipeIndex(default_dirs(None, store.home / "recipes"))
+
+
 def to_plan(
-    lock: Lockfile, store: Store, detector: Detector, *, allow_external_drift: bool = False
+    lock: Lockfile,
+    store: Store,
+    detector: Detector,
+    *,
+    allow_external_drift: bool = False,
+    trusted: RecipeIndex | None = None,
 ) -> tuple[Plan, dict[StorePath, str]]:
     """The locked plan for this machine, and the archive hash each path must have.
 
-    External tools are detected here; one whose version differs from the lock is refused,
-    naming both versions, unless ``allow_external_drift`` (then the locked path names are
-    kept and the local tool is linked). Externals' archive hashes are not compared: their
-    links name where the tool lives, which differs between machines.
+    First the lock's externals are checked against ``trusted`` (the command's recipe
+    collection; by default :func:`default_trusted`) with :func:`check_trusted`, so that no
+    command of the lock runs. Then external tools are detected; one whose version differs
+    from the lock is refused, naming both versions, unless ``allow_external_drift`` (then
+    the locked path names are kept and the local tool is linked). Externals' archive
+    hashes are not compared: their links name where the tool lives.
     """
     if lock.platform != current_platform():
         raise LockError(
             f"The lock is for platform {lock.platform}; this machine is {current_platform()}."
         )
+    check_trusted(lock, trusted if trusted is not None else default_trusted(store))
     drvs: list[Derivation] = []
     drift: list[str] = []
     for node in lock.nodes:

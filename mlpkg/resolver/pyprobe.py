@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -48,21 +49,38 @@ print(json.dumps({
 
 
 def probe_python(executable: str) -> tuple[str, dict[str, Any], str, list[str]]:
-    """Run the probe with ``executable``: (version, info, base interpreter, tags)."""
+    """Run the probe with ``executable``: (version, info, base interpreter, tags).
+
+    ``executable`` is the interpreter a trusted external recipe located (see
+    mlpkg.resolver.external); the probe is mlpkg's own script. It runs in an empty
+    temporary directory, because ``python -c`` puts the working directory first on
+    ``sys.path``: a ``json.py`` beside the user's lockfile must not be imported. The
+    interpreter's ``PYTHON*`` variables are dropped; only ``packaging`` is added.
+    ExternalNotFound when it cannot run or prints no valid report.
+    """
     packaging_root = str(Path(packaging.__file__).resolve().parent.parent)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     env["PYTHONPATH"] = packaging_root
+    stderr = ""
     try:
-        r = subprocess.run(
-            [executable, "-s", "-c", _SCRIPT], capture_output=True, text=True, env=env, timeout=60
-        )
+        with tempfile.TemporaryDirectory(prefix="mlpkg-probe-") as empty:
+            r = subprocess.run(
+                [executable, "-s", "-c", _SCRIPT],
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=60,
+                cwd=empty,
+                stdin=subprocess.DEVNULL,
+            )
+        stderr = r.stderr
         data = json.loads(r.stdout) if r.returncode == 0 else None
     except (OSError, subprocess.TimeoutExpired, ValueError):
         data = None
     if not isinstance(data, dict):
         raise ExternalNotFound(
             f"The Python interpreter '{executable}' could not be probed.",
-            details=r.stderr.splitlines()[-5:] if "r" in locals() else [],
+            details=stderr.splitlines()[-5:],
             package="python",
         )
     info = data["info"]

@@ -91,8 +91,12 @@ def fails(result: CliResult, code: int) -> str:
 
 
 def fresh(make_mlpkg_cli: MakeCli, tmp_path: Path, name: str) -> MlpkgCli:
-    """An empty home somewhere else, with an empty recipe directory."""
-    return make_mlpkg_cli(tmp_path / "elsewhere" / name / "home")
+    """An empty home somewhere else, whose recipe directory has only mytool's external
+    recipe: a lock's external is detected only with a command the local collection trusts
+    for it (docs/trust.md; tests/cli/test_lock_trust.py)."""
+    cli = make_mlpkg_cli(tmp_path / "elsewhere" / name / "home")
+    cli.recipes.add("mytool", "external", EXTERNAL_TOML)
+    return cli
 
 
 def add_source(
@@ -175,7 +179,8 @@ def test_a_lock_rebuilds_the_same_closure_in_another_empty_home(
     assert {n["path"] for n in unrealised.values()} == {n["path"] for n in locked.values()}
     assert all(n["archive_hash"] == "unknown" for n in unrealised.values())
 
-    # Another machine: an empty home elsewhere, the tool installed elsewhere, no recipes.
+    # Another machine: an empty home elsewhere, the tool installed elsewhere, no recipes
+    # but the external's (the command it trusts to detect mytool).
     shutil.rmtree(mlpkg_cli.recipes.path)
     other = fresh(make_mlpkg_cli, tmp_path, "machine2")
     path2 = make_tool(tmp_path / "elsewhere" / "opt" / "bin", "1.4.1")

@@ -145,6 +145,11 @@ def make_lock(
     return from_plan(list(specs), drvs, plan.roots, infos, platform)
 
 
+def trusted(tmp_path: Path) -> RecipeIndex:
+    """The recipe collection :func:`make_lock` wrote: it trusts the lock's external."""
+    return RecipeIndex([tmp_path / "recipes"])
+
+
 @pytest.fixture
 def lock(tmp_path: Path) -> Lockfile:
     return make_lock(tmp_path)
@@ -411,14 +416,18 @@ def test_to_plan_refuses_another_platform(tmp_path: Path) -> None:
     assert lk.platform != current_platform()
     back = parse(lk.dumps(), "x.lock")  # consistent: paths are hashed for its own platform
     with Store(tmp_path / "home2") as store, pytest.raises(LockError) as info:
-        to_plan(back, store, lambda r: Detected("1.2.3", {"sh": "/bin/sh"}))
+        to_plan(
+            back, store, lambda r: Detected("1.2.3", {"sh": "/bin/sh"}), trusted=trusted(tmp_path)
+        )
     assert "riscv64-plan9" in info.value.message and current_platform() in info.value.message
 
 
 def test_to_plan_checks_external_versions_and_expects_archive_hashes(tmp_path: Path) -> None:
     lk = parse(make_lock(tmp_path, platform=current_platform()).dumps(), "x.lock")
     with Store(tmp_path / "home2") as store:
-        plan, expected = to_plan(lk, store, lambda r: Detected("1.2.3", {"sh": "/bin/sh"}))
+        plan, expected = to_plan(
+            lk, store, lambda r: Detected("1.2.3", {"sh": "/bin/sh"}), trusted=trusted(tmp_path)
+        )
         by = nodes_by_name(lk)
         assert [n.path for n in plan.nodes] == [n.path for n in lk.nodes]
         assert plan.roots == lk.roots
@@ -433,12 +442,18 @@ def test_to_plan_checks_external_versions_and_expects_archive_hashes(tmp_path: P
         assert expected == {by[n].path: by[n].archive_hash for n in ("src", "legacy", "app")}
 
         with pytest.raises(LockError) as info:
-            to_plan(lk, store, lambda r: Detected("1.3.0", {"sh": "/bin/sh"}))
+            to_plan(
+                lk, store, lambda r: Detected("1.3.0", {"sh": "/bin/sh"}), trusted=trusted(tmp_path)
+            )
         assert "mytool" in info.value.message
         assert "1.2.3" in info.value.message and "1.3.0" in info.value.message
 
         drifted, _ = to_plan(
-            lk, store, lambda r: Detected("1.3.0", {"sh": "/bin/sh"}), allow_external_drift=True
+            lk,
+            store,
+            lambda r: Detected("1.3.0", {"sh": "/bin/sh"}),
+            allow_external_drift=True,
+            trusted=trusted(tmp_path),
         )
         assert [n.path for n in drifted.nodes] == [n.path for n in plan.nodes]
         tool = next(n for n in drifted.nodes if n.drv.kind == "external")
@@ -456,7 +471,9 @@ def test_check_valid_paths_names_a_store_copy_that_differs(tmp_path: Path) -> No
             recipe_hash=src.drv.recipe_hash,
             deriver=src.drv.to_json(),
         )
-        plan, expected = to_plan(lk, store, lambda r: Detected("1.2.3", {"sh": "/bin/sh"}))
+        plan, expected = to_plan(
+            lk, store, lambda r: Detected("1.2.3", {"sh": "/bin/sh"}), trusted=trusted(tmp_path)
+        )
         assert next(n for n in plan.nodes if n.path == src.path).action == "valid"
         with pytest.raises(CheckError) as info:
             lockfile.check_valid_paths(plan, store, expected)
