@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from mlpkg.documents import load_toml
 from mlpkg.errors import RecipeError
 from mlpkg.recipes.model import FieldError, Recipe
 
@@ -23,9 +24,10 @@ def _field(loc: tuple[int | str, ...], err: Any = None) -> str:
 
 
 def parse(text: str, file: str) -> Recipe:
-    """Validate recipe TOML. ``file`` names the source in errors."""
+    """Validate recipe TOML. ``file`` names the source in errors (RecipeError: invalid TOML,
+    nested too deep (:func:`mlpkg.documents.load_toml`), or not a valid recipe)."""
     try:
-        data = tomllib.loads(text)
+        data = load_toml(text, file, RecipeError)
     except tomllib.TOMLDecodeError as e:
         raise RecipeError(f"{file} is not valid TOML: {e}.", file=file) from None
     try:

@@ -46,6 +46,7 @@ from typing import Any
 from packaging.version import Version
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from mlpkg.documents import load_toml
 from mlpkg.errors import CheckError, FormatVersionError, LockError, RecipeError
 from mlpkg.recipes.index import RecipeIndex, default_dirs
 from mlpkg.recipes.model import Recipe
@@ -166,7 +167,7 @@ def parse(text: str, file: str) -> Lockfile:
     it lies in a node, the node and field. Paths are recomputed from the embedded recipes
     and must match (a tampered recipe is named)."""
     try:
-        raw = tomllib.loads(text)
+        raw = load_toml(text, file, LockError)  # nested too deep: LockError
     except tomllib.TOMLDecodeError as e:
         raise LockError(
             f"{file} is not valid TOML (truncated or hand-edited?): {e}.", file=file
