@@ -16,7 +16,9 @@ from mlpkg.resolver.derivation import Derivation
 from mlpkg.resolver.plan import PlanNode
 from mlpkg.resolver.realise import Reporter, maker
 from mlpkg.store import archive
+from mlpkg.store.db import PathInfo
 from mlpkg.store.fs import canonicalise, remove_tree
+from mlpkg.store.locks import PathLock
 from mlpkg.store.store import Store
 from mlpkg.store.verify import changed_files
 
@@ -43,11 +45,27 @@ class CheckResult:
 
 
 def check(drv: Derivation, store: Store, reporter: Reporter, rounds: int = 1) -> CheckResult:
-    """Rebuild ``drv`` ``rounds`` times; raise CheckError at the first difference."""
+    """Rebuild ``drv`` ``rounds`` times; raise CheckError at the first difference.
+
+    Holds the path's lock shared throughout: the garbage collector then leaves its build
+    directories (``builds/<hash>-*``) and rounds (``check/.<hash>-*``) alone, while other
+    checks of the same path may run beside it.
+    """
+    store.protect([drv.path, *drv.inputs.values()])
     info = store.info(drv.path)
     if info is None:
         raise BadInput(f"{drv.path} is not valid: build it before checking it.", package=drv.name)
-    store.protect([drv.path, *drv.inputs.values()])
+    lock = PathLock(store.locks_dir, drv.path)
+    lock.acquire(shared=True)
+    try:
+        return _rounds(drv, store, reporter, rounds, info)
+    finally:
+        lock.release()
+
+
+def _rounds(
+    drv: Derivation, store: Store, reporter: Reporter, rounds: int, info: PathInfo
+) -> CheckResult:
     result = CheckResult(str(drv.path), rounds, info.archive_hash)
     workdir = store.home / "check"
     workdir.mkdir(exist_ok=True)

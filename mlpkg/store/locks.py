@@ -18,10 +18,12 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import secrets
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from mlpkg.store.path import StorePath
+from mlpkg.store.space import disk_full, is_full
 
 
 class FileLock:
@@ -74,6 +76,46 @@ def is_locked(file: Path) -> bool:
         probe.release()
 
 
+def lock_existing(file: Path) -> FileLock | None:
+    """An exclusive lock on ``file``, taken without waiting and without creating it.
+
+    None when another process holds a lock on it (its owner is alive) or it is gone. The
+    caller releases it. For files that are locked by whoever writes them (temporary copies,
+    see :func:`locked_temp`): holding the lock, the collector may delete the file.
+    """
+    try:
+        fd = os.open(file, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    lock = FileLock(file)
+    lock.fd = fd
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        lock.release()
+        return None
+    return lock
+
+
+def locked_temp(directory: Path, name: str) -> tuple[Path, FileLock]:
+    """Create ``directory/.<name>.<pid>-<random>.tmp`` and lock it for the caller.
+
+    The lock says the file is in use: the collector deletes such files only when it can
+    take the lock itself (their writer died). The caller releases the lock when the file
+    was renamed or removed.
+    """
+    while True:
+        file = directory / f".{name}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
+        try:
+            fd = os.open(file, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        except FileExistsError:
+            continue
+        lock = FileLock(file)
+        lock.fd = fd
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return file, lock
+
+
 class TempRoots:
     """This process's temporary GC roots: ``<home>/temproots/<pid>``, locked while alive."""
 
@@ -85,24 +127,41 @@ class TempRoots:
         self.added: set[str] = set()
 
     def add(self, paths: Iterable[StorePath]) -> None:
-        """Protect ``paths`` from the collector until this process exits."""
+        """Protect ``paths`` from the collector until this process exits.
+
+        Raises StoreError, naming the directory, when the disk is full (nothing is
+        protected then, so the caller must not go on to use the paths).
+        """
         new = sorted({str(p) for p in paths} - self.added)
         if not new:
             return
         gc_lock = FileLock(self.gc_lock_file)
-        gc_lock.acquire(shared=True)  # waits while a collection is deciding
         try:
-            if self.lock is None:
-                # Created and locked under the shared gc lock, so the collector never sees
-                # the file unlocked while we are alive.
-                self.lock = FileLock(self.file)
-                self.lock.acquire()
-                os.truncate(self.file, 0)  # a dead process with our pid may have left names
-            with open(self.file, "a", encoding="utf-8") as f:
-                f.write("".join(f"{n}\n" for n in new))
-            self.added.update(new)
+            gc_lock.acquire(shared=True)  # waits while a collection is deciding
+            self._append(new)
+        except OSError as e:
+            if is_full(e):
+                raise disk_full(self.dir, "writing temporary roots") from None
+            raise
         finally:
             gc_lock.release()
+        self.added.update(new)
+
+    def _append(self, names: list[str]) -> None:
+        """Write ``names`` to our file (call with the gc lock held shared)."""
+        if self.lock is None:
+            # Created and locked under the shared gc lock, so the collector never sees
+            # the file unlocked while we are alive.
+            self.lock = FileLock(self.file)
+            self.lock.acquire()
+            os.truncate(self.file, 0)  # a dead process with our pid may have left names
+        size = os.path.getsize(self.file)
+        try:
+            with open(self.file, "a", encoding="utf-8") as f:
+                f.write("".join(f"{n}\n" for n in names))
+        except OSError:
+            os.truncate(self.file, size)  # no half-written name
+            raise
 
     def close(self) -> None:
         if self.lock is not None:
@@ -127,4 +186,5 @@ def live_temp_roots(temproots_dir: Path) -> Iterator[str]:
                 entry.unlink()
             continue
         with contextlib.suppress(FileNotFoundError):
-            yield from (line for line in entry.read_text().splitlines() if line)
+            text = entry.read_text(encoding="utf-8", errors="replace")
+            yield from (line for line in text.splitlines() if line)

@@ -6,7 +6,7 @@ Layout of ``MLPKG_HOME``::
     db.sqlite                the database (mlpkg.store.db)
     locks/<hash>.lock        one lock per path (mlpkg.store.locks)
     temproots/<pid>          roots of running processes
-    gcroots/                 explicit roots: symlinks to store paths
+    gcroots/                 explicit roots: relative symlinks to store paths
     logs/<hash>-<name>.log   build logs
     builds/                  private build directories
     partial/                 interrupted downloads, kept for resumption
@@ -18,6 +18,7 @@ A ``Store`` is passed around explicitly (no global); close it when done.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import secrets
 import time
@@ -31,6 +32,7 @@ from mlpkg.store.dlcache import DownloadCache
 from mlpkg.store.fs import canonicalise, remove_tree
 from mlpkg.store.locks import FileLock, PathLock, TempRoots
 from mlpkg.store.path import StorePath
+from mlpkg.store.space import disk_full, is_full
 
 Maker = Callable[[Path], "dict[str, object] | None"]
 """Makes a path's content at the given location (which does not exist yet). It may return
@@ -52,7 +54,6 @@ class Store:
                 f"MLPKG_HOME {self.home} cannot hold a store: {e.strerror} ({e.filename}).",
                 hint="Point MLPKG_HOME at a writable directory.",
             ) from None
-        self.db = Database(self.home / "db.sqlite")
         self.locks_dir = self.home / "locks"
         self.gcroots_dir = self.home / "gcroots"
         self.logs_dir = self.home / "logs"
@@ -61,9 +62,16 @@ class Store:
         self.gc_lock_file = self.home / "gc.lock"
         self.temp_roots = TempRoots(self.home / "temproots", self.gc_lock_file)
 
+    @functools.cached_property
+    def db(self) -> Database:
+        """The database, opened on first use: a collection frees scratch space before it
+        needs the database, so it can run on a disk too full to open it."""
+        return Database(self.home / "db.sqlite")
+
     def close(self) -> None:
         self.temp_roots.close()
-        self.db.close()
+        if "db" in self.__dict__:
+            self.db.close()
 
     def __enter__(self) -> Store:
         return self
@@ -132,10 +140,19 @@ class Store:
                 "not start with a dot)."
             )
         link = self.gcroots_dir / name
-        link.parent.mkdir(parents=True, exist_ok=True)
         tmp = link.parent / f".{parts[-1]}.{secrets.token_hex(4)}"
-        os.symlink(self.real_path(path), tmp)
-        os.replace(tmp, link)
+        try:
+            link.parent.mkdir(parents=True, exist_ok=True)
+            # Relative, so the root keeps working when MLPKG_HOME moves or is reached
+            # through another spelling (a symlink to it).
+            os.symlink(os.path.relpath(self.real_path(path), link.parent), tmp)
+            os.replace(tmp, link)
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            if is_full(e):
+                raise disk_full(link.parent, f"the root {name}") from None
+            raise
         return link
 
     def roots(self) -> dict[str, StorePath]:
@@ -147,14 +164,33 @@ class Store:
                 entry = Path(dirpath) / name
                 rel = str(entry.relative_to(self.gcroots_dir))
                 if entry.is_symlink():
-                    target = os.readlink(entry)
-                    with contextlib.suppress(BadInput):
-                        found[rel] = self.parse_path(target)
-                else:
-                    for line in entry.read_text().splitlines():
-                        with contextlib.suppress(BadInput):
-                            found[f"{rel}:{line}"] = self.parse_path(line.strip())
+                    root = self._root_target(entry, os.readlink(entry))
+                    if root is not None:
+                        found[rel] = root
+                    continue
+                with contextlib.suppress(OSError):
+                    text = entry.read_text(encoding="utf-8", errors="replace")
+                    for line in text.splitlines():
+                        root = self._root_target(entry, line.strip())
+                        if root is not None:
+                            found[f"{rel}:{line}"] = root
         return found
+
+    def _root_target(self, entry: Path, target: str) -> StorePath | None:
+        """The store path a root names, however it spells it: relative to the root's
+        directory, a link into this store, or a store path of another spelling of the
+        home (an absolute link made before the home moved): then its last component
+        that is a store path name counts. None when it names none."""
+        if not target:
+            return None
+        if not os.path.isabs(target) and os.sep in target:
+            target = os.path.normpath(os.path.join(entry.parent, target))
+        with contextlib.suppress(BadInput, OSError):
+            return self.parse_path(target)
+        for part in reversed(Path(target).parts):
+            with contextlib.suppress(BadInput):
+                return StorePath.parse(part)
+        return None
 
     # -- realisation ----------------------------------------------------------------------
 
