@@ -151,8 +151,16 @@ def _remaker(app: App) -> Callable[[PathInfo], Maker]:
 
 
 @click.command("verify")
-@click.option("--check-contents", is_flag=True, help="Re-hash every path and compare.")
-@click.option("--repair", is_flag=True, help="Remake paths that are missing or modified.")
+@click.option(
+    "--check-contents",
+    is_flag=True,
+    help="Re-hash every path and compare; check every entry's mode and owner.",
+)
+@click.option(
+    "--repair",
+    is_flag=True,
+    help="Fix wrong modes and owners in place; remake paths that are missing or modified.",
+)
 @common
 def verify_cmd(app: App, check_contents: bool, repair: bool) -> None:
     """Check the store against its database."""
@@ -175,7 +183,7 @@ def verify_cmd(app: App, check_contents: bool, repair: bool) -> None:
         bad = [p for p in result.problems if not p.repaired and p.kind != "debris"]
         raise VerifyError(
             f"The store has {len(bad)} broken path{'s' if len(bad) != 1 else ''}: {bad[0].message}",
-            hint="`mlpkg verify --repair` remakes them.",
+            hint="`mlpkg verify --repair` repairs them.",
         )
 
 
