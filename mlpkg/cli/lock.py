@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -101,13 +100,10 @@ def write_lock(app: App, lock: Lockfile, output: Path) -> None:
     if str(output) == "-":
         click.echo(text, nl=False)
         return
-    import tempfile
+    from mlpkg.store.fs import write_atomic
 
-    try:
-        fd, name = tempfile.mkstemp(prefix=f".{output.name}.", dir=output.parent or Path("."))
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(name, output)
+    try:  # shared: 0644 under the usual umask, durable before the command says it wrote it
+        write_atomic(output, text)
     except OSError as e:  # a path that cannot be is bad input; a full disk is a failure
         bad_path = isinstance(e, FileNotFoundError | NotADirectoryError)
         error = BadInput if bad_path else MlpkgError

@@ -24,6 +24,7 @@ from mlpkg.cli.context import App, common
 from mlpkg.env import runs
 from mlpkg.env.launch import Exited, launch
 from mlpkg.errors import BadInput, Interrupted, RecipeError, RunError
+from mlpkg.store.fs import write_atomic
 from mlpkg.store.path import StorePath
 
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -191,7 +192,7 @@ def _lock_table(app: App, plan: Any, spec: str, run_dir: Path) -> dict[str, Any]
     from mlpkg.cli.lock import lock_of_plan
 
     text = lock_of_plan(app, [spec], plan, realised=True).dumps()
-    (run_dir / "mlpkg.lock").write_text(text, encoding="utf-8")
+    write_atomic(run_dir / "mlpkg.lock", text)  # `run --lock DIR` must never read half of it
     return tomllib.loads(text)
 
 

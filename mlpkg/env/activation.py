@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from mlpkg.errors import StoreError
-from mlpkg.store.fs import remove_tree
+from mlpkg.store.fs import fsync_dir, remove_tree, sync_tree
 from mlpkg.store.path import StorePath
 from mlpkg.store.store import Store
 
@@ -115,10 +115,12 @@ def python_view(store: Store, python: StorePath, wheels: Sequence[StorePath]) ->
         for d in sorted((store.real_path(w) / "lib").glob("python*/site-packages"))
     ]
     (site / "_mlpkg_closure.pth").write_text("".join(f"{line}\n" for line in lines))
+    sync_tree(tmp)  # complete on disk before its name says it is (a power loss)
     try:
         os.rename(tmp, view)
     except OSError:  # another process made it first
         remove_tree(tmp)
+    fsync_dir(view.parent)
     return view
 
 

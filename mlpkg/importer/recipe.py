@@ -22,8 +22,6 @@ identical file alone (it then returns False).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -36,6 +34,7 @@ from mlpkg.importer.resolve import Node, base_requirements, canonical, extra_req
 from mlpkg.importer.target import Target
 from mlpkg.recipes.model import RESERVED_INPUT_KEYS
 from mlpkg.resolver.spec import parse_spec
+from mlpkg.store.fs import write_atomic
 
 __all__ = ["input_key", "render", "spec_text", "write_recipe"]
 
@@ -157,15 +156,7 @@ def write_recipe(into: Path, name: str, version: str, text: str) -> tuple[Path, 
             if old == text:
                 return path, False
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{version}.", suffix=".tmp", dir=path.parent)
-        try:
-            os.fchmod(fd, 0o644)
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(path, text)
     except OSError as exc:
         raise MlpkgError(
             f"Cannot write the recipe {path}: {exc.strerror or exc}.", file=str(path)

@@ -16,6 +16,8 @@ import secrets
 import shutil
 from pathlib import Path
 
+from mlpkg.store.fs import copy_atomic
+
 _CHUNK = 1 << 20
 
 
@@ -57,14 +59,9 @@ class DownloadCache:
         entry = self._entry(sha256)
         if entry.exists():
             return
-        tmp = entry.with_name(f".{entry.name}.{secrets.token_hex(4)}")
-        try:
+        with contextlib.suppress(OSError):
             entry.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(file, tmp)
-            os.replace(tmp, entry)
-        except OSError:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
+            copy_atomic(file, entry)  # durable, and leaves no temporary behind
 
     def clear(self) -> int:
         """Remove every entry; return the bytes freed."""

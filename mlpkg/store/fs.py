@@ -1,14 +1,24 @@
 """File-system helpers: canonical permissions and robust removal of store content, and
-atomic replacement of the small files mlpkg keeps beside it."""
+durable atomic replacement of the small files mlpkg keeps beside it."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
 import shutil
 import stat
 from pathlib import Path
+from typing import Protocol
+
+_CHUNK = 1 << 20
+
+
+class Hasher(Protocol):
+    """What :func:`copy_file` feeds: a ``hashlib`` object."""
+
+    def update(self, data: bytes, /) -> None: ...
 
 
 def canonicalise(root: Path) -> None:
@@ -60,13 +70,122 @@ def remove_tree(path: Path) -> None:
         os.unlink(path)
 
 
-def write_atomic(file: Path, text: str) -> None:
-    """Replace ``file`` with ``text`` so that a reader sees the old or the new content,
-    never part of it (a temporary file in the same directory, then a rename)."""
+def fsync_dir(directory: Path) -> None:
+    """Make a directory's entries (a rename, a new name) durable. File systems that cannot
+    sync a directory (EINVAL), and directories that cannot be opened for reading, are left
+    as they are: there is nothing more to do."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except PermissionError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError as e:
+        if e.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)
+
+
+def write_atomic_bytes(file: Path, data: bytes, mode: int = 0o644) -> None:
+    """Replace ``file`` with ``data`` so that a reader sees the old or the new content,
+    never part of it, even after a power loss (as a database would): a temporary file in
+    the same directory is written and fsynced, renamed onto ``file``, then the directory
+    is fsynced. The file gets ``mode`` less the process umask (0644 under umask 022: a
+    lockfile is shared). On any error ``file`` is unchanged and no temporary is left."""
     tmp = file.with_name(f".{file.name}.{secrets.token_hex(4)}")
     try:
-        tmp.write_text(text, encoding="utf-8")
+        # open() applies the umask to ``mode``, as for any new file
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, file)
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+    fsync_dir(file.parent)
+
+
+def write_atomic(file: Path, text: str, mode: int = 0o644) -> None:
+    """:func:`write_atomic_bytes` of ``text`` encoded as UTF-8."""
+    write_atomic_bytes(file, text.encode("utf-8"), mode)
+
+
+def copy_file(
+    src: Path, dest: Path, *hashes: Hasher, mode: int = 0o644, sync: bool = False
+) -> None:
+    """Copy the regular file ``src`` to the new file ``dest`` (which must not exist), reading
+    ``src`` once and feeding every byte written to each of ``hashes``: what they digest is
+    exactly what ``dest`` holds, even if ``src`` changes meanwhile. ``dest`` gets ``mode``
+    less the umask; ``sync`` fsyncs it before returning. A failed copy removes ``dest``."""
+    with open(src, "rb") as fin:
+        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+        try:
+            with os.fdopen(fd, "wb") as fout:
+                while chunk := fin.read(_CHUNK):
+                    fout.write(chunk)
+                    for h in hashes:
+                        h.update(chunk)
+                fout.flush()
+                if sync:
+                    os.fsync(fout.fileno())
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                dest.unlink()
+            raise
+
+
+def copy_atomic(src: Path, dest: Path, mode: int = 0o644) -> None:
+    """Replace ``dest`` with a copy of ``src``, atomically and durably (as
+    :func:`write_atomic_bytes` does for bytes)."""
+    tmp = dest.with_name(f".{dest.name}.{secrets.token_hex(4)}")
+    try:
+        copy_file(src, tmp, mode=mode, sync=True)
+        os.replace(tmp, dest)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    fsync_dir(dest.parent)
+
+
+def symlink_atomic(target: str, link: Path) -> None:
+    """Point ``link`` at ``target`` atomically (a new link, renamed onto ``link``) and
+    durably (the directory is fsynced after the rename)."""
+    tmp = link.with_name(f".{link.name}.{secrets.token_hex(4)}")
+    os.symlink(target, tmp)
+    try:
+        os.replace(tmp, link)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    fsync_dir(link.parent)
+
+
+def sync_tree(root: Path) -> None:
+    """Make a tree's content durable before it is renamed into place: fsync every regular
+    file and every directory of ``root`` (bottom-up, ``root`` last), never following a
+    symlink. A file that is ``root`` itself is fsynced alone. Call it on a temporary path
+    before the rename that makes it valid, then :func:`fsync_dir` on the parent after it."""
+    st = os.lstat(root)
+    if stat.S_ISREG(st.st_mode):
+        _fsync_file(root)
+        return
+    if not stat.S_ISDIR(st.st_mode):
+        return
+    for dirpath, _, filenames in os.walk(root, topdown=False):
+        for name in filenames:
+            p = os.path.join(dirpath, name)
+            if stat.S_ISREG(os.lstat(p).st_mode):
+                _fsync_file(Path(p))
+        fsync_dir(Path(dirpath))
+
+
+def _fsync_file(file: Path) -> None:
+    # O_RDONLY is enough for fsync on Linux, and works on read-only (0444) files.
+    fd = os.open(file, os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

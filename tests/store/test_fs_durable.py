@@ -1,0 +1,157 @@
+"""Durable atomic writes (issue 10, item 6): ``store.fs.write_atomic`` fsyncs the file
+before the rename and the directory after it, as a database would, creates files with the
+mode asked for less the umask (0644 for shared lockfiles, not mkstemp's 0600), and the
+copies that used to write files their own way now go through it."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mlpkg.store import fs
+
+
+@pytest.fixture
+def umask022() -> Iterator[None]:
+    old = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+@pytest.fixture
+def events(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    """Every fsync (with what it synced) and every rename, in order."""
+    seen: list[tuple[str, str]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        target = os.readlink(f"/proc/self/fd/{fd}")
+        seen.append(("fsync-dir" if os.path.isdir(target) else "fsync", target))
+        real_fsync(fd)
+
+    def replace(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+        seen.append(("replace", os.fspath(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    return seen
+
+
+def test_write_atomic_fsyncs_file_before_rename_and_directory_after(
+    tmp_path: Path, events: list[tuple[str, str]]
+) -> None:
+    target = tmp_path / "1.json"
+    fs.write_atomic(target, '{"a": 1}\n')
+    assert target.read_text() == '{"a": 1}\n'
+    kinds = [kind for kind, _ in events]
+    assert kinds == ["fsync", "replace", "fsync-dir"], events
+    assert events[1][1] == str(target)
+    assert events[2][1] == str(tmp_path)
+    assert os.listdir(tmp_path) == ["1.json"]  # no temporary left
+
+
+def test_write_atomic_leaves_the_old_file_when_the_write_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "current.json"
+    target.write_text("old")
+
+    def full(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError):
+        fs.write_atomic(target, "new")
+    assert target.read_text() == "old"
+    assert os.listdir(tmp_path) == ["current.json"]
+
+
+@pytest.mark.usefixtures("umask022")
+def test_write_atomic_creates_0644_under_umask_022(tmp_path: Path) -> None:
+    fs.write_atomic(tmp_path / "mlpkg.lock", "x")
+    fs.write_atomic_bytes(tmp_path / "data", b"x")
+    assert stat.S_IMODE((tmp_path / "mlpkg.lock").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "data").stat().st_mode) == 0o644
+
+
+def test_write_atomic_honours_the_umask_and_mode(tmp_path: Path) -> None:
+    old = os.umask(0o077)
+    try:
+        fs.write_atomic(tmp_path / "private", "x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "private").stat().st_mode) == 0o600
+    fs.write_atomic(tmp_path / "exe", "#!/bin/sh\n", mode=0o755)
+    assert (tmp_path / "exe").stat().st_mode & stat.S_IXUSR
+
+
+def test_copy_atomic_fsyncs_and_renames(tmp_path: Path, events: list[tuple[str, str]]) -> None:
+    src = tmp_path / "src"
+    src.write_bytes(b"payload")
+    dest = tmp_path / "cache" / "entry"
+    dest.parent.mkdir()
+    fs.copy_atomic(src, dest)
+    assert dest.read_bytes() == b"payload"
+    assert [kind for kind, _ in events] == ["fsync", "replace", "fsync-dir"], events
+    assert os.listdir(dest.parent) == ["entry"]
+
+
+def test_copy_file_hashes_exactly_what_it_wrote(tmp_path: Path) -> None:
+    src = tmp_path / "big"
+    src.write_bytes(os.urandom(3 << 20))
+    sha, md5 = hashlib.sha256(), hashlib.md5()
+    fs.copy_file(src, tmp_path / "copy", sha, md5)
+    data = (tmp_path / "copy").read_bytes()
+    assert data == src.read_bytes()
+    assert sha.hexdigest() == hashlib.sha256(data).hexdigest()
+    assert md5.hexdigest() == hashlib.md5(data).hexdigest()
+    with pytest.raises(FileExistsError):  # never onto an existing file
+        fs.copy_file(src, tmp_path / "copy")
+
+
+def test_sync_tree_fsyncs_every_file_and_directory_without_following_links(
+    tmp_path: Path, events: list[tuple[str, str]]
+) -> None:
+    root = tmp_path / ".tmp-abc"
+    (root / "lib" / "pkg").mkdir(parents=True)
+    (root / "lib" / "pkg" / "a.py").write_text("a")
+    (root / "bin").mkdir()
+    (root / "bin" / "tool").write_text("t")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_text("s")
+    (root / "bin" / "link").symlink_to(outside)
+    (root / "bin" / "flink").symlink_to(outside / "secret")
+    fs.canonicalise(root)  # read-only content, as the store syncs it
+    try:
+        fs.sync_tree(root)
+    finally:
+        fs.make_writable(root)
+    files = {p for kind, p in events if kind == "fsync"}
+    dirs = [p for kind, p in events if kind == "fsync-dir"]
+    assert files == {str(root / "lib" / "pkg" / "a.py"), str(root / "bin" / "tool")}
+    assert set(dirs) == {str(root), str(root / "lib"), str(root / "lib" / "pkg"), str(root / "bin")}
+    assert dirs[-1] == str(root)  # the top last, after everything under it
+
+
+def test_sync_tree_of_a_single_file(tmp_path: Path, events: list[tuple[str, str]]) -> None:
+    (tmp_path / "flat").write_bytes(b"x")
+    fs.sync_tree(tmp_path / "flat")
+    assert events == [("fsync", str(tmp_path / "flat"))]
+
+
+def test_symlink_atomic_replaces_and_fsyncs(tmp_path: Path, events: list[tuple[str, str]]) -> None:
+    link = tmp_path / "current"
+    fs.symlink_atomic("generations/1.json", link)
+    fs.symlink_atomic("generations/2.json", link)
+    assert os.readlink(link) == "generations/2.json"
+    assert [kind for kind, _ in events] == ["replace", "fsync-dir"] * 2
+    assert os.listdir(tmp_path) == ["current"]
