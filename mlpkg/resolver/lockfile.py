@@ -47,7 +47,7 @@ from packaging.version import Version
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mlpkg.documents import load_toml
-from mlpkg.errors import CheckError, FormatVersionError, LockError, RecipeError
+from mlpkg.errors import BadInput, CheckError, FormatVersionError, LockError, RecipeError
 from mlpkg.recipes.index import RecipeIndex, default_dirs
 from mlpkg.recipes.model import Recipe
 from mlpkg.resolver.derivation import Derivation, Detected
@@ -291,8 +291,7 @@ def check_trusted(lock: Lockfile, trusted: RecipeIndex) -> None:
         if node.drv.kind != "external":
             continue
         name = node.drv.name
-        local = [trusted.load(rf) for rf in trusted.files(name) if rf.is_external]
-        why = untrusted(node.drv.recipe, local)
+        why = untrusted(node.drv.recipe, _trusted_externals(trusted, node.drv.recipe))
         if why is not None:
             raise LockError(
                 f"{where} refused: its {why}.",
@@ -303,6 +302,22 @@ def check_trusted(lock: Lockfile, trusted: RecipeIndex) -> None:
                 field="recipe.external",
                 package=name,
             )
+
+
+def _trusted_externals(trusted: RecipeIndex, recipe: Recipe) -> list[Recipe]:
+    """The external recipes ``trusted`` has under ``recipe``'s name, with the variants the
+    lock's recipe selected applied (a version without them is left out)."""
+    from mlpkg.recipes.variants import apply
+
+    found = []
+    for rf in trusted.files(recipe.name):
+        if not rf.is_external:
+            continue
+        try:
+            found.append(apply(trusted.load(rf), recipe.selected))
+        except BadInput:  # the local recipe lacks a variant the lock selected
+            continue
+    return found
 
 
 def default_trusted(store: Store) -> RecipeIndex:

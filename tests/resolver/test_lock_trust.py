@@ -198,3 +198,28 @@ def test_executables_are_not_found_through_relative_path_entries(
     monkeypatch.setenv("PATH", f".{os.pathsep}{os.pathsep}{os.environ['PATH']}")
     assert which("mytool") is None
     assert which("sh") is not None
+
+
+VARIANT_TOOL = (
+    TOOL
+    + """
+[variants.alt]
+external = { detect = "echo mytool 2.0.0", executables = ["sh"] }
+"""
+)
+
+
+def test_a_variant_s_detection_is_trusted_with_the_variant_applied(tmp_path: Path) -> None:
+    from mlpkg.recipes.variants import apply
+
+    alt = apply(recipe(VARIANT_TOOL), ["alt"])
+    assert alt.external is not None and alt.external.detect == "echo mytool 2.0.0"
+    trusted = collection(tmp_path / "recipes", VARIANT_TOOL)
+    check_trusted(parse(lock_text(alt), "x.lock"), trusted)
+    edited = alt.model_copy(
+        update={"external": alt.external.model_copy(update={"detect": "touch x; true"})}
+    )
+    with pytest.raises(LockError, match=r"trusts only `echo mytool 2\.0\.0`"):
+        check_trusted(parse(lock_text(edited), "x.lock"), trusted)
+    with pytest.raises(LockError, match="no external recipe mytool"):
+        check_trusted(parse(lock_text(alt), "x.lock"), collection(tmp_path / "plain"))
