@@ -122,11 +122,18 @@ def validate(
     try:
         return model.model_validate(data)
     except ValidationError as e:
-        problems = [(field_of(err["loc"]), err["msg"]) for err in e.errors()]
+        problems = [(field_of(err["loc"]), _message(err)) for err in e.errors()]
         where, msg = problems[0]
         raise error(
             f"{what} is not a valid {kind}: field {where}: {msg}.",
-            details=[f"{what}: field {f}: {m}" for f, m in problems],
+            details=[f"{what}: field {f}: {m}" for f, m in problems] if len(problems) > 1 else (),
             file=what,
             field=where,
         ) from None
+
+
+def _message(err: Any) -> str:
+    """Pydantic's message, without the names of mlpkg's model classes."""
+    if err["type"] == "model_type":
+        return "Input should be a valid dictionary"
+    return str(err["msg"]).removeprefix("Value error, ")

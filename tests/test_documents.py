@@ -73,6 +73,10 @@ class _Doc(BaseModel):
     items: list[str]
 
 
+class _Outer(BaseModel):
+    inner: _Doc
+
+
 def test_validate_names_the_file_and_field() -> None:
     assert validate(_Doc, {"n": 1, "items": []}, "f.json", "thing").n == 1
     bad: Any = {"n": "x", "items": [1]}
@@ -80,5 +84,11 @@ def test_validate_names_the_file_and_field() -> None:
         validate(_Doc, bad, "f.json", "thing")
     assert e.value.message.startswith("f.json is not a valid thing: field n: ")
     assert e.value.field == "n" and e.value.file == "f.json" and len(e.value.details) == 2
+    with pytest.raises(BadInput) as e:
+        validate(_Outer, {"inner": 3}, "f.json", "thing")
+    assert e.value.message == (
+        "f.json is not a valid thing: field inner: Input should be a valid dictionary."
+    )
+    assert e.value.details == []
     with pytest.raises(BadInput, match=r"field items\.0"):
         validate(_Doc, {"n": 1, "items": [1]}, "f.json", "thing")

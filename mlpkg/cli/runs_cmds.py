@@ -22,8 +22,9 @@ def runs_group() -> None:
 def runs_list_cmd(app: App) -> None:
     """List the runs, oldest first."""
     records, problems = runs.list_runs(app.home)
-    for problem in problems:
-        app.info(f"warning: {problem}")
+    for problem in problems:  # on stderr, in --json mode too: the list is short of a run
+        if not app.quiet:
+            click.echo(f"warning: {problem} (left out)", err=True)
     if app.json:
         app.emit([_summary(r) for r in records])
         return
@@ -47,7 +48,8 @@ def _summary(r: runs.RunRecord) -> dict[str, Any]:
 @click.argument("run_id", metavar="ID")
 @common
 def runs_show_cmd(app: App, run_id: str) -> None:
-    """Show one run (ID, a unique prefix of it, or 'latest')."""
+    """Show one run (ID, a unique prefix of it, or 'latest'). A record that is not valid
+    is one error naming its result.json (exit 2)."""
     record = runs.find_run(app.home, run_id)
     res = record.result
     if app.json:
@@ -69,7 +71,7 @@ def runs_show_cmd(app: App, run_id: str) -> None:
         app.out(summary["line"])
     if runs.headline(res):
         app.out(runs.headline(res))
-    nodes = res.get("lock", {}).get("node", [])
+    nodes = (res.get("lock") or {}).get("node") or []
     app.out(f"closure   {len(nodes)} paths (mlpkg.lock in the output directory)")
 
 

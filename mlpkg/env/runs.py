@@ -14,11 +14,18 @@ ran in (``mlpkg.lock``) and ``result.json``, which unifies everything (format
 ``result.json`` is written when the run starts (status ``running``), so a run killed
 outright is still listed, and rewritten atomically when it ends. A run given
 ``--output DIR`` elsewhere is recorded by a symbolic link ``runs/<run-id>`` to it.
+
+Reading a record validates it (:class:`ResultDoc`, pydantic; :mod:`mlpkg.documents`
+refuses JSON nested too deep; the models are made in
+:func:`_models`): a record that is not format 1 as described is one
+:class:`~mlpkg.errors.BadInput` naming its file and field, never a crash later on.
+Only the fields something reads are typed; others pass through as they are.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import platform
@@ -26,10 +33,14 @@ import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mlpkg.errors import BadInput, FormatVersionError, StoreError
+from mlpkg.documents import load_json, validate
+from mlpkg.errors import BadInput, FormatVersionError, MlpkgError, StoreError
 from mlpkg.store.fs import write_atomic
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 RESULT_FORMAT = 1
 RESULT_FILE = "result.json"
@@ -87,17 +98,91 @@ def write_json(file: Path, doc: dict[str, Any]) -> None:
 APP_REPORT_FORMAT = 1
 
 
+@functools.cache
+def _models() -> tuple[type[BaseModel], type[BaseModel]]:
+    """The pydantic models of the app report and of result.json (made on first use: the
+    CLI imports this module at start, and pydantic takes a tenth of a second to import)."""
+    from pydantic import BaseModel, ConfigDict, Field
+
+    class _Open(BaseModel):
+        """A table whose other keys pass through unchecked."""
+
+        model_config = ConfigDict(extra="allow")
+
+    class _Accuracy(_Open):
+        mAP: float | None = None
+
+    class _LoadGen(_Open):
+        result: str | None = None
+        samples_per_second: float | None = None
+        latency_ns: dict[str, Any] = Field(default_factory=dict)
+
+    class _Summary(_Open):
+        line: str | None = None
+
+    class _Lock(_Open):
+        node: list[dict[str, Any]] = Field(default_factory=list)
+
+    class _Report(_Open):
+        """The app report's fields that result.json carries (:data:`REPORT_KEYS`)."""
+
+        status: str | None = None
+        scenario: str | None = None
+        mode: str | None = None
+        model_name: str | None = None
+        settings: dict[str, Any] | None = None
+        summary: _Summary | None = None
+        loadgen: _LoadGen | None = None
+        accuracy: _Accuracy | None = None
+        errors: dict[str, Any] | None = None
+        session: dict[str, Any] | None = None
+        counts: dict[str, Any] | None = None
+
+    class AppReport(_Report):
+        """``harness.json``, format 1 (as far as mlpkg reads it)."""
+
+        format: int
+
+    class ResultDoc(_Report):
+        """``result.json``, format 1 (see the module docstring)."""
+
+        format: int
+        id: str
+        status: str
+        exit_code: int | None = None
+        app: str | None = None
+        app_path: str | None = None
+        command: list[str] = Field(default_factory=list)
+        args: list[str] = Field(default_factory=list)
+        overrides: dict[str, str] = Field(default_factory=dict)
+        lockfile: str | None = None
+        started: float | None = None
+        finished: float | None = None
+        duration_s: float | None = None
+        output: str | None = None
+        error: str | None = None
+        pid: int | None = None
+        mlpkg_pid: int | None = None
+        machine: dict[str, Any] = Field(default_factory=dict)
+        lock: _Lock | None = None
+        versions: dict[str, Any] = Field(default_factory=dict)
+
+    return AppReport, ResultDoc
+
+
 def read_app_report(run_dir: Path) -> dict[str, Any] | None:
     """The app's own report (``harness.json``, format 1), or None when it wrote none, a
-    bad one, or one of a format this mlpkg does not read (its fields are then left out of
-    result.json rather than guessed at)."""
+    bad one (not valid JSON, nested too deep, or not an :class:`AppReport`), or one of a
+    format this mlpkg does not read (its fields are then left out of result.json rather
+    than guessed at)."""
+    file = run_dir / APP_REPORT
     try:
-        doc = json.loads((run_dir / APP_REPORT).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        doc = load_json(file.read_text(encoding="utf-8"), str(file))
+        if not isinstance(doc, dict) or doc.get("format") != APP_REPORT_FORMAT:
+            return None
+        return validate(_models()[0], doc, str(file), "app report").model_dump(exclude_unset=True)
+    except (OSError, ValueError, BadInput):
         return None
-    if not isinstance(doc, dict) or doc.get("format") != APP_REPORT_FORMAT:
-        return None
-    return doc
 
 
 @dataclass(frozen=True)
@@ -131,23 +216,36 @@ def _alive(pid: object) -> bool:
 
 
 def read_record(entry: Path) -> RunRecord:
-    """The record of one run directory; StoreError if its result.json is unreadable."""
+    """The record of one run directory, validated (:class:`ResultDoc`; its ``result`` holds
+    the values as validated). StoreError if its result.json cannot be read;
+    FormatVersionError if it is of another format; BadInput (naming the file, and the
+    field where one is at fault) if it is empty, truncated, nested too deep or wrongly
+    typed."""
     file = entry / RESULT_FILE
     try:
-        doc = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
         raise StoreError(f"The run record {file} is unreadable: {e}.", file=str(file)) from None
+    try:
+        doc = load_json(text, str(file))
+    except ValueError as e:
+        what = "empty" if not text.strip() else f"not valid JSON ({e})"
+        raise BadInput(
+            f"{file} is {what}: a run record cut short (written during a crash?).", file=str(file)
+        ) from None
     if not isinstance(doc, dict) or doc.get("format") != RESULT_FORMAT:
         found = doc.get("format") if isinstance(doc, dict) else None
         raise FormatVersionError(
             f"{file} has result format {found}; this mlpkg reads format {RESULT_FORMAT}.",
             file=str(file),
         )
-    return RunRecord(entry.name, entry.resolve(), doc)
+    valid = validate(_models()[1], doc, str(file), f"run record (format {RESULT_FORMAT})")
+    return RunRecord(entry.name, entry.resolve(), valid.model_dump(exclude_unset=True))
 
 
 def list_runs(home: Path) -> tuple[list[RunRecord], list[str]]:
-    """Every readable run, oldest first, and a sentence for each unreadable one."""
+    """Every readable, valid run, oldest first, and a sentence (naming the file) for each
+    other one: one bad record never hides the others."""
     root = runs_dir(home)
     records: list[RunRecord] = []
     problems: list[str] = []
@@ -158,7 +256,7 @@ def list_runs(home: Path) -> tuple[list[RunRecord], list[str]]:
             continue
         try:
             records.append(read_record(entry))
-        except (StoreError, FormatVersionError) as e:
+        except MlpkgError as e:
             problems.append(e.message)
     return records, problems
 
@@ -182,21 +280,26 @@ def find_run(home: Path, run_id: str) -> RunRecord:
     return read_record(root / matches[0])
 
 
+def _number(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) else None
+
+
 def headline(result: dict[str, Any]) -> str:
-    """The figure a list shows for a run: its mAP, or LoadGen's throughput and verdict."""
+    """The figure a list shows for a run: its mAP, or LoadGen's throughput and verdict.
+    Figures that are not numbers are passed over (never an error)."""
     accuracy = result.get("accuracy")
-    if isinstance(accuracy, dict) and accuracy.get("mAP") is not None:
-        return f"mAP={float(accuracy['mAP']) * 100:.3f}%"
+    if isinstance(accuracy, dict) and (m_ap := _number(accuracy.get("mAP"))) is not None:
+        return f"mAP={m_ap * 100:.3f}%"
     loadgen = result.get("loadgen")
     if result.get("status") == "interrupted":  # its figures are not measurements
         return "(interrupted)"
     if not isinstance(loadgen, dict) or not loadgen.get("result"):
         return ""
     verdict = str(loadgen["result"])
-    if loadgen.get("samples_per_second") is not None:
-        return f"{float(loadgen['samples_per_second']):.2f} samples/s {verdict}"
-    latency = loadgen.get("latency_ns") or {}
+    if (rate := _number(loadgen.get("samples_per_second"))) is not None:
+        return f"{rate:.2f} samples/s {verdict}"
+    latency = loadgen.get("latency_ns")
     for key in ("p99.00", "p90.00", "mean"):
-        if isinstance(latency, dict) and latency.get(key) is not None:
-            return f"{key} latency {float(latency[key]) / 1e6:.2f} ms {verdict}"
+        if isinstance(latency, dict) and (ns := _number(latency.get(key))) is not None:
+            return f"{key} latency {ns / 1e6:.2f} ms {verdict}"
     return verdict
