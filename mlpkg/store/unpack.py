@@ -133,8 +133,10 @@ class _Budget:
         by_ratio = max(int(limits.max_ratio * archive_size), RATIO_FLOOR)
         self.cap = min(limits.max_size, by_ratio)
         if by_ratio < limits.max_size:
+            floor = f", but at least {_human(RATIO_FLOOR)}" if by_ratio == RATIO_FLOOR else ""
             self.which = (
-                f"{limits.max_ratio:g} times the archive's {_human(archive_size)}, max_unpack_ratio"
+                f"max_unpack_ratio: {limits.max_ratio:g} times the archive's "
+                f"{_human(archive_size)}{floor}"
             )
         else:
             self.which = "max_unpacked_size"

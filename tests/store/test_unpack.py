@@ -651,7 +651,8 @@ def test_bombs_are_refused_by_the_default_ratio(
     archive = BOMBS[kind](tmp_path / f"{kind}.bomb")
     assert archive.stat().st_size < 100_000
     message = too_big(archive, tmp_path / "out", "bomb.bin", "max_unpack_ratio")
-    assert "past the cap of 16.0 MiB (200 times the archive's" in message
+    assert "past the cap of 16.0 MiB (max_unpack_ratio: 200 times the archive's " in message
+    assert message.endswith(", but at least 16.0 MiB).")
     assert writes == []  # refused from its header, before a byte of it was written
 
 
@@ -688,6 +689,12 @@ def test_small_compressible_archives_are_below_the_ratio_floor(tmp_path: Path) -
 def test_raised_caps_let_a_big_archive_through(tmp_path: Path) -> None:
     archive = zip_bomb(tmp_path / "big.zip", size=20 * MB)
     too_big(archive, tmp_path / "out", "bomb.bin", "max_unpack_ratio")
+    ratio = 18 * MB // archive.stat().st_size  # a cap of about 18 MB: past the floor
+    message = too_big(archive, tmp_path / "out", "bomb.bin", "cap", max_ratio=ratio)
+    size = archive.stat().st_size
+    assert message.endswith(
+        f"(max_unpack_ratio: {ratio} times the archive's {size / 1024:.1f} KiB)."
+    )
     unpack(archive, tmp_path / "out", max_ratio=100_000, max_size=30 * MB)
     assert (tmp_path / "out/bomb.bin").stat().st_size == 20 * MB
 
