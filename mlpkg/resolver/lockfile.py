@@ -326,6 +326,26 @@ def default_trusted(store: Store) -> RecipeIndex:
     return RecipeIndex(default_dirs(None, store.home / "recipes"))
 
 
+def _relink(drv: Derivation, detector: Detector) -> tuple[Derivation, str | None]:
+    """The locked external ``drv`` linking this machine's tool (its locked version and
+    facts kept), and how this machine's tool differs from the lock's, if it does. Call
+    only for a trusted recipe (:func:`check_trusted`): its detection runs here."""
+    assert drv.detected is not None
+    locked, local = drv.detected, detector(drv.recipe)
+    differs = None
+    if local.version != locked.version:
+        differs = f"{drv.name}: the lock has {locked.version}, this machine has {local.version}"
+    elif local.info != locked.info:
+        keys = {**local.info, **locked.info}
+        changed = sorted(k for k in keys if local.info.get(k) != locked.info.get(k))
+        differs = (
+            f"{drv.name} {local.version}: this machine's differs from the lock's in "
+            f"{', '.join(changed)}"
+        )
+    detected = Detected(locked.version, local.locations, locked.info, local.tags)
+    return replace(drv, detected=detected), differs
+
+
 def to_plan(
     lock: Lockfile,
     store: Store,
@@ -353,26 +373,8 @@ def to_plan(
     for node in lock.nodes:
         drv = node.drv
         if drv.kind == "external":
-            assert drv.detected is not None
-            local = detector(drv.recipe)
-            if local.version != drv.detected.version:
-                drift.append(
-                    f"{drv.name}: the lock has {drv.detected.version}, this machine "
-                    f"has {local.version}"
-                )
-            elif local.info != drv.detected.info:
-                changed = sorted(
-                    k
-                    for k in {**local.info, **drv.detected.info}
-                    if local.info.get(k) != drv.detected.info.get(k)
-                )
-                drift.append(
-                    f"{drv.name} {local.version}: this machine's differs from the "
-                    f"lock's in {', '.join(changed)}"
-                )
-            locked = drv.detected
-            detected = Detected(locked.version, local.locations, locked.info, local.tags)
-            drv = replace(drv, detected=detected)
+            drv, differs = _relink(drv, detector)
+            drift += [differs] if differs else []
         drvs.append(drv)
     if drift and not allow_external_drift:
         raise LockError(
