@@ -210,8 +210,9 @@ def gc_cmd(app: App, dry_run: bool, downloads: bool, older_than: str | None) -> 
                 wiped = profile.wipe_history(age)
             if wiped:
                 app.info(f"profile {name}: wiped generations {', '.join(map(str, wiped))}")
-    result = collect(app.store, dry_run=dry_run)
+    # The cache first: on a full disk, the space it frees may be what the database needs.
     cache_freed = app.store.downloads.clear() if downloads and not dry_run else 0
+    result = collect(app.store, dry_run=dry_run)
     if app.json:
         app.emit({**result.to_json(), "dry_run": dry_run, "downloads_freed_bytes": cache_freed})
         return

@@ -15,7 +15,9 @@ Schema version 1::
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
@@ -24,6 +26,7 @@ from pathlib import Path
 
 from mlpkg.errors import FormatVersionError, StoreError
 from mlpkg.store.path import StorePath
+from mlpkg.store.space import disk_full, is_full
 
 SCHEMA_VERSION = 1
 
@@ -75,6 +78,16 @@ class PathInfo:
         }
 
 
+def _no_space(file: Path) -> bool:
+    """True when the file system holding ``file`` has (almost) no block left; SQLite often
+    says "unable to open" or "disk I/O error" when it cannot grow its WAL index."""
+    try:
+        st = os.statvfs(file.parent)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < 64 * 1024
+
+
 class Database:
     """A connection to ``<home>/db.sqlite``; one per Store, not shared between threads."""
 
@@ -84,9 +97,19 @@ class Database:
             self.conn = sqlite3.connect(file, timeout=60.0, isolation_level=None)
         except sqlite3.Error as e:
             raise StoreError(f"Cannot open the store database '{file}': {e}.") from e
-        self.conn.execute("PRAGMA foreign_keys = ON")
-        self.conn.execute("PRAGMA busy_timeout = 60000")
-        self._init_schema()
+        try:
+            self.conn.execute("PRAGMA foreign_keys = ON")
+            self.conn.execute("PRAGMA busy_timeout = 60000")
+            self._init_schema()
+            self.conn.execute("SELECT 1 FROM paths LIMIT 1").fetchone()  # reads the WAL index
+        except sqlite3.Error as e:
+            self.conn.close()
+            if is_full(e) or _no_space(file):
+                raise disk_full(file.parent, "opening the store database") from None
+            raise StoreError(f"Cannot open the store database '{file}': {e}.") from e
+        except BaseException:
+            self.conn.close()
+            raise
 
     def _init_schema(self) -> None:
         c = self.conn
@@ -160,8 +183,11 @@ class Database:
                     )
                 c.execute("INSERT INTO refs(referrer, reference) VALUES (?, ?)", (referrer, row[0]))
             c.execute("COMMIT")
-        except BaseException:
-            c.execute("ROLLBACK")
+        except BaseException as e:
+            with contextlib.suppress(sqlite3.Error):
+                c.execute("ROLLBACK")
+            if isinstance(e, sqlite3.Error) and is_full(e):
+                raise disk_full(self.file.parent, f"registering {info.path}") from None
             raise
 
     def update_hash(

@@ -12,11 +12,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import secrets
 import shutil
 from pathlib import Path
 
 from mlpkg.store.fs import copy_atomic
+from mlpkg.store.locks import locked_temp
 
 _CHUNK = 1 << 20
 
@@ -37,11 +37,16 @@ class DownloadCache:
         return self.root / "sha256" / sha256.lower()
 
     def get(self, sha256: str, dest: Path) -> bool:
-        """Copy the cached file with this sha256 to ``dest``; False if there is none."""
+        """Copy the cached file with this sha256 to ``dest``; False if there is none.
+
+        The copy is made beside ``dest`` under a name that
+        :func:`~mlpkg.store.locks.locked_temp` makes and locks, so ``mlpkg gc`` removes
+        it if this process dies mid-copy, and never while it copies."""
         entry = self._entry(sha256)
         if not entry.is_file():
             return False
-        tmp = dest.with_name(f".{dest.name}.{secrets.token_hex(4)}")
+        # Locked while we copy: the collector deletes such a copy only once its writer died.
+        tmp, lock = locked_temp(dest.parent, dest.name)
         try:
             shutil.copyfile(entry, tmp)
             if _sha256(tmp) != sha256.lower():
@@ -52,6 +57,7 @@ class DownloadCache:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
+            lock.release()
 
     def put(self, file: Path, sha256: str) -> None:
         """Remember ``file`` (whose sha256 the caller verified). Errors are ignored: the

@@ -28,7 +28,9 @@ Contract of :func:`fetch`:
   sentence naming ``label`` (and the expected and served hashes when a mismatch happened),
   ``details`` has one ``"<url>: <failure>"`` line per URL. Nothing is written to ``dest``;
   ``partial`` survives only a transient failure, so that a later run can resume.
-  A local I/O error on ``partial``/``dest`` raises ``FetchError`` at once.
+  A local I/O error on ``partial``/``dest`` raises ``FetchError`` at once; a full disk
+  raises :class:`~mlpkg.errors.StoreError` naming the directory, and ``partial`` is
+  deleted (it is what filled the disk).
 * ``on_progress(done, total)`` is called as bytes arrive (throttled), ``total`` being
   Content-Length plus the resume offset when known. It may go backwards when a transfer
   restarts from zero. This module never prints or logs.
@@ -52,6 +54,7 @@ import httpx
 
 from mlpkg import __version__
 from mlpkg.errors import FetchError
+from mlpkg.store.space import disk_full, is_full
 
 ProgressFn = Callable[[int, int | None], None]
 
@@ -405,6 +408,12 @@ def fetch(
                 _install(partial, dest)
                 return Fetched(dest, url, got.size, got.sha256.hexdigest(), got.md5.hexdigest())
     except _Local as exc:
+        if is_full(exc.__cause__ or exc):
+            # The partial file is what filled the disk: keeping it for a resumption would
+            # leave every other command without space.
+            with contextlib.suppress(OSError):
+                partial.unlink()
+            raise disk_full(partial.parent, f"the download of {label}") from None
         raise FetchError(f"Could not store the download of {label}: {exc}.") from exc
     raise _failure(label, details, mismatches)
 

@@ -31,6 +31,7 @@ import contextlib
 import os
 import re
 import sqlite3
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,7 @@ from mlpkg.store.path import StorePath
 from mlpkg.store.space import disk_full, is_full
 from mlpkg.store.store import Store
 
+_STALE_COPY_AGE = 24 * 3600.0  # seconds
 _NIX32 = "0123456789abcdfghijklmnpqrsvwxyz"
 # The hash of the store path an entry belongs to: 32 characters of Nix base32, delimited.
 _OWNER = re.compile(rf"(?:^|[.-])([{_NIX32}]{{32}})(?=$|[.-])")
@@ -229,10 +231,22 @@ def sweep_scratch(store: Store, result: GcResult, dry_run: bool = False) -> None
     for directory in (store.builds_dir, store.partial_dir):
         for name in _entries(directory):
             _sweep(store, directory / name, str(directory / name), result, dry_run)
-    for directory in (store.home / "check", store.downloads.root / "sha256"):
-        for name in _entries(directory):
-            if name.startswith("."):
-                _sweep(store, directory / name, str(directory / name), result, dry_run)
+    check = store.home / "check"
+    for name in _entries(check):
+        if name.startswith("."):
+            _sweep(store, check / name, str(check / name), result, dry_run)
+    cache = store.downloads.root / "sha256"
+    for name in _entries(cache):
+        # Copies into the cache are not locked: only those a day old are surely abandoned.
+        if name.startswith(".") and _age(cache / name) > _STALE_COPY_AGE:
+            _sweep(store, cache / name, str(cache / name), result, dry_run)
+
+
+def _age(entry: Path) -> float:
+    try:
+        return time.time() - os.lstat(entry).st_mtime
+    except OSError:
+        return 0.0
 
 
 def _collect_debris(

@@ -215,7 +215,10 @@ class Store:
         string: invariant 3; with ``expected_hash``, the archive hash must equal it),
         renamed into place and registered, in that order. A crash at any point leaves
         nothing valid: leftovers are removed the next time the path is made. Holds
-        the path's lock throughout, so concurrent callers make it once.
+        the path's lock throughout, so concurrent callers make it once, and the collector
+        (which takes that lock before it deletes an entry, and reads the database again)
+        cannot delete the path between its rename and its registration. A full disk
+        raises StoreError naming the directory.
         """
         refs = sorted(set(references))
         self.protect([path, *refs])
@@ -237,8 +240,12 @@ class Store:
                     raise BuildError(f"Making {path.name} produced no output.", package=path.name)
                 scanned = self._check(tmp, path, relocatable, expected_hash, forbidden)
                 os.replace(tmp, self.real_path(path))
-            except BaseException:
+            except BaseException as e:
                 remove_tree(tmp)
+                if isinstance(e, OSError) and is_full(e):
+                    name = e.filename
+                    where = os.path.dirname(name) if isinstance(name, str) else str(self.dir)
+                    raise disk_full(where, f"making {path.name}") from None
                 raise
             info = PathInfo(
                 path=path,

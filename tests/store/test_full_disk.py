@@ -1,0 +1,178 @@
+"""A full disk never leaves the store stuck (issue 10, item 7): each ENOSPC is one sentence
+naming the directory, a failed download frees what it wrote, and ``gc`` runs on a full
+disk and frees interrupted downloads, build leftovers and temporary copies.
+
+The disk is a small tmpfs; the tests skip where mounting one is not permitted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mlpkg.errors import StoreError
+from mlpkg.store.gc import collect
+from mlpkg.store.locks import locked_temp
+from mlpkg.store.path import StorePath
+from mlpkg.store.store import Store
+from tests.recipe_text import fetch_toml
+
+P = StorePath.from_fingerprint(b"p", "p-1.0")
+MiB = 1 << 20
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MiB tmpfs at ``tmp_path/fs`` (skips when it cannot be mounted)."""
+    mnt = tmp_path / "fs"
+    mnt.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a small file system needs root and mount(8)")
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], capture_output=True
+    )
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.decode().strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def fill(file: Path) -> None:
+    """Write ``file`` until the file system holding it is full."""
+    fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        for size in (65536, 1):
+            try:
+                while os.write(fd, b"\0" * size):
+                    pass
+            except OSError:
+                pass
+    finally:
+        os.close(fd)
+
+
+def one_sentence(err: str, where: Path) -> None:
+    assert "internal error" not in err and "Traceback" not in err, err
+    first = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(first) == 1 and "full" in first[0] and str(where) in first[0], err
+
+
+def test_temporary_roots_on_a_full_disk_are_one_clear_error(small_fs: Path) -> None:
+    home = small_fs / "home"
+    Store(home).close()
+    fill(small_fs / "filler")
+    with Store(home) as store, pytest.raises(StoreError) as e:
+        store.protect([P])
+    assert "full" in e.value.message and str(home / "temproots") in e.value.message
+    assert e.value.hint and "mlpkg gc" in e.value.hint
+
+
+def test_a_download_that_fills_the_disk_leaves_the_store_usable(
+    small_fs: Path, http_server: Any, recipe_dir: Any, make_mlpkg_cli: Any
+) -> None:
+    big, small = os.urandom(6 * MiB), b"small file\n"
+    for name, body in (("big", big), ("small", small)):
+        http_server.route(f"/{name}.bin", body=body)
+        sha = hashlib.sha256(body).hexdigest()
+        url = http_server.url(f"/{name}.bin")
+        recipe_dir.add(name, "1.0", fetch_toml(name, "1.0", [url], sha, unpack=False))
+    cli = make_mlpkg_cli(small_fs / "home", recipe_dir.path)
+    r = cli.sub("build", "big")
+    assert r.code == 1, r
+    one_sentence(r.err, small_fs / "home" / "partial")
+    assert os.listdir(small_fs / "home" / "partial") == []
+    cli.sub("build", "small").ok()
+
+
+def test_gc_runs_on_a_full_disk_and_frees_partial_and_build_leftovers(
+    small_fs: Path, recipe_dir: Any, make_mlpkg_cli: Any
+) -> None:
+    home = small_fs / "home"
+    with Store(home) as store:  # a database with a valid path in it
+        store.realise(P, lambda t: t.mkdir(), kind="build", recipe_hash="x", deriver={})
+        store.add_root("p", P)
+        build = store.builds_dir / f"{P.hash_part}-0a1b2c3d"
+        build.mkdir()
+        (build / "obj").write_bytes(b"x" * 1024 * 512)
+        _, lock = locked_temp(store.partial_dir, f"{'1' * 32}.download")
+        lock.release()  # its writer died mid-copy
+    fill(home / "partial" / f"{'0' * 32}.part")  # an interrupted download filled the disk
+    cli = make_mlpkg_cli(home, recipe_dir.path)
+    for args in (("verify",), ("path-info", str(P))):  # no internal error on a full disk
+        r = cli.sub(*args)
+        assert "internal error" not in r.err and "Traceback" not in r.err, r
+        if r.code != 0:
+            one_sentence(r.err, home)
+    cli.sub("gc").ok()
+    assert os.listdir(home / "partial") == [] and os.listdir(home / "builds") == []
+    with Store(home) as store:
+        assert store.is_valid(P) and store.real_path(P).is_dir()
+    cli.sub("verify").ok()
+
+
+def test_gc_downloads_runs_on_a_full_disk(
+    small_fs: Path, recipe_dir: Any, make_mlpkg_cli: Any
+) -> None:
+    home = small_fs / "home"
+    Store(home).close()
+    cache = home / "cache" / "downloads" / "sha256"
+    cache.mkdir(parents=True)
+    fill(cache / ("a" * 64))
+    cli = make_mlpkg_cli(home, recipe_dir.path)
+    r = cli.sub("gc", "--downloads").ok()
+    assert "emptied the download cache" in r.err
+    assert os.listdir(cache) == []
+
+
+def test_gc_removes_temporary_copies_of_dead_writers_only(tmp_path: Path) -> None:
+    with Store(tmp_path / "home") as store:
+        # What older versions left (`.<hash>.download.<random>`) and what a killed copy leaves.
+        old = store.partial_dir / f".{P.hash_part}.download.0123abcd"
+        old.write_bytes(b"half a download")
+        dead, dead_lock = locked_temp(store.partial_dir, f"{P.hash_part}.download")
+        dead_lock.release()
+        live, live_lock = locked_temp(store.partial_dir, f"{'2' * 32}.download")
+        try:
+            result = collect(store)
+            assert not old.exists() and not dead.exists()
+            assert live.exists() and str(live) in result.skipped
+        finally:
+            live_lock.release()
+        collect(store)
+        assert os.listdir(store.partial_dir) == []
+
+
+def test_a_copy_from_the_download_cache_survives_a_collection(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``DownloadCache.get`` copies beside its destination; a collection meanwhile (by
+    another process, here another Store) must not delete the copy."""
+    from mlpkg.store import dlcache
+
+    data = b"cached bytes\n"
+    sha = hashlib.sha256(data).hexdigest()
+    home = tmp_path / "home"
+    with Store(home) as store:
+        src = tmp_path / "src"
+        src.write_bytes(data)
+        store.downloads.put(src, sha)
+        real_sha = dlcache._sha256
+
+        def sha_after_gc(file: Path) -> str:
+            with Store(home) as other:
+                collect(other)
+            return real_sha(file)
+
+        monkeypatch.setattr(dlcache, "_sha256", sha_after_gc)
+        dest = store.partial_dir / f"{P.hash_part}.download"
+        assert store.downloads.get(sha, dest)
+        assert dest.read_bytes() == data
