@@ -356,16 +356,14 @@ class Recipe(_Strict):
         return self
 
     def hashed_content(self) -> dict[str, Any]:
-        """The canonical content the store path hash covers.
+        """The recipe's canonical content, before the rules of its kind.
 
         Cosmetic fields are left out, and so are fields at their defaults, so that a later
-        format adding an optional field does not change every existing hash.
+        format adding an optional field does not change every existing hash. What each
+        kind hashes of this (no URLs of a wheel's source, say) is decided in one place,
+        ``mlpkg.resolver.derivation.FINGERPRINTS``.
         """
         content = self.model_dump(mode="json", exclude=set(COSMETIC_FIELDS), exclude_defaults=True)
-        if self.app is not None:  # where the source was found is not what it is
-            content["app"].pop("located", None)
-        if self.run is not None:
-            content["run"].pop("description", None)
         content.update(format=self.format, name=self.name, version=self.version, kind=self.kind)
         return content
 

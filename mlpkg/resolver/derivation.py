@@ -4,22 +4,31 @@ A :class:`Derivation` is self-contained: the recipe content, the store paths of 
 inputs, and (for externals) the detected tool. It is stored with the path in the database,
 so a path can be made again (``verify --repair``) without the recipe collection.
 
-Store path hashes are computed from a *fingerprint*, canonical JSON of:
+Store path hashes are computed from a *fingerprint*, canonical JSON of what one function
+per kind says (:data:`FINGERPRINTS`; this module is the one place that decides what is
+hashed, and ``tests/resolver/test_hashing_golden.py`` pins one store path per kind):
 
 - fixed-output (``fetch``): name, version, declared content hash and unpack mode only.
-  URLs are not part of it: changing a mirror changes nothing.
-- ``build``: the recipe's hashed content, the platform, and each input's store path
-  (whose hash part already covers that input's own inputs: hashing is bottom-up).
-- ``external``: the recipe's hashed content, the platform and the detected version, not
-  where the tool lives.
+- ``build``: the recipe's hashed content (``Recipe.hashed_content``: no cosmetic fields,
+  no fields at their defaults), the platform, and each input's store path (whose hash
+  part already covers that input's own inputs: hashing is bottom-up).
+- ``wheel``: as ``build``, but of its ``[source]`` only the declared hash: the wheel file
+  is pinned by its sha256, so a mirror added to ``urls`` changes nothing.
+- ``external``: as ``build``, plus the detected version and probe facts, not where the
+  tool lives.
+- ``app``: as ``build``, less where the source was found (``app.located``) and the
+  command's ``run.description``.
 
-Nothing in a fingerprint depends on the store root, the home directory or the time.
+URLs are never hashed for a kind whose content is pinned by a declared hash (``fetch``,
+``wheel``). Nothing in a fingerprint depends on the store root, the home directory or
+the time.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -73,31 +82,9 @@ class Derivation:
         return self.recipe.kind
 
     def fingerprint(self) -> dict[str, Any]:
-        r = self.recipe
-        if r.kind == "fetch":
-            assert r.source is not None
-            declared = f"sha256:{r.source.sha256}" if r.source.sha256 else f"md5:{r.source.md5}"
-            return {
-                "mlpkg": FINGERPRINT_VERSION,
-                "type": "fixed",
-                "name": r.name,
-                "version": r.version,
-                "hash": declared,
-                "unpack": r.source.unpack,
-                "strip_components": r.source.strip_components,
-            }
-        fp: dict[str, Any] = {
-            "mlpkg": FINGERPRINT_VERSION,
-            "type": r.kind,
-            "platform": self.platform,
-            "recipe": r.hashed_content(),
-            "inputs": {k: str(v) for k, v in sorted(self.inputs.items())},
-        }
-        if self.detected is not None:
-            fp["detected_version"] = self.detected.version
-            if self.detected.info:
-                fp["detected_info"] = self.detected.info
-        return fp
+        """What the store path hash covers: the function of :data:`FINGERPRINTS` for the
+        recipe's kind."""
+        return FINGERPRINTS[self.kind](self)
 
     @cached_property
     def _fingerprint_bytes(self) -> bytes:
@@ -154,4 +141,72 @@ class Derivation:
         )
 
 
-__all__ = ["Derivation", "Detected", "canonical_json", "current_platform"]
+def fixed_output_fingerprint(drv: Derivation) -> dict[str, Any]:
+    """``fetch``: name, version, the declared content hash and how it is unpacked; never
+    the URLs (invariant 1), nor the platform (the bytes are the same everywhere)."""
+    r = drv.recipe
+    assert r.source is not None
+    declared = f"sha256:{r.source.sha256}" if r.source.sha256 else f"md5:{r.source.md5}"
+    return {
+        "mlpkg": FINGERPRINT_VERSION,
+        "type": "fixed",
+        "name": r.name,
+        "version": r.version,
+        "hash": declared,
+        "unpack": r.source.unpack,
+        "strip_components": r.source.strip_components,
+    }
+
+
+def build_fingerprint(drv: Derivation, recipe: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``build``: the recipe's hashed content (or ``recipe``, what another kind's rule
+    left of it), the platform, and each input's store path by input name."""
+    return {
+        "mlpkg": FINGERPRINT_VERSION,
+        "type": drv.kind,
+        "platform": drv.platform,
+        "recipe": drv.recipe.hashed_content() if recipe is None else recipe,
+        "inputs": {k: str(v) for k, v in sorted(drv.inputs.items())},
+    }
+
+
+def wheel_fingerprint(drv: Derivation) -> dict[str, Any]:
+    """``wheel``: as :func:`build_fingerprint`, with ``[source]`` reduced to its declared
+    hash: the file is pinned by it, so its URLs (mirrors) are not hashed."""
+    content = drv.recipe.hashed_content()
+    content["source"].pop("urls", None)
+    return build_fingerprint(drv, content)
+
+
+def external_fingerprint(drv: Derivation) -> dict[str, Any]:
+    """``external``: as :func:`build_fingerprint`, plus the detected version and what a
+    probe learnt (``detected.info``); never where the tool was found."""
+    fp = build_fingerprint(drv)
+    if drv.detected is not None:
+        fp["detected_version"] = drv.detected.version
+        if drv.detected.info:
+            fp["detected_info"] = drv.detected.info
+    return fp
+
+
+def app_fingerprint(drv: Derivation) -> dict[str, Any]:
+    """``app``: as :func:`build_fingerprint`, less where the source was found on this
+    machine (``app.located``; its ``digest`` is what it is) and ``run.description``."""
+    content = drv.recipe.hashed_content()
+    if "app" in content:
+        content["app"].pop("located", None)
+    if "run" in content:
+        content["run"].pop("description", None)
+    return build_fingerprint(drv, content)
+
+
+# What is hashed, by recipe kind: the one place that says it.
+FINGERPRINTS: dict[str, Callable[[Derivation], dict[str, Any]]] = {
+    "fetch": fixed_output_fingerprint,
+    "build": build_fingerprint,
+    "wheel": wheel_fingerprint,
+    "external": external_fingerprint,
+    "app": app_fingerprint,
+}
+
+__all__ = ["FINGERPRINTS", "Derivation", "Detected", "canonical_json", "current_platform"]
