@@ -241,7 +241,8 @@ def run_cmd(app: App, spec: str | None, args: tuple[str, ...], output: Path | No
     app.info(f"run {run_id}: {drv.recipe.spec} in {run_dir}")
     try:
         exited = launch(argv, env, run_dir, show=not app.json,
-                        on_start=lambda pid: _record_pid(run_dir, result, pid))  # fmt: skip
+                        on_start=lambda pid: _record_pid(run_dir, result, pid),
+                        readonly=[app.store.dir])  # fmt: skip
     except RunError as e:  # the program could not start: the record says so
         result.update(status="failed", exit_code=None, finished=time.time(), error=e.message)
         runs.write_json(run_dir / runs.RESULT_FILE, result)

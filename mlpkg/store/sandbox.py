@@ -163,7 +163,7 @@ def _bwrap_argv(req: BuildRequest) -> list[str]:
     argv += ["--bind", str(req.build_dir), "/build"]
     for host in [*req.inputs.values(), *req.ro_paths]:
         argv += ["--ro-bind", str(host), str(host)]
-    argv += ["--chdir", "/build/src", "--hostname", "localhost"]
+    argv += ["--remount-ro", "/", "--chdir", "/build/src", "--hostname", "localhost"]
     return argv
 
 

@@ -320,3 +320,38 @@ def _read(file: Path) -> str:
         return file.read_text()
     except OSError:
         return ""
+
+
+TAMPER_TOML = """
+name = "tamper"
+version = "1.0"
+kind = "app"
+[inputs]
+data = "data@1.0"
+[run]
+command = ["sh", "-c", '''
+{ echo tampered >> "$1/value"; } 2> "$2/write.err" || echo write-refused >> "$2/said"
+chmod 0666 "$1/value" 2> "$2/chmod.err" || echo chmod-refused >> "$2/said"
+mount -o remount,rw "$1" 2> /dev/null || echo remount-refused >> "$2/said"
+echo run-dir-writable >> "$2/said"
+''', "tamper", "${data}", "${output}"]
+"""
+
+
+def test_the_store_is_read_only_to_a_run_even_as_root(toy: Home) -> None:
+    (toy.recipes / "tamper").mkdir(exist_ok=True)
+    (toy.recipes / "tamper" / "1.0.toml").write_text(TAMPER_TOML.lstrip())
+    data = next(p for p in (toy.home / "store").iterdir() if p.name.endswith("-data-1.0"))
+    os.chmod(data / "value", 0o644) if os.geteuid() == 0 else None  # modes never stop root
+    try:
+        before = (data / "value").read_bytes()
+        ids = toy.run_ids()
+        toy.sub("run", "tamper").ok()
+        run_dir = toy.new_run(ids)
+        said = (run_dir / "said").read_text().split()
+        assert said == ["write-refused", "chmod-refused", "remount-refused", "run-dir-writable"]
+        assert "Read-only file system" in (run_dir / "write.err").read_text()
+        assert (data / "value").read_bytes() == before
+    finally:
+        os.chmod(data / "value", 0o444)
+    assert toy.sub("verify", "--check-contents").code == 0
