@@ -8,7 +8,7 @@ import time
 import click
 
 from mlpkg.cli.context import App, common
-from mlpkg.env.profiles import Profile, parse_age, profiles
+from mlpkg.env.profiles import BrokenGeneration, Profile, parse_age, profiles
 
 PROFILE = click.option("--profile", "profile_name", default="default", show_default=True,
                        help="The profile.")  # fmt: skip
@@ -22,10 +22,16 @@ def profile_group() -> None:
 @profile_group.command("list")
 @common
 def list_cmd(app: App) -> None:
-    """The profiles and their current generations."""
+    """The profiles and their current generations (a broken one is a warning)."""
     rows: list[dict[str, object]] = []
     for name in profiles(app.store):
-        current = Profile(app.store, name).current()
+        profile = Profile(app.store, name)
+        try:
+            current = profile.current()
+        except BrokenGeneration as e:
+            _warn(app, e.message)
+            rows.append({"profile": name, "generation": e.number, "specs": []})
+            continue
         rows.append({"profile": name, "generation": current.number if current else None,
                      "specs": current.specs if current else []})  # fmt: skip
     if app.json:
@@ -36,20 +42,28 @@ def list_cmd(app: App) -> None:
         app.out(f"{row['profile']}  generation {row['generation']}: {specs}")
 
 
+def _warn(app: App, message: str) -> None:
+    """A warning on stderr (in --json mode too: the data is short of something)."""
+    if not app.quiet:
+        click.echo(f"warning: {message}", err=True)
+
+
 @profile_group.command("history")
 @PROFILE
 @common
 def history_cmd(app: App, profile_name: str) -> None:
-    """Every generation of a profile (the current one is marked)."""
+    """Every generation of a profile (the current one is marked). A generation that cannot
+    be read is a warning saying what to do; the others are listed."""
     profile = Profile(app.store, profile_name)
-    current = profile.current()
-    gens = profile.generations()
+    current = profile.current_number()
+    gens, broken = profile.scan()
+    for b in broken:
+        _warn(app, b.message)
     if app.json:
-        app.emit([{**g.to_json(), "current": current is not None and g.number == current.number}
-                  for g in gens])  # fmt: skip
+        app.emit([{**g.to_json(), "current": g.number == current} for g in gens])
         return
     for g in gens:
-        mark = "*" if current is not None and g.number == current.number else " "
+        mark = "*" if g.number == current else " "
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(g.created))
         app.out(f"{mark} {g.number:>4}  {when}  {' '.join(g.specs)}")
 

@@ -11,11 +11,19 @@ they resolved to (the roots), and when it was made::
 Every generation is a GC root (``gcroots/profiles/<name>/<N>/<i>`` links) until its
 history is wiped. Changing a profile holds ``profiles/<name>/.lock``, so two processes
 changing one profile both get a generation and neither change is lost.
+
+A generation file that cannot be read (empty or truncated, as a power loss could leave one
+written without fsync; wrongly typed, of another version, nested too deep, or missing) is
+a :class:`BrokenGeneration`: one sentence naming the generation, the profile and the file,
+and what to do (switch to the newest good generation before it, or delete the file). It
+breaks nothing else: :meth:`Profile.scan` lists the good generations beside the broken
+ones, rollback and switch reach the good ones, and new generations take new numbers.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -24,13 +32,17 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mlpkg.errors import BadInput, FormatVersionError, StoreError
-from mlpkg.store.fs import remove_tree, write_atomic
+from mlpkg.documents import load_json, validate
+from mlpkg.errors import BadInput, StoreError
+from mlpkg.store.fs import fsync_dir, remove_tree, write_atomic
 from mlpkg.store.locks import FileLock
 from mlpkg.store.path import StorePath
 from mlpkg.store.store import Store
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 MANIFEST_VERSION = 1
 DEFAULT = "default"
@@ -47,6 +59,69 @@ class Generation:
     def to_json(self) -> dict[str, Any]:
         return {"version": MANIFEST_VERSION, "generation": self.number, "created": self.created,
                 "specs": self.specs, "roots": [str(r) for r in self.roots]}  # fmt: skip
+
+
+class BrokenGeneration(StoreError):
+    """A generation file that cannot be read (see the module docstring); ``number`` is the
+    generation, ``file`` its file."""
+
+    def __init__(self, message: str, *, number: int, file: Path) -> None:
+        super().__init__(message, file=str(file))
+        self.number = number
+
+
+class _Unreadable(Exception):
+    """Why a generation file cannot be read (``problem``: what it "is"); ``crash`` when it
+    looks cut short by a crash."""
+
+    def __init__(self, problem: str, crash: bool = False) -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.crash = crash
+
+
+@functools.cache
+def _manifest_model() -> type[BaseModel]:
+    """The pydantic model of a generation file (made on first use: pydantic is slow to
+    import, and the CLI imports this module at start)."""
+    from pydantic import BaseModel, ConfigDict
+
+    class Manifest(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        version: int
+        generation: int
+        created: float
+        specs: list[str]
+        roots: list[str]
+
+    return Manifest
+
+
+def _parse(file: Path, number: int) -> Generation:
+    """Generation ``number`` from its ``file``; :class:`_Unreadable` if it cannot be."""
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise _Unreadable("missing") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise _Unreadable(f"unreadable ({e})") from None
+    try:
+        data = load_json(text, str(file))
+    except ValueError:
+        raise _Unreadable("empty or truncated", crash=True) from None
+    except BadInput as e:
+        raise _Unreadable(e.message.removeprefix(f"{file} is ").rstrip(".")) from None
+    if isinstance(data, dict) and data.get("version") != MANIFEST_VERSION:
+        raise _Unreadable(f"of manifest version {data.get('version')}; this mlpkg reads "
+                          f"version {MANIFEST_VERSION}")  # fmt: skip
+    try:
+        doc: Any = validate(_manifest_model(), data, str(file), "generation")
+        roots = [StorePath.parse(r) for r in doc.roots]
+    except BadInput as e:
+        raise _Unreadable(e.message.removeprefix(f"{file} is ").rstrip(".")) from None
+    if doc.generation != number:
+        raise _Unreadable(f"not a valid generation: it says it is generation {doc.generation}")
+    return Generation(number, doc.created, doc.specs, roots)
 
 
 def check_name(name: str) -> str:
@@ -75,33 +150,69 @@ class Profile:
         with FileLock(self.dir / ".lock"):
             yield
 
-    def generations(self) -> list[Generation]:
+    def _files(self) -> dict[int, Path]:
+        """Every generation file by number, readable or not."""
         if not self.generations_dir.is_dir():
-            return []
-        found = [self._read(p) for p in self.generations_dir.glob("*.json")]
-        return sorted(found, key=lambda g: g.number)
+            return {}
+        files = {}
+        for p in self.generations_dir.iterdir():
+            if p.suffix == ".json" and p.stem.isdigit() and p.stem == str(int(p.stem)):
+                files[int(p.stem)] = p
+        return files
 
-    def _read(self, file: Path) -> Generation:
-        try:
-            data = json.loads(file.read_text())
-        except (OSError, ValueError) as e:
-            raise StoreError(f"The profile generation {file} is unreadable: {e}.") from None
-        if data.get("version") != MANIFEST_VERSION:
-            raise FormatVersionError(
-                f"{file} has manifest version {data.get('version')}; this mlpkg reads "
-                f"version {MANIFEST_VERSION}.",
-                file=str(file),
-            )
-        roots = [StorePath.parse(r) for r in data["roots"]]
-        return Generation(
-            int(data["generation"]), float(data["created"]), list(data["specs"]), roots
+    def scan(self) -> tuple[list[Generation], list[BrokenGeneration]]:
+        """The readable generations and the broken ones, each by number."""
+        good: list[Generation] = []
+        bad: list[tuple[int, Path, _Unreadable]] = []
+        for number, file in sorted(self._files().items()):
+            try:
+                good.append(_parse(file, number))
+            except _Unreadable as e:
+                bad.append((number, file, e))
+        return good, [self._broken(n, f, e, good) for n, f, e in bad]
+
+    def generations(self) -> list[Generation]:
+        """The readable generations, by number (broken ones are left out: :meth:`scan`)."""
+        return self.scan()[0]
+
+    def _broken(
+        self, number: int, file: Path, why: _Unreadable, good: list[Generation]
+    ) -> BrokenGeneration:
+        """The sentence for generation ``number``, with what to do given the ``good`` ones."""
+        how = " (written during a crash?)" if why.crash else ""
+        earlier = [g.number for g in good if g.number < number]
+        option = "" if self.name == DEFAULT else f" --profile {self.name}"
+        if earlier:
+            todo = (f"`mlpkg profile switch {earlier[-1]}{option}` goes back to the newest "
+                    "good generation before it, or delete the file")  # fmt: skip
+        else:
+            todo = "there is no earlier generation: delete the file and install again"
+        return BrokenGeneration(
+            f"Generation {number} of profile {self.name} ({file}) is {why.problem}{how}; {todo}.",
+            number=number,
+            file=file,
         )
 
-    def current(self) -> Generation | None:
+    def _read(self, number: int) -> Generation:
+        """Generation ``number``; BrokenGeneration, saying what to do, if it is broken."""
+        file = self.generations_dir / f"{number}.json"
+        try:
+            return _parse(file, number)
+        except _Unreadable as e:
+            raise self._broken(number, file, e, self.generations()) from None
+
+    def current_number(self) -> int | None:
+        """The number of the current generation (read from the link alone), or None."""
         link = self.dir / "current"
         if not link.is_symlink():
             return None
-        return self._read(self.dir / os.readlink(link))
+        stem = Path(os.readlink(link)).stem
+        return int(stem) if stem.isdigit() else None
+
+    def current(self) -> Generation | None:
+        """The current generation, or None; BrokenGeneration if it cannot be read."""
+        number = self.current_number()
+        return None if number is None else self._read(number)
 
     def require_current(self, hint: str | None = None) -> Generation:
         """The current generation; BadInput when the profile has none yet."""
@@ -112,7 +223,7 @@ class Profile:
 
     def add_generation(self, specs: Sequence[str], roots: Sequence[StorePath]) -> Generation:
         """Write a new generation and switch to it (call with the lock held)."""
-        number = max((g.number for g in self.generations()), default=0) + 1
+        number = max(self._files(), default=0) + 1  # broken ones keep their numbers
         gen = Generation(number, time.time(), list(specs), list(roots))
         file = self.generations_dir / f"{number}.json"
         write_atomic(file, json.dumps(gen.to_json(), indent=2, sort_keys=True) + "\n")
@@ -122,11 +233,10 @@ class Profile:
 
     def switch(self, number: int) -> Generation:
         """Make generation ``number`` current (call with the lock held)."""
-        file = self.generations_dir / f"{number}.json"
-        if not file.is_file():
+        if number not in self._files():
             have = ", ".join(str(g.number) for g in self.generations()) or "none"
             raise BadInput(f"Profile {self.name} has no generation {number} (it has {have}).")
-        gen = self._read(file)
+        gen = self._read(number)
         missing = [r for r in gen.roots if not self.store.is_valid(r)]
         if missing:
             raise StoreError(
@@ -137,12 +247,15 @@ class Profile:
         tmp = self.dir / f".current.{secrets.token_hex(4)}"
         os.symlink(f"generations/{number}.json", tmp)
         os.replace(tmp, self.dir / "current")
+        fsync_dir(self.dir)
         return gen
 
     def rollback(self) -> Generation:
-        current = self.current()
-        older = [g for g in self.generations() if current and g.number < current.number]
-        if current is None or not older:
+        """Switch to the newest readable generation before the current one (the current
+        one may be broken)."""
+        number = self.current_number()
+        older = [g for g in self.generations() if number is not None and g.number < number]
+        if number is None or not older:
             raise BadInput(f"Profile {self.name} has no generation before the current one.")
         return self.switch(older[-1].number)
 
@@ -151,19 +264,24 @@ class Profile:
             self.store.add_root(f"profiles/{self.name}/{gen.number}/{i}", root)
 
     def wipe_history(self, older_than: float | None = None) -> list[int]:
-        """Delete generations other than the current one (only those older than
-        ``older_than`` seconds, if given); their GC roots go with them."""
-        current = self.current()
-        now = time.time()
+        """Delete generations other than the current one, broken ones included (only those
+        older than ``older_than`` seconds, if given: by their creation, or a broken one's
+        file time); their GC roots go with them."""
+        current, now = self.current_number(), time.time()
+        created = {g.number: g.created for g in self.generations()}
         wiped = []
-        for gen in self.generations():
-            if current is not None and gen.number == current.number:
+        for number, file in sorted(self._files().items()):
+            if number == current:
                 continue
-            if older_than is not None and now - gen.created < older_than:
+            when = created.get(number)
+            if when is None:  # a broken one
+                with contextlib.suppress(OSError):
+                    when = file.stat().st_mtime
+            if older_than is not None and now - (when or now) < older_than:
                 continue
-            (self.generations_dir / f"{gen.number}.json").unlink()
-            remove_tree(self.store.gcroots_dir / "profiles" / self.name / str(gen.number))
-            wiped.append(gen.number)
+            file.unlink(missing_ok=True)
+            remove_tree(self.store.gcroots_dir / "profiles" / self.name / str(number))
+            wiped.append(number)
         return wiped
 
 
