@@ -116,9 +116,12 @@ def _parse(file: Path, number: int) -> Generation:
                           f"version {MANIFEST_VERSION}")  # fmt: skip
     try:
         doc: Any = validate(_manifest_model(), data, str(file), "generation")
-        roots = [StorePath.parse(r) for r in doc.roots]
     except BadInput as e:
         raise _Unreadable(e.message.removeprefix(f"{file} is ").rstrip(".")) from None
+    try:
+        roots = [StorePath.parse(r) for r in doc.roots]
+    except BadInput as e:
+        raise _Unreadable(f"not a valid generation: {e.message.rstrip('.')}") from None
     if doc.generation != number:
         raise _Unreadable(f"not a valid generation: it says it is generation {doc.generation}")
     return Generation(number, doc.created, doc.specs, roots)
