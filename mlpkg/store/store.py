@@ -6,7 +6,7 @@ Layout of ``MLPKG_HOME``::
     db.sqlite                the database (mlpkg.store.db)
     locks/<hash>.lock        one lock per path (mlpkg.store.locks)
     temproots/<pid>          roots of running processes
-    gcroots/                 explicit roots: relative symlinks to store paths
+    gcroots/                 explicit roots: symlinks to store paths (read by name)
     logs/<hash>-<name>.log   build logs
     builds/                  private build directories
     partial/                 interrupted downloads, kept for resumption
@@ -143,9 +143,9 @@ class Store:
         tmp = link.parent / f".{parts[-1]}.{secrets.token_hex(4)}"
         try:
             link.parent.mkdir(parents=True, exist_ok=True)
-            # Relative, so the root keeps working when MLPKG_HOME moves or is reached
-            # through another spelling (a symlink to it).
-            os.symlink(os.path.relpath(self.real_path(path), link.parent), tmp)
+            # Absolute, as users read it; roots() reads it by the store path's name, so it
+            # keeps protecting the path when MLPKG_HOME moves or is reached by a symlink.
+            os.symlink(self.real_path(path), tmp)
             os.replace(tmp, link)
         except OSError as e:
             with contextlib.suppress(OSError):
