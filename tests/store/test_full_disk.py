@@ -176,3 +176,47 @@ def test_a_copy_from_the_download_cache_survives_a_collection(
         dest = store.partial_dir / f"{P.hash_part}.download"
         assert store.downloads.get(sha, dest)
         assert dest.read_bytes() == data
+
+
+def make_dead(home: Path) -> None:
+    """Register P in ``home`` with no root (the temporary one goes with the Store)."""
+    with Store(home) as store:
+        store.realise(P, lambda t: t.mkdir(), kind="build", recipe_hash="x", deriver={})
+
+
+def test_gc_frees_a_dead_path_when_the_database_cannot_be_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite needs space to forget a path; gc removes the directory first then, and says
+    clearly when even that does not help."""
+    import sqlite3
+
+    from mlpkg.store.db import Database
+
+    home = tmp_path / "home"
+    make_dead(home)
+    with Store(home) as store:
+        real_invalidate = Database.invalidate
+        calls: list[bool] = []
+
+        def full_once(self: Database, path: StorePath) -> None:
+            calls.append(store.real_path(path).exists())
+            if len(calls) == 1:
+                raise sqlite3.OperationalError("database or disk is full")
+            real_invalidate(self, path)
+
+        monkeypatch.setattr(Database, "invalidate", full_once)
+        assert collect(store).deleted == [str(P)]
+        assert calls == [True, False]  # the directory went first, then the row
+        assert not store.is_valid(P) and not store.real_path(P).exists()
+
+    make_dead(home)
+    with Store(home) as store:
+
+        def always_full(self: Database, path: StorePath) -> None:
+            raise sqlite3.OperationalError("database or disk is full")
+
+        monkeypatch.setattr(Database, "invalidate", always_full)
+        with pytest.raises(StoreError, match="is full") as e:
+            collect(store)
+        assert str(store.home) in e.value.message
