@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from mlpkg.cli.context import App, common
-from mlpkg.errors import BadInput, RecipeError, VerifyError
+from mlpkg.errors import BadInput, RecipeError, StoreError, VerifyError
 from mlpkg.store.db import PathInfo
 from mlpkg.store.gc import collect
 from mlpkg.store.path import HASH_CHARS, StorePath
@@ -22,6 +22,7 @@ from mlpkg.store.verify import verify
 
 if TYPE_CHECKING:
     from mlpkg.recipes.model import Recipe
+    from mlpkg.store.locks import FileLock
 
 
 def human(n: float) -> str:
@@ -227,13 +228,36 @@ def gc_cmd(app: App, dry_run: bool, downloads: bool, older_than: str | None) -> 
         app.info(f"emptied the download cache: {human(cache_freed)} freed.")
 
 
-def _file_hashes(file: Path) -> tuple[str, str]:
+def _stage_file(app: App, file: Path) -> tuple[Path, FileLock, str, str]:
+    """Copy ``file`` once into a private temporary file under ``partial/``, hashing while
+    copying: (the copy, its lock, sha256, md5). The path is made from the copy, so what is
+    registered has exactly the hashes its name was computed from, even if ``file``
+    changes meanwhile. The copy is locked (``store.locks.locked_temp``): gc removes it
+    only once this process is gone. The caller removes it and releases the lock."""
+    from mlpkg.store.fs import copy_file
+    from mlpkg.store.locks import locked_temp
+
+    try:
+        src = open(file, "rb")  # noqa: SIM115 (closed by the with below)
+    except OSError as e:
+        raise BadInput(f"Cannot read {file}: {e.strerror or e}.", file=str(file)) from None
+    where = app.store.partial_dir
     sha, md5 = hashlib.sha256(), hashlib.md5()
-    with open(file, "rb") as f:
-        while chunk := f.read(1 << 20):
-            sha.update(chunk)
-            md5.update(chunk)
-    return sha.hexdigest(), md5.hexdigest()
+    staged, lock = None, None
+    try:
+        with src:
+            staged, lock = locked_temp(where, "add-file")
+            with open(staged, "r+b") as out:
+                copy_file(src, out, sha, md5)
+    except BaseException as e:
+        if staged is not None:
+            staged.unlink(missing_ok=True)
+        if lock is not None:
+            lock.release()
+        if isinstance(e, OSError):  # a full disk, say: one sentence naming the directory
+            raise StoreError(f"Cannot copy {file} into {where}: {e.strerror or e}.") from None
+        raise
+    return staged, lock, sha.hexdigest(), md5.hexdigest()
 
 
 def _recipe_for_file(app: App, name: str, version: str, sha: str, md5: str, file: Path) -> Recipe:
@@ -296,19 +320,24 @@ def add_file_cmd(app: App, file: Path, name: str, version: str) -> None:
     if file.is_dir():
         _add_directory(app, file, name, version)
         return
-    sha, md5 = _file_hashes(file)
-    recipe = _recipe_for_file(app, name, version, sha, md5, file)
-    drv = Derivation(recipe, {}, current_platform())
-    info = app.store.info(drv.path)
-    if info is None:
-        info = app.store.realise(
-            drv.path,
-            lambda tmp: unpack_local(recipe, file, tmp, sha),
-            kind="fetch",
-            recipe_hash=drv.recipe_hash,
-            deriver=drv.to_json(),
-            relocatable=False,
-        )
+    staged, lock, sha, md5 = _stage_file(app, file)
+    url = file.absolute().as_uri()
+    try:
+        recipe = _recipe_for_file(app, name, version, sha, md5, file)
+        drv = Derivation(recipe, {}, current_platform())
+        info = app.store.info(drv.path)
+        if info is None:
+            info = app.store.realise(
+                drv.path,
+                lambda tmp: {**unpack_local(recipe, staged, tmp, sha), "url": url},
+                kind="fetch",
+                recipe_hash=drv.recipe_hash,
+                deriver=drv.to_json(),
+                relocatable=False,
+            )
+    finally:
+        staged.unlink(missing_ok=True)
+        lock.release()
     real = str(app.store.real_path(drv.path))
     if app.json:
         app.emit({**_info_json(app, info, None), "sha256": sha})

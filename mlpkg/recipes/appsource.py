@@ -3,7 +3,7 @@
 An app's code is not downloaded: it is a directory on this machine, either an importable
 package (``package = "mlpkg.harness"``) or a directory relative to the recipe file
 (``path``). The files matching ``include`` are the source. Their :func:`digest` (sha256
-over the sorted relative paths, each file's executable bit and each file's sha256) is part
+over the sorted relative paths, each file's owner-exec bit and each file's sha256) is part
 of the recipe's hashed content, so the store path changes exactly when a file changes.
 
 The contract:
@@ -22,6 +22,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import stat
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -72,16 +73,31 @@ def source_files(root: Path, include: list[str], exclude: Sequence[str] = ()) ->
     return sorted(found)
 
 
+def is_executable(mode: int) -> bool:
+    """Whether a file's mode makes it executable for the digest: its owner-exec bit, a
+    property of the file alone (``os.access`` would depend on who asks: root may execute
+    any file with an exec bit, another user only with theirs)."""
+    return bool(mode & stat.S_IXUSR)
+
+
+def listing_digest(listing: Sequence[tuple[str, bool, str]]) -> str:
+    """``sha256:`` over the canonical listing: (relative path, executable, sha256 hex) per
+    file, in the order of ``files``. The one definition, for :func:`digest` and for the
+    copy that installs the source (``mlpkg.resolver.app``), which hashes what it wrote."""
+    entries = [[rel, executable, sha] for rel, executable, sha in listing]
+    text = json.dumps(entries, separators=(",", ":")).encode()
+    return "sha256:" + hashlib.sha256(text).hexdigest()
+
+
 def digest(root: Path, files: list[str]) -> str:
     """``sha256:`` over the canonical listing of ``files`` (path, executable, content)."""
     listing = []
     for rel in files:
-        path = root / rel
-        data = path.read_bytes()
-        executable = os.access(path, os.X_OK)
-        listing.append([rel, executable, hashlib.sha256(data).hexdigest()])
-    text = json.dumps(listing, separators=(",", ":")).encode()
-    return "sha256:" + hashlib.sha256(text).hexdigest()
+        with open(root / rel, "rb") as f:  # the mode and the bytes of one open file
+            executable = is_executable(os.fstat(f.fileno()).st_mode)
+            sha = hashlib.file_digest(f, "sha256").hexdigest()
+        listing.append((rel, executable, sha))
+    return listing_digest(listing)
 
 
 def pin(

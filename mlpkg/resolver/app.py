@@ -13,14 +13,15 @@ rather than stored under the old path's name.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-import shutil
 from pathlib import Path
 
 from mlpkg.errors import BuildError
-from mlpkg.recipes.appsource import digest, locate, source_files
+from mlpkg.recipes.appsource import is_executable, listing_digest, locate, source_files
 from mlpkg.resolver.derivation import Derivation
+from mlpkg.store.fs import copy_file
 from mlpkg.store.store import Store
 
 APP_MANIFEST = "share/mlpkg/app.json"
@@ -49,7 +50,9 @@ def _install_source(drv: Derivation, tmp: Path, store: Store) -> dict[str, objec
     assert app is not None
     root = locate(app, None, drv.recipe.spec)
     files = source_files(root, app.include, app.exclude)
-    found = digest(root, files)
+    major_minor = ".".join(str(python_of(drv, store)["version"]).split(".")[:2])
+    dest = tmp / "lib" / f"python{major_minor}" / "site-packages" / app.module
+    found = copy_source(root, files, dest)
     if found != app.digest:
         raise BuildError(
             f"{drv.name}-{drv.version}: its source under {root} has the digest {found}, "
@@ -57,15 +60,25 @@ def _install_source(drv: Derivation, tmp: Path, store: Store) -> dict[str, objec
             "the lock comes from another version of them).",
             package=drv.name,
         )
-    major_minor = ".".join(str(python_of(drv, store)["version"]).split(".")[:2])
-    dest = tmp / "lib" / f"python{major_minor}" / "site-packages" / app.module
+    return {"source": app.digest, "files": len(files)}
+
+
+def copy_source(root: Path, files: list[str], dest: Path) -> str:
+    """Copy ``files`` (relative to ``root``) under ``dest``, reading each once, and return
+    the :func:`~mlpkg.recipes.appsource.digest` of what was written: each file's sha256 is
+    taken of the bytes copied, and its executable bit (owner-exec, from the open file) is
+    the one the copy gets. A file that changes meanwhile cannot enter the store under the
+    digest of other bytes: the caller compares this digest with the pinned one."""
+    listing: list[tuple[str, bool, str]] = []
     for rel in files:
         target = dest / rel
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(root / rel, target)
-        if os.access(root / rel, os.X_OK):
-            target.chmod(0o755)
-    return {"source": app.digest, "files": len(files)}
+        with open(root / rel, "rb") as src:
+            executable = is_executable(os.fstat(src.fileno()).st_mode)
+            sha = hashlib.sha256()
+            copy_file(src, target, sha, mode=0o755 if executable else 0o644)
+        listing.append((rel, executable, sha.hexdigest()))
+    return listing_digest(listing)
 
 
 def run_command(store_path: Path) -> list[str]:

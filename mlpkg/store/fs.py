@@ -10,7 +10,7 @@ import secrets
 import shutil
 import stat
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 _CHUNK = 1 << 20
 
@@ -114,27 +114,42 @@ def write_atomic(file: Path, text: str, mode: int = 0o644) -> None:
 
 
 def copy_file(
-    src: Path, dest: Path, *hashes: Hasher, mode: int = 0o644, sync: bool = False
+    src: Path | BinaryIO,
+    dest: Path | BinaryIO,
+    *hashes: Hasher,
+    mode: int = 0o644,
+    sync: bool = False,
 ) -> None:
-    """Copy the regular file ``src`` to the new file ``dest`` (which must not exist), reading
-    ``src`` once and feeding every byte written to each of ``hashes``: what they digest is
-    exactly what ``dest`` holds, even if ``src`` changes meanwhile. ``dest`` gets ``mode``
-    less the umask; ``sync`` fsyncs it before returning. A failed copy removes ``dest``."""
-    with open(src, "rb") as fin:
+    """Copy the regular file ``src`` to ``dest``, reading ``src`` once and feeding every
+    byte written to each of ``hashes``: what they digest is exactly what ``dest`` holds,
+    even if ``src`` changes meanwhile. ``src`` is a path, or a binary file open for
+    reading (read from where it stands). ``dest`` is a path that must not exist (created
+    with ``mode`` less the umask, and removed again if the copy fails), or a binary file
+    open for writing (written where it stands; the caller owns it). ``sync`` fsyncs
+    ``dest`` before returning."""
+    with contextlib.ExitStack() as stack:
+        fin = stack.enter_context(open(src, "rb")) if isinstance(src, Path) else src
+        if not isinstance(dest, Path):
+            _copy_stream(fin, dest, hashes, sync)
+            return
         fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
         try:
             with os.fdopen(fd, "wb") as fout:
-                while chunk := fin.read(_CHUNK):
-                    fout.write(chunk)
-                    for h in hashes:
-                        h.update(chunk)
-                fout.flush()
-                if sync:
-                    os.fsync(fout.fileno())
+                _copy_stream(fin, fout, hashes, sync)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 dest.unlink()
             raise
+
+
+def _copy_stream(fin: BinaryIO, fout: BinaryIO, hashes: tuple[Hasher, ...], sync: bool) -> None:
+    while chunk := fin.read(_CHUNK):
+        fout.write(chunk)
+        for h in hashes:
+            h.update(chunk)
+    fout.flush()
+    if sync:
+        os.fsync(fout.fileno())
 
 
 def copy_atomic(src: Path, dest: Path, mode: int = 0o644) -> None:
