@@ -10,6 +10,7 @@ import time
 from multiprocessing.synchronize import Event
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -225,3 +226,44 @@ def test_non_utf8_names_and_content_in_gcroots_do_not_stop_gc(tmp_path: Path) ->
         f.write(b"\xfe\xff not a path\n")
     os.symlink(b"/nowhere/\xfe", roots + b"/link\xfe")
     _collect_keeps(home, [kept, old])
+
+
+# -- the campaign's reproduction, through the command line ------------------------------------
+
+
+def test_builds_finishing_while_gc_deletes_a_big_path_are_kept(
+    http_server: Any, mlpkg_cli: Any
+) -> None:
+    """Issue 10 item 7: ``mlpkg build --root`` finishing while ``mlpkg gc`` is busy deleting
+    a large dead path must leave a valid path and a root that points at it."""
+    import hashlib
+    import subprocess
+
+    from tests.recipe_text import fetch_toml
+
+    dead = StorePath.from_fingerprint(b"big dead", "dead-1.0")
+    with Store(mlpkg_cli.home) as store:
+        realise(store, dead, big(20000))
+    names = [f"late{k}" for k in range(3)]
+    for k, name in enumerate(names):
+        body = f"{name}\n".encode()
+        # Two 503s first: the fetch registers ~0.75 s after planning, while gc deletes.
+        http_server.route(f"/{name}.txt", body=body, fail_first=2 + k)
+        url = http_server.url(f"/{name}.txt")
+        sha = hashlib.sha256(body).hexdigest()
+        mlpkg_cli.recipes.add(name, "1.0", fetch_toml(name, "1.0", [url], sha, unpack=False))
+    builds = [mlpkg_cli.popen("build", "--root", name, name) for name in names]
+    temproots = mlpkg_cli.home / "temproots"
+    deadline = time.monotonic() + 60
+    while len(os.listdir(temproots)) < len(names):  # every build has planned (protected)
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    gc = subprocess.run(mlpkg_cli.argv("gc"), env=mlpkg_cli.env(), capture_output=True)
+    assert gc.returncode == 0, gc.stderr
+    for name, proc in zip(names, builds, strict=True):
+        r = mlpkg_cli.finish(proc).ok()
+        printed = Path(r.out.strip().splitlines()[-1])
+        assert printed.is_file(), f"{name}: mlpkg build printed {printed}, which does not exist"
+        assert (mlpkg_cli.home / "gcroots" / name).resolve() == printed
+    mlpkg_cli.sub("verify", "--check-contents").ok()
+    assert dead.name not in " ".join(mlpkg_cli.store_entries())
