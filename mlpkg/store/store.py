@@ -242,10 +242,7 @@ class Store:
                 os.replace(tmp, self.real_path(path))
             except BaseException as e:
                 remove_tree(tmp)
-                if isinstance(e, OSError) and is_full(e):
-                    name = e.filename
-                    where = os.path.dirname(name) if isinstance(name, str) else str(self.dir)
-                    raise disk_full(where, f"making {path.name}") from None
+                self._raise_if_full(e, f"making {path.name}")
                 raise
             info = PathInfo(
                 path=path,
@@ -299,6 +296,13 @@ class Store:
             )
         return scanned
 
+    def _raise_if_full(self, e: BaseException, doing: str) -> None:
+        """Raise StoreError naming the directory if ``e`` says the disk is full."""
+        if isinstance(e, OSError) and is_full(e):
+            name = e.filename
+            where = os.path.dirname(name) if isinstance(name, str) else str(self.dir)
+            raise disk_full(where, doing) from None
+
     def _clear_leftovers(self, path: StorePath) -> None:
         """Remove what a crashed attempt at ``path`` left (we hold its lock)."""
         remove_tree(self.real_path(path))
@@ -323,6 +327,9 @@ class Store:
                 if os.path.lexists(self.real_path(path)):
                     os.replace(self.real_path(path), old)
                 os.replace(tmp, self.real_path(path))
+            except OSError as e:
+                self._raise_if_full(e, f"repairing {path.name}")
+                raise
             finally:
                 remove_tree(tmp)
                 remove_tree(old)

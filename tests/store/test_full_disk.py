@@ -220,3 +220,21 @@ def test_gc_frees_a_dead_path_when_the_database_cannot_be_written(
         with pytest.raises(StoreError, match="is full") as e:
             collect(store)
         assert str(store.home) in e.value.message
+
+
+def test_a_maker_or_repair_that_fills_the_disk_is_one_clear_error(tmp_path: Path) -> None:
+    import errno
+
+    def full(tmp: Path) -> None:
+        tmp.mkdir()
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp / "big"))
+
+    with Store(tmp_path / "home") as store:
+        with pytest.raises(StoreError, match="is full") as e:
+            store.realise(P, full, kind="build", recipe_hash="x", deriver={})
+        assert str(store.dir) in e.value.message and "making p-1.0" in e.value.message
+        assert os.listdir(store.dir) == []
+        store.realise(P, lambda t: t.mkdir(), kind="build", recipe_hash="x", deriver={})
+        with pytest.raises(StoreError, match="is full") as e:
+            store.replace_content(P, full)
+        assert "repairing p-1.0" in e.value.message and store.real_path(P).is_dir()
