@@ -49,7 +49,8 @@ def _plan(app: App, spec: str | None, lock_file: Path | None, drift: bool) -> tu
             )
         if spec is not None and spec not in lock.specs:
             raise BadInput(f"{lock_file} locks {lock.specs[0]}, not {spec}.", file=str(lock_file))
-        plan, expected = to_plan(lock, app.store, app.provider.detector, allow_external_drift=drift)
+        plan, expected = to_plan(lock, app.store, app.provider.detector,
+                                 allow_external_drift=drift, trusted=app.index)  # fmt: skip
         check_valid_paths(plan, app.store, expected)
         spec = lock.specs[0]
     elif spec is None:
