@@ -17,7 +17,7 @@ outright is still listed, and rewritten atomically when it ends. A run given
 
 Reading a record validates it (:class:`ResultDoc`, pydantic; :mod:`mlpkg.documents`
 refuses JSON nested too deep; the models are made in
-:func:`_models`): a record that is not format 1 as described is one
+:func:`_report_model` and :func:`_result_model`): a record that is not format 1 as described is one
 :class:`~mlpkg.errors.BadInput` naming its file and field, never a crash later on.
 Only the fields something reads are typed; others pass through as they are.
 """
@@ -99,9 +99,11 @@ APP_REPORT_FORMAT = 1
 
 
 @functools.cache
-def _models() -> tuple[type[BaseModel], type[BaseModel]]:
-    """The pydantic models of the app report and of result.json (made on first use: the
-    CLI imports this module at start, and pydantic takes a tenth of a second to import)."""
+def _report_model() -> type[BaseModel]:
+    """The pydantic model of the app report's fields that result.json carries
+    (:data:`REPORT_KEYS`; other keys pass through unchecked). The models are made on first
+    use: the CLI imports this module at start, and pydantic takes a tenth of a second to
+    import."""
     from pydantic import BaseModel, ConfigDict, Field
 
     class _Open(BaseModel):
@@ -120,12 +122,7 @@ def _models() -> tuple[type[BaseModel], type[BaseModel]]:
     class _Summary(_Open):
         line: str | None = None
 
-    class _Lock(_Open):
-        node: list[dict[str, Any]] = Field(default_factory=list)
-
     class _Report(_Open):
-        """The app report's fields that result.json carries (:data:`REPORT_KEYS`)."""
-
         status: str | None = None
         scenario: str | None = None
         mode: str | None = None
@@ -137,15 +134,23 @@ def _models() -> tuple[type[BaseModel], type[BaseModel]]:
         errors: dict[str, Any] | None = None
         session: dict[str, Any] | None = None
         counts: dict[str, Any] | None = None
+        format: int | None = None
 
-    class AppReport(_Report):
-        """``harness.json``, format 1 (as far as mlpkg reads it)."""
+    return _Report
 
-        format: int
 
-    class ResultDoc(_Report):
-        """``result.json``, format 1 (see the module docstring)."""
+@functools.cache
+def _result_model() -> type[BaseModel]:
+    """The pydantic model of ``result.json``, format 1 (see the module docstring)."""
+    from pydantic import BaseModel, ConfigDict, Field
 
+    report: Any = _report_model()
+
+    class _Lock(BaseModel):
+        model_config = ConfigDict(extra="allow")
+        node: list[dict[str, Any]] = Field(default_factory=list)
+
+    class ResultDoc(report):  # type: ignore[misc]
         format: int
         id: str
         status: str
@@ -167,12 +172,13 @@ def _models() -> tuple[type[BaseModel], type[BaseModel]]:
         lock: _Lock | None = None
         versions: dict[str, Any] = Field(default_factory=dict)
 
-    return AppReport, ResultDoc
+    model: type[BaseModel] = ResultDoc
+    return model
 
 
 def read_app_report(run_dir: Path) -> dict[str, Any] | None:
     """The app's own report (``harness.json``, format 1), or None when it wrote none, a
-    bad one (not valid JSON, nested too deep, or not an :class:`AppReport`), or one of a
+    bad one (not valid JSON, nested too deep, or with a field of the wrong type), or one of a
     format this mlpkg does not read (its fields are then left out of result.json rather
     than guessed at)."""
     file = run_dir / APP_REPORT
@@ -180,7 +186,9 @@ def read_app_report(run_dir: Path) -> dict[str, Any] | None:
         doc = load_json(file.read_text(encoding="utf-8"), str(file))
         if not isinstance(doc, dict) or doc.get("format") != APP_REPORT_FORMAT:
             return None
-        return validate(_models()[0], doc, str(file), "app report").model_dump(exclude_unset=True)
+        return validate(_report_model(), doc, str(file), "app report").model_dump(
+            exclude_unset=True
+        )
     except (OSError, ValueError, BadInput):
         return None
 
@@ -239,7 +247,7 @@ def read_record(entry: Path) -> RunRecord:
             f"{file} has result format {found}; this mlpkg reads format {RESULT_FORMAT}.",
             file=str(file),
         )
-    valid = validate(_models()[1], doc, str(file), f"run record (format {RESULT_FORMAT})")
+    valid = validate(_result_model(), doc, str(file), f"run record (format {RESULT_FORMAT})")
     return RunRecord(entry.name, entry.resolve(), valid.model_dump(exclude_unset=True))
 
 
