@@ -29,7 +29,7 @@ from mlpkg.errors import BadInput, BuildError, CheckError, StoreError
 from mlpkg.store import archive
 from mlpkg.store.db import Database, PathInfo
 from mlpkg.store.dlcache import DownloadCache
-from mlpkg.store.fs import canonicalise, remove_tree
+from mlpkg.store.fs import canonicalise, fsync_dir, remove_tree, sync_tree
 from mlpkg.store.locks import FileLock, PathLock, TempRoots
 from mlpkg.store.path import StorePath
 from mlpkg.store.space import disk_full, is_full
@@ -147,6 +147,7 @@ class Store:
             # keeps protecting the path when MLPKG_HOME moves or is reached by a symlink.
             os.symlink(self.real_path(path), tmp)
             os.replace(tmp, link)
+            fsync_dir(link.parent)
         except OSError as e:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
@@ -239,7 +240,9 @@ class Store:
                 if not os.path.lexists(tmp):
                     raise BuildError(f"Making {path.name} produced no output.", package=path.name)
                 scanned = self._check(tmp, path, relocatable, expected_hash, forbidden)
+                sync_tree(tmp)  # the content is on disk before the name makes it valid
                 os.replace(tmp, self.real_path(path))
+                fsync_dir(self.dir)
             except BaseException as e:
                 remove_tree(tmp)
                 self._raise_if_full(e, f"making {path.name}")
@@ -324,9 +327,11 @@ class Store:
                 make(tmp)
                 relocatable = info.kind in ("build", "wheel", "app")
                 scanned = self._check(tmp, path, relocatable, info.archive_hash)
+                sync_tree(tmp)
                 if os.path.lexists(self.real_path(path)):
                     os.replace(self.real_path(path), old)
                 os.replace(tmp, self.real_path(path))
+                fsync_dir(self.dir)
             except OSError as e:
                 self._raise_if_full(e, f"repairing {path.name}")
                 raise

@@ -86,7 +86,7 @@ def tree_modes(root: Path) -> dict[str, int]:
 
 def needs_sandbox() -> None:
     if sandbox.detect() == "none":
-        pytest.skip("no bubblewrap or unshare here: builds are not isolated")
+        pytest.skip("MLPKG_SANDBOX=none: builds are not isolated")
 
 
 # -- build ----------------------------------------------------------------------------------
