@@ -9,7 +9,6 @@ happened in ``result.json`` (mlpkg.env.runs).
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -130,8 +129,10 @@ def _replay_source(path: Path) -> tuple[Path, list[str] | None]:
     result = path / runs.RESULT_FILE if path.is_dir() else path
     if result.suffix != ".json":
         return path, None
+    from mlpkg.documents import load_json
+
     try:
-        doc = json.loads(result.read_text(encoding="utf-8"))
+        doc = load_json(result.read_text(encoding="utf-8"), str(result))
         args = [str(a) for a in doc["args"]]
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise BadInput(f"Cannot read the run record {result}: {e}.", file=str(result)) from None
@@ -166,11 +167,14 @@ def _run_dir(app: App, name: str, output: Path | None) -> tuple[str, Path]:
 def _activate(app: App, plan: Any, name: str, spec: str) -> dict[str, str]:
     """Record the closure as the profile run-<app>'s current generation; its environment."""
     from mlpkg.env.activation import activation
-    from mlpkg.env.profiles import Profile
+    from mlpkg.env.profiles import BrokenGeneration, Profile
 
     profile = Profile(app.store, f"run-{name}")
     with profile.locked():
-        current = profile.current()
+        try:
+            current = profile.current()
+        except BrokenGeneration:  # a crash's leftover: the run makes a good one after it
+            current = None
         if current is None or current.roots != list(plan.roots):
             profile.add_generation([spec], list(plan.roots))
     env = activation(app.store, plan.roots, os.environ).apply(os.environ)

@@ -238,6 +238,7 @@ def evaluate(
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
+        allow_abbrev=False,  # an option is spelt out, never guessed from a prefix
         prog="python -m mlpkg_harness.accuracy",
         description="mAP of a LoadGen accuracy log (as MLPerf's accuracy-openimages.py).",
     )

@@ -193,7 +193,9 @@ def download(out: Path, args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="openimages_download", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="openimages_download", description=__doc__.split("\n")[0], allow_abbrev=False
+    )
     parser.add_argument("out", type=Path)
     parser.add_argument("--max-images", type=int)
     parser.add_argument("--classes", help="a file of class display names, one per line")

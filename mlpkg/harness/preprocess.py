@@ -180,6 +180,7 @@ def preprocess_dataset(src: Path, out: Path, count: int | None = None, quiet: bo
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; returns the exit status (0 ok, 2 bad input)."""
     parser = argparse.ArgumentParser(
+        allow_abbrev=False,  # an option is spelt out, never guessed from a prefix
         prog="python -m mlpkg_harness.preprocess",
         description="Pre-process OpenImages (MLPerf layout) for RetinaNet as the reference does.",
     )

@@ -260,6 +260,7 @@ def write_dataset(out: Path, count: int = spec.DEFAULT_IMAGES, quiet: bool = Tru
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; returns the exit status."""
     parser = argparse.ArgumentParser(
+        allow_abbrev=False,  # an option is spelt out, never guessed from a prefix
         prog="python -m mlpkg_harness.synth_dataset",
         description="Write the deterministic synthetic OpenImages (MLPerf layout) to OUT.",
     )

@@ -205,6 +205,7 @@ def model_bytes() -> bytes:
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point: write the model to the given path; returns the exit status."""
     parser = argparse.ArgumentParser(
+        allow_abbrev=False,  # an option is spelt out, never guessed from a prefix
         prog="python -m mlpkg_harness.synth_model",
         description="Write the synthetic RetinaNet ONNX model (analytic colour-mask detector).",
     )
