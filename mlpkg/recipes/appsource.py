@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
-import importlib.util
 import json
 import os
 import stat
@@ -30,14 +29,27 @@ from mlpkg.errors import RecipeError
 from mlpkg.recipes.model import AppSource, Recipe
 
 
+def _package_dirs(package: str) -> list[str]:
+    """Where the package ``package`` (dotted) lies on ``sys.path``, found without importing
+    anything: a name from a lockfile must not run a package's ``__init__`` here."""
+    from importlib.machinery import PathFinder
+
+    places: list[str] | None = None
+    parts = package.split(".")
+    if not all(p.isidentifier() for p in parts):
+        return []
+    for i in range(len(parts)):
+        spec = PathFinder.find_spec(".".join(parts[: i + 1]), places)
+        if spec is None or not spec.submodule_search_locations:
+            return []
+        places = list(spec.submodule_search_locations)
+    return places or []
+
+
 def locate(app: AppSource, recipe_file: Path | None, label: str) -> Path:
     """The source directory of ``app`` (see the module docstring)."""
     if app.package is not None:
-        try:
-            spec = importlib.util.find_spec(app.package)
-        except (ImportError, ValueError):
-            spec = None
-        places = list(spec.submodule_search_locations or []) if spec else []
+        places = _package_dirs(app.package)
         if not places:
             raise RecipeError(
                 f"{label}: field app.package: no Python package {app.package} is importable here.",

@@ -29,7 +29,12 @@ COSMETIC_FIELDS = frozenset({"summary", "aliases", "variants"})
 VARIANT_KEYS = frozenset({"summary", "kind", "inputs", "source", "build", "external", "wheel",
                           "app", "run", "env", "remove"})  # fmt: skip
 _DOTTED = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
-RESERVED_INPUT_KEYS = frozenset({"out", "PATH", "HOME", "TMPDIR", "SOURCE_DATE_EPOCH"})
+RESERVED_INPUT_KEYS = frozenset({
+    "PATH", "HOME", "TMPDIR", "out", "SOURCE_DATE_EPOCH", "TZ", "LC_ALL", "LANG", "TERM",
+    "PYTHONHASHSEED", "PYTHONDONTWRITEBYTECODE", "PYTHONPATH", "name", "version",
+})  # fmt: skip
+"""Variables the build sandbox sets itself (``mlpkg.store.sandbox.RESERVED_NAMES``, which
+refuses them again at build time): an input may not take one as its name."""
 
 
 class FieldError(ValueError):

@@ -280,3 +280,22 @@ def test_a_warm_build_after_a_source_edit_builds_the_new_path(
     assert sorted(str(p.relative_to(installed)) for p in installed.rglob("*.py")) == sorted(
         str(p.relative_to(src)) for p in src.rglob("*.py") if not p.name.startswith("skip_")
     )
+
+
+def test_a_package_source_is_located_without_importing_anything(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lockfile may name any dotted package: finding it must not run its parents'
+    ``__init__`` (code of whatever is installed here, chosen by data)."""
+    from mlpkg.recipes.appsource import locate
+    from mlpkg.recipes.model import AppSource
+
+    marker = tmp_path / "imported"
+    pkg = tmp_path / "site" / "mlpkg_sidefx_pkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    (pkg / "sub" / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    found = locate(AppSource(package="mlpkg_sidefx_pkg.sub", module="m"), None, "x")
+    assert found == pkg / "sub"
+    assert not marker.exists() and "mlpkg_sidefx_pkg" not in sys.modules

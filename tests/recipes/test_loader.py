@@ -66,11 +66,14 @@ def test_all_problems_are_reported_at_once(tmp_path: Path) -> None:
         ('name = "x"\nversion = "1.0"\nkind = "fetch"\n[source]\nurls = ["https://a/b"]\nsha256 = "abc"\n', "source.sha256", "pattern"),
         ('name = "x"\nversion = "1.0"\nkind = "build"\n[inputs]\n"bad key" = "y"\n[build]\nscript="s"\n', "inputs", "environment variable"),
         ('name = "x"\nversion = "1.0"\nkind = "build"\n[inputs]\nout = "y"\n[build]\nscript="s"\n', "inputs.out", "reserved"),
+        ('name = "x"\nversion = "1.0"\nkind = "build"\n[inputs]\nTZ = "y"\n[build]\nscript="s"\n', "inputs.TZ", "reserved"),
+        ('name = "x"\nversion = "1.0"\nkind = "build"\n[inputs]\nPYTHONPATH = "y"\n[build]\nscript="s"\n', "inputs.PYTHONPATH", "reserved"),
         ('format = 2\nname = "x"\nversion = "1.0"\nkind = "build"\n[build]\nscript="s"\n', "format", "format 2"),
         ('name = "x"\nversion = "1.0"\nkind = "build"\n[build]\nscript="s"\n[env]\nP = {prepend="a", append="b"}\n', "env.P", "exactly one"),
     ],
     ids=["fetch-without-source", "unknown-kind", "bad-version", "bad-scheme", "no-hash",
-         "short-hash", "bad-input-key", "reserved-input", "future-format", "env-two-actions"],
+         "short-hash", "bad-input-key", "reserved-input", "reserved-tz", "reserved-pythonpath",
+         "future-format", "env-two-actions"],
 )  # fmt: skip
 def test_invalid_recipes_name_the_field(text: str, field: str, words: str) -> None:
     with pytest.raises(RecipeError) as e:

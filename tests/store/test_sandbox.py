@@ -219,3 +219,9 @@ def test_forced_kind_must_be_known(monkeypatch: pytest.MonkeyPatch) -> None:
             sandbox.detect()
     finally:
         sandbox.detect.cache_clear()
+
+
+def test_the_recipe_model_reserves_the_same_names() -> None:
+    from mlpkg.recipes.model import RESERVED_INPUT_KEYS
+
+    assert RESERVED_INPUT_KEYS == sandbox.RESERVED_NAMES
