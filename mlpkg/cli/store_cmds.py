@@ -329,7 +329,7 @@ def add_file_cmd(app: App, file: Path, name: str, version: str) -> None:
         if info is None:
             info = app.store.realise(
                 drv.path,
-                lambda tmp: {**unpack_local(recipe, staged, tmp, sha), "url": url},
+                lambda tmp: {**unpack_local(recipe, staged, tmp, sha, str(file)), "url": url},
                 kind="fetch",
                 recipe_hash=drv.recipe_hash,
                 deriver=drv.to_json(),

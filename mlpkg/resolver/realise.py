@@ -226,15 +226,18 @@ def _wheel(
     return facts
 
 
-def unpack_local(recipe: Recipe, file: Path, tmp: Path, sha256: str) -> dict[str, object]:
-    """Make a fixed-output path from a local file (``add-file``) whose sha256 is known."""
+def unpack_local(
+    recipe: Recipe, file: Path, tmp: Path, sha256: str, label: str | None = None
+) -> dict[str, object]:
+    """Make a fixed-output path from a local file (``add-file``) whose sha256 is known;
+    errors name ``label`` (the user's file, where ``file`` is a staged copy of it)."""
     src = recipe.source
     if src is not None and src.unpack:
         unpack(
             file,
             tmp,
             strip_components=src.strip_components,
-            label=str(file),
+            label=label or str(file),
             max_size=src.max_unpacked_size,
             max_ratio=src.max_unpack_ratio,
             max_files=src.max_unpacked_files,

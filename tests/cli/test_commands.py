@@ -385,6 +385,28 @@ def test_add_file_with_the_wrong_hash_is_refused(
     assert mlpkg_cli.store_entries() == []
 
 
+def test_add_file_of_a_hostile_archive_names_the_users_file(
+    mlpkg_cli: MlpkgCli, tarball: Callable[..., bytes]
+) -> None:
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        info = tarfile.TarInfo("../escape.txt")
+        info.size = 3
+        tar.addfile(info, io.BytesIO(b"bad"))
+    data = buf.getvalue()
+    file = mlpkg_cli.home.parent / "hostile.tar.gz"
+    file.write_bytes(data)
+    mlpkg_cli.recipes.add(
+        "hostile", "1.0", fetch_toml("hostile", "1.0", [file.as_uri()], sha256(data))
+    )
+    r = mlpkg_cli.run("add-file", str(file), "--name", "hostile", "--version", "1.0")
+    assert r.code != 0 and str(file) in r.err and "partial" not in r.err, r.err
+    assert mlpkg_cli.valid_paths() == []
+
+
 # -- roots and gc ---------------------------------------------------------------------------
 
 
