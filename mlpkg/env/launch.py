@@ -41,7 +41,7 @@ from mlpkg.store import sandbox
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _PR_SET_PDEATHSIG = 1
-_KEEP = 4096  # bytes of an unfinished line remembered (progress bars end lines with \r)
+_KEEP = 4096  # bytes of an unfinished line remembered, from its start (progress bars use \r)
 
 
 @dataclass
@@ -103,7 +103,7 @@ class _Tee(threading.Thread):
 
     def _remember(self, chunk: bytes) -> None:
         *lines, partial = (self._partial + chunk).split(b"\n")
-        self._partial = partial[-_KEEP:]
+        self._partial = partial[:_KEEP]  # the start says whether it is an error line
         for line in lines:
             text = line.decode("utf-8", "replace").strip()
             if text.startswith("error:") or ": error:" in text:
