@@ -28,9 +28,10 @@ inside can remount what was mounted read-only. A failure to set up exits 125 wit
 line on stderr starting with ``nsbox:``.
 
 The spec (JSON object): ``mode`` ("build" | "ro" | "probe"), ``argv``, ``env``, ``cwd``,
-``parent`` (the pid that must stay alive), ``pdeathsig``; for ``build`` also ``root``
-(an empty directory to mount the new root on), ``net`` (bool), ``system`` (directories),
-``etc`` (paths), ``binds`` ([host, inside, read_only] triples); for ``ro`` ``readonly``.
+``parent`` (the pid that must stay alive), ``pdeathsig``; for ``build`` also ``build``
+(the build directory, seen as ``/build``), ``root`` (an empty directory inside it to mount
+the new root on), ``net`` (bool), ``system`` (directories), ``etc`` (paths), ``binds``
+([host, inside, read_only] triples); for ``ro`` ``readonly``.
 """
 
 from __future__ import annotations
@@ -153,7 +154,7 @@ def _locked_flags(path: str) -> int:
     return flags
 
 
-def _bind(src: str, dst: str, read_only: bool) -> None:
+def _bind(src: str, dst: str, read_only: bool, recursive: bool = True) -> None:
     """Bind ``src`` on ``dst`` (created as an empty file or directory when missing)."""
     if not os.path.lexists(dst):
         if os.path.isdir(src):
@@ -161,7 +162,7 @@ def _bind(src: str, dst: str, read_only: bool) -> None:
         else:
             os.makedirs(os.path.dirname(dst), exist_ok=True)
             os.close(os.open(dst, os.O_WRONLY | os.O_CREAT, 0o644))
-    _mount(src, dst, None, MS_BIND | MS_REC)
+    _mount(src, dst, None, MS_BIND | (MS_REC if recursive else 0))
     if read_only:
         flags = MS_REMOUNT | MS_BIND | MS_RDONLY | _locked_flags(dst)
         _mount(None, dst, None, flags)
@@ -203,6 +204,8 @@ def _make_root(spec: dict) -> None:  # type: ignore[type-arg]
     _mount("proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     os.makedirs(root + "/tmp")
     _mount("tmpfs", root + "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
+    # The build directory holds the new root's mount point: bound alone, not recursively.
+    _bind(spec["build"], root + "/build", read_only=False, recursive=False)
     for host, inside, read_only in spec["binds"]:
         _bind(host, root + inside, read_only)
     os.chdir(root)

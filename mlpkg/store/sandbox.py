@@ -177,15 +177,15 @@ def _nsbox_spec(
     cwd: str = "/build/src",
 ) -> dict[str, object]:
     """The spec of :mod:`mlpkg.store.nsbox`'s build mode (the view bubblewrap gives)."""
-    root = build_dir.with_name(build_dir.name + ".root")
+    root = build_dir / ".root"  # the new root's mount point (empty to the build)
     root.mkdir(exist_ok=True)
-    binds = [[str(build_dir), "/build", False]]
-    binds += [[str(p), str(p), True] for p in inputs]
+    binds = [[str(p), str(p), True] for p in inputs]
     return {
         "mode": "build",
         "argv": argv,
         "env": dict(env),
         "cwd": cwd,
+        "build": str(build_dir),
         "root": str(root),
         "net": network,
         "system": list(SYSTEM_DIRS),
@@ -291,17 +291,14 @@ def run(req: BuildRequest, kind: str | None = None) -> Path:
     env = _env(req, root)
     command = ["/bin/bash", "-eo", "pipefail", f"{root}/builder.sh"]
     header = f"mlpkg: sandbox {describe(kind)}\n"
-    try:
-        if kind == "bubblewrap":
-            code = _spawn([*_bwrap_argv(req), *command], env, req, header)
-        elif kind == "namespace":
-            spec = _nsbox_spec(command, env, req.build_dir, network=req.network,
-                               inputs=[*req.inputs.values(), *req.ro_paths])  # fmt: skip
-            code = _spawn(None, spec, req, header)
-        else:
-            code = _spawn(command, env, req, header)
-    finally:
-        shutil.rmtree(req.build_dir.with_name(req.build_dir.name + ".root"), ignore_errors=True)
+    if kind == "bubblewrap":
+        code = _spawn([*_bwrap_argv(req), *command], env, req, header)
+    elif kind == "namespace":
+        spec = _nsbox_spec(command, env, req.build_dir, network=req.network,
+                           inputs=[*req.inputs.values(), *req.ro_paths])  # fmt: skip
+        code = _spawn(None, spec, req, header)
+    else:
+        code = _spawn(command, env, req, header)
     out = req.build_dir / "out"
     if code != 0:
         raise BuildError(
