@@ -21,16 +21,8 @@ counts ``.``): members with ``N`` or fewer are checked, then dropped; a symlink 
 inside both the archive's tree and the stripped one. If nothing is left, ``FetchError``.
 Corrupt or truncated archives give ``FetchError`` too.
 
-Size caps (archive bombs): what an archive unpacks to is capped by :class:`Limits`, by
-default 20 GiB of file content (``max_size``), 200 bytes per byte of the archive file
-(``max_ratio``, applied only beyond 16 MiB, so that small archives of very compressible
-content pass) and 1,000,000 members (``max_files``). A hard link counts its target's size
-again (readers of the tree, the archive hash first, see it twice). The caps are checked
-against what headers declare *before* a member is written (a zip's whole central directory
-before anything is written; a sparse tar member by the size it expands to), and against the
-bytes actually written while writing, since headers can lie. Past a cap, the archive is
-refused with ``FetchError``, one sentence naming the label, the member and the cap, and
-``dest`` is removed. Recipes raise the caps in ``[source]`` (docs/recipes.md).
+Size caps (archive bombs): see :mod:`mlpkg.store.unpack_caps`; :func:`unpack` takes them as
+``max_size``, ``max_ratio`` and ``max_files``.
 """
 
 from __future__ import annotations
@@ -55,6 +47,12 @@ import zstandard
 
 from mlpkg.errors import FetchError, StoreError, UnsafeArchive
 from mlpkg.store.fs import remove_tree
+from mlpkg.store.unpack_caps import DEFAULT_MAX_FILES as DEFAULT_MAX_FILES
+from mlpkg.store.unpack_caps import DEFAULT_MAX_RATIO as DEFAULT_MAX_RATIO
+from mlpkg.store.unpack_caps import DEFAULT_MAX_SIZE as DEFAULT_MAX_SIZE
+from mlpkg.store.unpack_caps import RATIO_FLOOR as RATIO_FLOOR
+from mlpkg.store.unpack_caps import Budget, show
+from mlpkg.store.unpack_caps import Limits as Limits
 
 FORMATS = ("tar.gz", "tar.bz2", "tar.xz", "tar.zst", "tar", "zip")
 _MAGIC = (
@@ -68,10 +66,6 @@ _MAGIC = (
 _CHUNK = 1 << 20
 _MAX_TARGET = 4095  # PATH_MAX - 1: the longest symlink target Linux accepts
 _MAX_HOPS = 40  # like Linux's limit on nested symlinks
-DEFAULT_MAX_SIZE = 20 << 30  # 20 GiB of file content
-DEFAULT_MAX_RATIO = 200.0  # unpacked bytes per byte of archive
-DEFAULT_MAX_FILES = 1_000_000
-RATIO_FLOOR = 16 << 20  # below 16 MiB unpacked, the ratio is not applied
 # What a corrupt, truncated or unreadable archive raises (NotImplementedError: a zip method).
 _CORRUPT: tuple[type[Exception], ...] = (tarfile.TarError, zipfile.BadZipFile, OSError)
 _CORRUPT += (EOFError, zlib.error, lzma.LZMAError, zstandard.ZstdError, NotImplementedError)
@@ -96,92 +90,6 @@ class _Member:
     target: str = ""  # a symlink's target, or a hard link's target path in the archive
     special: str | None = None  # why the member is of no allowed type, e.g. "a FIFO"
     size: int = 0  # a file's size as its header declares it
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Caps on what one archive may unpack to (see the module docstring).
-
-    ``max_size``: bytes of file content; ``max_ratio``: bytes of file content per byte of
-    the archive file, applied only beyond :data:`RATIO_FLOOR`; ``max_files``: members written.
-    """
-
-    max_size: int = DEFAULT_MAX_SIZE
-    max_ratio: float = DEFAULT_MAX_RATIO
-    max_files: int = DEFAULT_MAX_FILES
-
-
-def _human(n: float) -> str:
-    """A byte count for messages: ``1.5 GiB``, ``512 bytes``."""
-    if n < 1024:
-        return f"{int(n)} bytes"
-    for unit in ("KiB", "MiB", "GiB", "TiB"):
-        n /= 1024
-        if n < 1024 or unit == "TiB":
-            break
-    return f"{n:.1f} {unit}"
-
-
-class _Budget:
-    """What an archive may still write under its :class:`Limits`; refuses what is past them.
-
-    The byte cap is the smaller of ``max_size`` and ``max_ratio`` times the archive's size
-    (but never below :data:`RATIO_FLOOR`).
-    """
-
-    def __init__(self, limits: Limits, archive_size: int, label: str) -> None:
-        by_ratio = max(int(limits.max_ratio * archive_size), RATIO_FLOOR)
-        self.cap = min(limits.max_size, by_ratio)
-        if by_ratio < limits.max_size:
-            floor = f", but at least {_human(RATIO_FLOOR)}" if by_ratio == RATIO_FLOOR else ""
-            self.which = (
-                f"max_unpack_ratio: {limits.max_ratio:g} times the archive's "
-                f"{_human(archive_size)}{floor}"
-            )
-        else:
-            self.which = "max_unpacked_size"
-        self.max_files = limits.max_files
-        self.label = label
-        self.used = 0  # bytes written (or, for hard links, counted again)
-        self.files = 0  # members written
-
-    def refuse(self, name: str, what: str) -> NoReturn:
-        raise FetchError(
-            f"Refusing archive '{self.label}': member '{_show(name)}' {what}.",
-            hint="If the archive is trusted and really that big, raise max_unpacked_size, "
-            "max_unpack_ratio or max_unpacked_files in the recipe's [source] table.",
-        )
-
-    def past(self, name: str, total: int, verb: str = "would take") -> NoReturn:
-        self.refuse(
-            name,
-            f"{verb} the unpacked size to {_human(total)}, past the cap of "
-            f"{_human(self.cap)} ({self.which})",
-        )
-
-    def entry(self, name: str, count: int) -> None:
-        """Refuse ``name`` if it is member number ``count`` and that is past ``max_files``."""
-        if count > self.max_files:
-            self.refuse(
-                name,
-                f"is past the cap of {self.max_files:,} members (max_unpacked_files)",
-            )
-
-    def check(self, name: str, declared: int) -> None:
-        """Refuse a member whose declared size would take the total past the cap."""
-        if self.used + declared > self.cap:
-            self.past(name, self.used + declared)
-
-    def spend(self, name: str, n: int) -> None:
-        """Count ``n`` bytes written for ``name``; refuse when the total passes the cap."""
-        self.used += n
-        if self.used > self.cap:
-            self.past(name, self.used, "holds more than it declares, which takes")
-
-
-def _show(text: str) -> str:
-    """``text`` with control characters (and undecodable bytes) escaped, for messages."""
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
 def _join(parts: Parts) -> str:
@@ -268,13 +176,13 @@ class _Tree:
         for i in range(1, len(path)):
             above = path[:i]
             if above in self.links:
-                return f"passes through the symlink '{_show(_join(above))}'"
+                return f"passes through the symlink '{show(_join(above))}'"
             if above in self.files:
-                return f"passes through '{_show(_join(above))}', which is not a directory"
+                return f"passes through '{show(_join(above))}', which is not a directory"
         if path in self.listed:
-            return f"duplicates the path '{_show(_join(path))}' of an earlier member"
+            return f"duplicates the path '{show(_join(path))}' of an earlier member"
         if kind != "dir" and path in self.dirs:
-            return f"is a {kind}, but the earlier member '{_show(self.dirs[path])}' is inside it"
+            return f"is a {kind}, but the earlier member '{show(self.dirs[path])}' is inside it"
         self.listed.add(path)
         for i in range(1, len(path) + (kind == "dir")):
             self.dirs.setdefault(path[:i], name)
@@ -288,7 +196,7 @@ class _Tree:
 class _Unpacker:
     """Checks members one at a time and writes the safe ones under ``dest``."""
 
-    def __init__(self, dest: Path, strip: int, label: str, budget: _Budget) -> None:
+    def __init__(self, dest: Path, strip: int, label: str, budget: Budget) -> None:
         self.dest = dest
         self.strip = strip
         self.label = label
@@ -302,14 +210,14 @@ class _Unpacker:
         self.kept = 0
 
     def refuse(self, name: str, reason: str) -> NoReturn:
-        raise UnsafeArchive(f"Refusing archive '{self.label}': member '{_show(name)}' {reason}.")
+        raise UnsafeArchive(f"Refusing archive '{self.label}': member '{show(name)}' {reason}.")
 
     def parts(self, name: str, path: str, *, hardlink: bool = False) -> Parts:
         """Split a member path; refuse NUL, absolute paths and ``..``."""
         parts = tuple(p for p in path.split("/") if p not in ("", "."))
         bad = "\x00" in path or path.startswith("/") or ".." in parts
         if bad and hardlink:
-            self.refuse(name, f"is a hard link to '{_show(path)}', which is outside the tree")
+            self.refuse(name, f"is a hard link to '{show(path)}', which is outside the tree")
         if "\x00" in path:
             self.refuse(name, "has a NUL byte in its name")
         if path.startswith("/"):
@@ -324,14 +232,14 @@ class _Unpacker:
         if not m.target:
             self.refuse(m.name, "is a symlink with an empty target")
         if m.target.startswith("/"):
-            self.refuse(m.name, f"is a symlink to the absolute path '{_show(m.target)}'")
+            self.refuse(m.name, f"is a symlink to the absolute path '{show(m.target)}'")
         if len(os.fsencode(m.target)) > _MAX_TARGET:
             self.refuse(m.name, "is a symlink with a target longer than Linux allows")
 
     def hardlink_source(self, m: _Member, kept: bool) -> Parts | None:
         """Where the hard link's target was written; refuse a target that is not earlier."""
         source = self.parts(m.name, m.target, hardlink=True)
-        what = f"is a hard link to '{_show(m.target)}', which"
+        what = f"is a hard link to '{show(m.target)}', which"
         if source not in self.regular:
             self.refuse(m.name, f"{what} is not an earlier regular file of the archive")
         written = self.regular[source]
@@ -418,7 +326,7 @@ class _Unpacker:
                 target, name = tree.links[link]
                 why = _escape(link, target, tree.links)
                 if why is not None:
-                    self.refuse(name, f"is a symlink to '{_show(target)}', which {why}")
+                    self.refuse(name, f"is a symlink to '{show(target)}', which {why}")
         if self.strip and not self.kept:
             raise FetchError(
                 f"Stripping {self.strip} leading path component(s) from '{self.label}' "
@@ -524,19 +432,14 @@ def _zip_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> _Member:
     return _Member(name, "other", special=_SPECIAL.get(fmt, f"of unsupported type {fmt:#o}"))
 
 
-def _zip_members(archive: Path, label: str, budget: _Budget) -> _Members:
+def _zip_members(archive: Path, label: str, budget: Budget) -> _Members:
     with zipfile.ZipFile(archive) as zf:
         infos = zf.infolist()
-        declared = 0
-        for count, info in enumerate(infos, 1):  # the whole directory, before writing anything
-            budget.entry(info.orig_filename, count)
-            declared += info.file_size
-            if declared > budget.cap:
-                budget.past(info.orig_filename, declared)
+        budget.directory((info.orig_filename, info.file_size) for info in infos)
         for info in infos:
             if info.flag_bits & 0x1:
                 raise FetchError(
-                    f"Cannot unpack '{label}': its member '{_show(info.filename)}' is encrypted."
+                    f"Cannot unpack '{label}': its member '{show(info.filename)}' is encrypted."
                 )
             member = _zip_member(zf, info)
             yield member, functools.partial(zf.open, info) if member.kind == "file" else None
@@ -568,7 +471,7 @@ def unpack(
     fmt = _detect(archive, label)
     if os.path.lexists(dest):
         raise StoreError(f"Cannot unpack '{label}': '{dest}' already exists.")
-    budget = _Budget(limits, os.path.getsize(archive), label)
+    budget = Budget(limits, os.path.getsize(archive), label)
     dest.mkdir(parents=True, mode=0o755)
     try:
         os.chmod(dest, 0o755)
