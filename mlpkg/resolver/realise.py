@@ -265,8 +265,17 @@ def _build(drv: Derivation, tmp: Path, store: Store, reporter: Reporter) -> None
     inputs = {k: store.real_path(p) for k, p in drv.inputs.items()}
     # The inputs' own references are visible too (read-only), as in Nix: an input is usable
     # only with its closure. Only the direct inputs get variables and PATH entries.
-    closure = [store.real_path(p) for p in sorted(store.closure(drv.inputs.values()))]
+    members = sorted(store.closure(drv.inputs.values()))
+    closure = [store.real_path(p) for p in members]
     extra = [p for p in closure if p not in inputs.values()]
+    # Host locations are bound only for paths of kind external: their links were made by
+    # mlpkg (_link_external) from detected tool locations. Any other path's links were made
+    # by a build script, and must not choose what a later build sees of the host.
+    externals = [
+        store.real_path(p)
+        for p in members
+        if (info := store.info(p)) is not None and info.kind == "external"
+    ]
     env = {"name": drv.name, "version": drv.version}
     sites = [str(d) for p in closure for d in sorted((p / "lib").glob("python*/site-packages"))]
     if sites:  # Python packages of the closure, importable with `python3 -S`
@@ -279,7 +288,7 @@ def _build(drv: Derivation, tmp: Path, store: Store, reporter: Reporter) -> None
         extra_env=env,
         network=build.network,
         echo=reporter.echo,
-        ro_paths=[*extra, *_external_targets(closure)],
+        ro_paths=[*extra, *_external_targets(externals)],
     )
     try:
         out = sandbox.run(request, kind)
@@ -320,8 +329,10 @@ def offline_hint(drv: Derivation) -> str:
 
 
 def _external_targets(inputs: Iterable[Path]) -> list[Path]:
-    """Host installations that the inputs' links point into (an interpreter's prefix, say),
-    outside the system directories the sandbox shows anyway."""
+    """Host installations that the links of ``inputs`` (paths of kind ``external`` only)
+    point into (an interpreter's prefix, say), outside the system directories the sandbox
+    shows anyway. ``/`` and top-level directories (``/opt``) are never bound: a prefix must
+    have at least two components."""
     targets: set[Path] = set()
     for root in inputs:
         bindir = root / "bin"
@@ -331,7 +342,9 @@ def _external_targets(inputs: Iterable[Path]) -> list[Path]:
             if link.is_symlink() and os.path.isabs(os.readlink(link)):
                 real = Path(os.path.realpath(link))
                 if not str(real).startswith(("/usr/", "/bin/", "/lib", "/sbin/", "/etc/")):
-                    targets.add(real.parent.parent)
+                    prefix = real.parent.parent
+                    if len(prefix.parts) > 2:  # ("/", "opt", "py") at least
+                        targets.add(prefix)
     return sorted(targets)
 
 
