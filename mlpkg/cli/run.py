@@ -247,7 +247,7 @@ def run_cmd(app: App, spec: str | None, args: tuple[str, ...], output: Path | No
     try:
         exited = launch(argv, env, run_dir, show=not app.json,
                         on_start=lambda pid: _record_pid(run_dir, result, pid),
-                        readonly=[app.store.dir])  # fmt: skip
+                        readonly=[app.store.dir, app.home / "envs"])  # fmt: skip
     except RunError as e:  # the program could not start: the record says so
         result.update(status="failed", exit_code=None, finished=time.time(), error=e.message)
         runs.write_json(run_dir / runs.RESULT_FILE, result)

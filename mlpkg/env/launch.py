@@ -11,7 +11,9 @@ The contract of :func:`launch`:
 - SIGINT, SIGTERM and SIGHUP received by mlpkg are forwarded;
 - stdout and stderr are copied, as they come (progress bars included), to
   ``stdout.txt``/``stderr.txt`` in the run directory and, when ``show``, to mlpkg's own;
-  a closed terminal stops the copying to it, never the run;
+  a closed terminal stops the copying to it, never the run; a log that cannot be written
+  (a full disk) never blocks the app either: the output is read on, and the run ends with
+  one error naming the run directory;
 - with ``readonly`` (the store), it runs where those directories are read-only mounts and
   it has no capability left, so that not even root can change a store path
   (:func:`mlpkg.store.sandbox.run_isolation`); its pid is the same (nothing stands
@@ -36,8 +38,9 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, BinaryIO
 
-from mlpkg.errors import RunError
+from mlpkg.errors import MlpkgError, RunError
 from mlpkg.store import sandbox
+from mlpkg.store.space import disk_full, is_full
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _PR_SET_PDEATHSIG = 1
@@ -80,6 +83,12 @@ def _start(
     return subprocess.Popen(argv, env=env, **kw)  # type: ignore[call-overload, no-any-return]
 
 
+def _log_lost(run_dir: Path, e: OSError) -> MlpkgError:
+    if is_full(e):
+        return disk_full(run_dir, "the app's output (stdout.txt, stderr.txt)")
+    return RunError(f"The app's output could not be written to {run_dir}: {e.strerror}.")
+
+
 class _Tee(threading.Thread):
     """Copies one pipe to a file and, while it can, to a stream; remembers error lines."""
 
@@ -87,12 +96,17 @@ class _Tee(threading.Thread):
         super().__init__(daemon=True)
         self.pipe, self.log, self.echo = pipe, log, echo
         self.error: str | None = None
+        self.failure: OSError | None = None  # the first error writing the log
         self._partial = b""
 
     def run(self) -> None:
         while chunk := os.read(self.pipe.fileno(), 65536):
-            self.log.write(chunk)
-            self.log.flush()
+            if self.failure is None:
+                try:
+                    self.log.write(chunk)
+                    self.log.flush()
+                except OSError as e:  # a full disk: read on, or the app blocks forever
+                    self.failure = e
             self._remember(chunk)
             if self.echo is not None:
                 try:
@@ -158,6 +172,9 @@ def launch(
             code = proc.wait()
             for tee in tees:
                 tee.join()
+            lost = next((t.failure for t in tees if t.failure is not None), None)
+            if lost is not None:
+                raise _log_lost(run_dir, lost)
             return Exited(code, proc.pid, tees[1].error)
         finally:
             for s, handler in old.items():

@@ -27,11 +27,12 @@ inheritable, permitted and effective sets, and ``no_new_privs``), so that not ev
 inside can remount what was mounted read-only. A failure to set up exits 125 with one
 line on stderr starting with ``nsbox:``.
 
-The spec (JSON object): ``mode`` ("build" | "ro" | "probe"), ``argv``, ``env``, ``cwd``,
+The spec (JSON object): ``mode`` ("build" | "ro"), ``argv``, ``env``, ``cwd``,
 ``parent`` (the pid that must stay alive), ``pdeathsig``; for ``build`` also ``build``
 (the build directory, seen as ``/build``), ``root`` (an empty directory inside it to mount
 the new root on), ``net`` (bool), ``system`` (directories), ``etc`` (paths), ``binds``
-([host, inside, read_only] triples); for ``ro`` ``readonly``.
+([host, inside, read_only] triples), ``proc_read_only`` (entries of ``/proc``); for
+``ro`` ``readonly``.
 """
 
 from __future__ import annotations
@@ -43,7 +44,6 @@ import os
 import platform
 import select
 import signal
-import stat
 import sys
 
 CLONE_NEWNS = 0x00020000
@@ -202,12 +202,19 @@ def _make_root(spec: dict) -> None:  # type: ignore[type-arg]
     _make_dev(root)
     os.makedirs(root + "/proc")
     _mount("proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    for name in spec["proc_read_only"]:  # kernel settings: root's uid may not write them
+        if os.path.exists(f"{root}/proc/{name}"):
+            _bind(f"{root}/proc/{name}", f"{root}/proc/{name}", read_only=True)
     os.makedirs(root + "/tmp")
     _mount("tmpfs", root + "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
     # The build directory holds the new root's mount point: bound alone, not recursively.
     _bind(spec["build"], root + "/build", read_only=False, recursive=False)
     for host, inside, read_only in spec["binds"]:
-        _bind(host, root + inside, read_only)
+        if os.path.islink(host):  # seen as the link it is: never followed to the host
+            os.makedirs(os.path.dirname(root + inside), exist_ok=True)
+            os.symlink(os.readlink(host), root + inside)
+        else:
+            _bind(host, root + inside, read_only)
     os.chdir(root)
     number = _SYS_PIVOT_ROOT.get(platform.machine())
     if number is None:
@@ -246,7 +253,10 @@ def _drop_capabilities() -> None:
 
 
 def _exec(spec: dict) -> None:  # type: ignore[type-arg]
-    os.chdir(spec["cwd"])
+    try:
+        os.chdir(spec["cwd"])
+    except OSError as e:
+        raise SetupError(f"cannot enter {spec['cwd']}: {e.strerror}") from None
     _drop_capabilities()
     if spec.get("pdeathsig"):
         _prctl(PR_SET_PDEATHSIG, spec["pdeathsig"], "parent-death signal")
@@ -267,7 +277,7 @@ def _init(spec: dict, parent_alive: int) -> int:  # type: ignore[type-arg]
     if child == 0:
         try:
             _exec(spec)
-        except SetupError as e:
+        except (SetupError, OSError) as e:
             print(f"nsbox: {e}", file=sys.stderr, flush=True)
         os._exit(125)
     while True:
@@ -290,6 +300,9 @@ def _build(spec: dict) -> int:  # type: ignore[type-arg]
         except SetupError as e:
             print(f"nsbox: {e}", file=sys.stderr, flush=True)
             code = 125
+        except OSError as e:
+            print(f"nsbox: {e.strerror} ({e.filename})", file=sys.stderr, flush=True)
+            code = 125
         os._exit(code)
     os.close(alive_r)
     signal.signal(signal.SIGTERM, lambda *_: os.kill(pid, signal.SIGKILL))
@@ -306,7 +319,7 @@ def _read_only(spec: dict) -> None:  # type: ignore[type-arg]
     _unshare(CLONE_NEWNS)
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
     for path in spec["readonly"]:
-        if stat.S_ISDIR(os.stat(path).st_mode):
+        if os.path.isdir(path) and not os.path.islink(path):
             _bind(path, path, read_only=True)
     _exec(spec)
 
@@ -321,9 +334,13 @@ def main(argv: list[str]) -> int:
     try:
         if spec["mode"] == "build":
             return _build(spec)
+        if spec["mode"] != "ro":
+            raise SetupError(f"unknown mode {spec['mode']!r}")
         _read_only(spec)  # returns only by exception
     except SetupError as e:
         print(f"nsbox: {e}", file=sys.stderr, flush=True)
+    except OSError as e:
+        print(f"nsbox: {e.strerror} ({e.filename})", file=sys.stderr, flush=True)
     return 125
 
 

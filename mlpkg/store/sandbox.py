@@ -37,7 +37,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -62,6 +62,7 @@ _ETC = (
     "resolv.conf",
 )
 KINDS = ("bubblewrap", "namespace", "none")
+PROC_READ_ONLY = ("sys", "sysrq-trigger", "irq", "bus", "fs")
 FIXED_OUT = "/build/out"  # $out inside a sandbox; it must not survive into the output
 NSBOX = Path(__file__).with_name("nsbox.py")
 _FIXED_ENV = (
@@ -147,7 +148,7 @@ class BuildRequest:
 
 
 def _bwrap_argv(req: BuildRequest) -> list[str]:
-    argv = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session"]
+    argv = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
     if req.network:
         argv.append("--share-net")
     for top in SYSTEM_DIRS:
@@ -160,9 +161,14 @@ def _bwrap_argv(req: BuildRequest) -> list[str]:
         if os.path.lexists(f"/etc/{name}"):
             argv += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
     argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+    for name in PROC_READ_ONLY:  # kernel settings: the build's uid may be the host's root
+        argv += ["--ro-bind-try", f"/proc/{name}", f"/proc/{name}"]
     argv += ["--bind", str(req.build_dir), "/build"]
     for host in [*req.inputs.values(), *req.ro_paths]:
-        argv += ["--ro-bind", str(host), str(host)]
+        if host.is_symlink():  # seen as the link it is: never followed to the host
+            argv += ["--symlink", os.readlink(host), str(host)]
+        else:
+            argv += ["--ro-bind", str(host), str(host)]
     argv += ["--remount-ro", "/", "--chdir", "/build/src", "--hostname", "localhost"]
     return argv
 
@@ -190,6 +196,7 @@ def _nsbox_spec(
         "net": network,
         "system": list(SYSTEM_DIRS),
         "etc": [f"/etc/{name}" for name in _ETC],
+        "proc_read_only": list(PROC_READ_ONLY),
         "binds": binds,
         "parent": os.getpid(),
         "pdeathsig": int(signal.SIGKILL),
@@ -236,7 +243,7 @@ def run_isolation() -> str:
     place), ``bubblewrap`` (the host's view with the store bound read-only), or ``none``
     (only with ``--no-sandbox``/``MLPKG_SANDBOX=none``). Raises like :func:`detect`."""
     kind = detect()
-    if kind == "none":
+    if kind == "none" or os.environ.get("MLPKG_SANDBOX") == "bubblewrap":
         return kind
     if _probe_namespace():
         return "namespace"
@@ -245,7 +252,7 @@ def run_isolation() -> str:
 
 def bwrap_readonly_argv(argv: Sequence[str], readonly: Sequence[Path]) -> list[str]:
     """``argv`` under bubblewrap with the host's file system, ``readonly`` read-only."""
-    wrapped = ["bwrap", "--dev-bind", "/", "/", "--die-with-parent"]
+    wrapped = ["bwrap", "--dev-bind", "/", "/", "--die-with-parent", "--cap-drop", "ALL"]
     for p in readonly:
         wrapped += ["--ro-bind", str(p), str(p)]
     return [*wrapped, "--", *argv]
@@ -324,20 +331,20 @@ def _spawn(
     kw: dict[str, object] = dict(
         cwd=req.build_dir / "src", stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, start_new_session=True, umask=0o022,
+        preexec_fn=_die_with_parent,
     )  # fmt: skip
     try:
         if argv is None:
             proc = popen_nsbox(env_or_spec, **kw)
         else:
             proc = subprocess.Popen(argv, env=env_or_spec, **kw)  # type: ignore[call-overload]
-        copier = _LogCopier(proc.stdout, logf, req.echo)
+        copier = _LogCopier(proc.stdout, logf, req.echo, on_failure=lambda: _kill_group(proc))
         copier.start()
         try:
             code = proc.wait()
-        except BaseException:
+        finally:  # nothing of the build outlives it, not even under --no-sandbox
             _kill_group(proc)
-            raise
-        finally:
+            proc.wait()
             copier.join(timeout=5)
     finally:
         with contextlib.suppress(OSError):
@@ -358,14 +365,21 @@ def _log_error(log: Path, e: OSError) -> StoreError:
 
 
 class _LogCopier(threading.Thread):
-    """Copies the build's output to its log (and ``-v``'s echo) in bounded chunks, and
-    keeps reading when the log cannot be written, so the build never blocks on a full
-    pipe; the first write error is kept in ``failure``."""
+    """Copies the build's output to its log (and ``-v``'s echo) in bounded chunks. On the
+    first write error (kept in ``failure``) it calls ``on_failure`` (which stops the
+    build) and reads on, so nothing ever blocks on a full pipe."""
 
-    def __init__(self, pipe: IO[bytes] | None, logf: IO[bytes], echo: IO[str] | None) -> None:
+    def __init__(
+        self,
+        pipe: IO[bytes] | None,
+        logf: IO[bytes],
+        echo: IO[str] | None,
+        on_failure: Callable[[], None],
+    ) -> None:
         super().__init__(daemon=True)
         assert pipe is not None
         self.pipe, self.logf, self.echo = pipe, logf, echo
+        self.on_failure = on_failure
         self.failure: OSError | None = None
 
     def run(self) -> None:
@@ -376,6 +390,7 @@ class _LogCopier(threading.Thread):
                     self.logf.write(chunk)
                 except OSError as e:
                     self.failure = e
+                    self.on_failure()  # a build whose log is lost is stopped
             if self.echo is not None:
                 self.echo.write(chunk.decode(errors="replace"))
                 self.echo.flush()
@@ -387,9 +402,23 @@ class _LogCopier(threading.Thread):
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError):
+    """Kill what is left of the build's process group (its session's first group)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+
+
+_prctl: Callable[..., int] | None
+try:  # looked up before any fork: the child only calls it
+    import ctypes
+
+    _prctl = ctypes.CDLL(None, use_errno=True).prctl
+except (OSError, AttributeError):  # not Linux
+    _prctl = None
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    if _prctl is not None:
+        _prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
 
 
 def _tail(log: Path, lines: int = 15) -> list[str]:

@@ -40,3 +40,17 @@ def test_output_without_newlines_is_kept_in_bounded_memory() -> None:
 def test_an_error_line_split_across_reads_is_found(tmp_path: Path) -> None:
     tee, _ = _tee(b"x" * 100_000 + b"\nerror: " + b"y" * 70_000 + b"\n")
     assert tee.error is not None and tee.error.startswith("error: yyy")
+
+
+def test_a_full_disk_under_the_run_directory_never_blocks_the_app(tmp_path: Path) -> None:
+    import pytest
+
+    from mlpkg.errors import StoreError
+
+    if not Path("/dev/full").exists():
+        pytest.skip("needs /dev/full")
+    (tmp_path / "stdout.txt").symlink_to("/dev/full")  # every write fails with ENOSPC
+    env = {"PATH": "/usr/bin:/bin"}
+    argv = ["sh", "-c", "head -c 5000000 /dev/zero; echo done >&2"]
+    with pytest.raises(StoreError, match="is full: no space left for the app's output"):
+        launch.launch(argv, env, tmp_path, show=False)

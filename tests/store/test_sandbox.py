@@ -78,6 +78,10 @@ echo pwned > {host_tmp}/pwned 2>/dev/null || echo no-host-tmp >> "$out/r"
 echo pwned >> $dep/data 2>/dev/null || echo input-unwritable >> "$out/r"
 chmod 0755 $dep 2>/dev/null || echo no-chmod >> "$out/r"
 mount -o remount,rw $dep 2>/dev/null || echo no-remount >> "$out/r"
+mount -o remount,rw,bind $dep 2>/dev/null || echo no-bind-remount >> "$out/r"
+swappiness=$(cat /proc/sys/vm/swappiness)  # written back unchanged, were it writable
+echo "$swappiness" > /proc/sys/vm/swappiness 2>/dev/null || echo no-sysctl >> "$out/r"
+cp /bin/true "$out/t"; setcap cap_dac_override+ep "$out/t" 2>/dev/null || echo no-setcap >> "$out/r"
 touch /etc/pwned 2>/dev/null || echo etc-read-only >> "$out/r"
 touch /usr/pwned 2>/dev/null || echo usr-read-only >> "$out/r"
 """
@@ -102,7 +106,7 @@ def test_a_hostile_script_cannot_touch_the_host(tmp_path: Path, kind: str) -> No
     said = (out / "r").read_text().split()
     assert said == [
         "hidden", "no-root", "no-host-tmp", "input-unwritable", "no-chmod", "no-remount",
-        "etc-read-only", "usr-read-only",
+        "no-bind-remount", "no-sysctl", "no-setcap", "etc-read-only", "usr-read-only",
     ]  # fmt: skip
     assert not (host_tmp / "pwned").exists() and archive.scan(dep).hash == before
     assert not Path("/etc/pwned").exists() and not Path("/usr/pwned").exists()
@@ -119,7 +123,7 @@ def test_inputs_are_read_only_mounts_even_for_root(tmp_path: Path, kind: str) ->
     assert archive.scan(req.inputs["dep"]).hash == before
 
 
-@pytest.mark.parametrize("kind", SANDBOXES)
+@pytest.mark.parametrize("kind", KINDS)
 def test_background_children_die_with_the_build(tmp_path: Path, kind: str) -> None:
     marker = f"mlpkg-orphan-{os.getpid()}-{kind}"
     script = f'mkdir "$out"; (exec -a {marker} sleep 60 &) ; (exec -a {marker} sleep 60) & true'
@@ -159,6 +163,20 @@ def test_a_killed_mlpkg_takes_its_build_along(tmp_path: Path, kind: str) -> None
         time.sleep(0.05)
     left = subprocess.run(["pgrep", "-af", marker], capture_output=True, text=True).stdout
     assert left == "", f"the build outlived a SIGKILLed mlpkg: {left}"
+
+
+@pytest.mark.parametrize("kind", SANDBOXES)
+def test_an_input_that_is_a_link_does_not_expose_its_target(tmp_path: Path, kind: str) -> None:
+    secret = tmp_path / "host-secret"
+    secret.mkdir()
+    (secret / "id_rsa").write_text("PRIVATE")
+    link = tmp_path / "store" / "link"
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(secret)  # a store path that is a link to the host
+    req = request(tmp_path, 'mkdir "$out"; cat "$a/id_rsa" > "$out/stolen" 2>/dev/null || true')
+    req.inputs = {"a": link}
+    out = sandbox.run(req, kind)
+    assert (out / "stolen").read_text() == ""
 
 
 def test_inputs_cannot_override_the_fixed_variables(tmp_path: Path) -> None:
