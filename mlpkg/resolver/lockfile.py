@@ -302,6 +302,120 @@ def check_trusted(lock: Lockfile, trusted: RecipeIndex) -> None:
                 field="recipe.external",
                 package=name,
             )
+    check_unpack_caps(lock, trusted)
+
+
+_CAPS = ("max_unpacked_size", "max_unpack_ratio", "max_unpacked_files")
+
+
+def _default_caps() -> dict[str, float]:
+    """The unpack caps of a ``[source]`` that sets none (mlpkg.store.unpack)."""
+    from mlpkg.store.unpack import DEFAULT_MAX_FILES, DEFAULT_MAX_RATIO, DEFAULT_MAX_SIZE
+
+    return {
+        "max_unpacked_size": DEFAULT_MAX_SIZE,
+        "max_unpack_ratio": DEFAULT_MAX_RATIO,
+        "max_unpacked_files": DEFAULT_MAX_FILES,
+    }
+
+
+def _caps(recipe: Recipe, defaults: dict[str, float]) -> dict[str, float]:
+    """The caps ``recipe``'s archive is unpacked under, the defaults filled in."""
+    src = recipe.source
+    if src is None or not src.unpack:
+        return dict(defaults)
+    found = {f: getattr(src, f) for f in _CAPS}
+    return {f: defaults[f] if v is None else v for f, v in found.items()}
+
+
+def _cap_text(field: str, value: float, *, unit: bool = True) -> str:
+    """A cap for messages: ``200 GiB``, ``2,000,000 members``, ``1000 times the archive's
+    size`` (without ``unit``, ``2,000,000`` and ``1000``)."""
+    if field == "max_unpacked_size":
+        for name, size in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+            if value >= size:
+                return f"{value / size:.4g} {name}"
+        return f"{int(value):,} bytes"
+    if field == "max_unpacked_files":
+        return f"{int(value):,} members" if unit else f"{int(value):,}"
+    return f"{value:g} times the archive's size" if unit else f"{value:g}"
+
+
+def check_unpack_caps(lock: Lockfile, trusted: RecipeIndex) -> None:
+    """Refuse ``lock`` (LockError, exit 2) when a node's ``[source]`` raises an unpack cap
+    (``max_unpacked_size``, ``max_unpack_ratio``, ``max_unpacked_files``) above its default,
+    unless the recipe collection ``trusted`` has the same package version, pinning the same
+    archive (sha256 and md5) with the lock's variants, whose cap is at least as high.
+
+    The caps are not hashed, so without this a shared lock could switch off the archive
+    bomb protection of every path it fetches. Lowered caps are kept as the lock has them.
+    The refusal is one sentence naming the lock file, the package and the field (every
+    raised field is in the details). Runs nothing."""
+    where = f"{lock.file} is" if lock.file else "The lock is"
+    defaults = _default_caps()
+    for node in lock.nodes:
+        recipe = node.drv.recipe
+        caps = _caps(recipe, defaults)
+        raised = [f for f in _CAPS if caps[f] > defaults[f]]
+        if not raised:
+            continue
+        local = _trusted_versions(trusted, recipe)
+        same = [r for r in local if _archive(r) == _archive(recipe)]
+        allowed = [_caps(r, defaults) for r in same]
+        refused = [f for f in raised if not any(a[f] >= caps[f] for a in allowed)]
+        if not refused:
+            continue
+        spec = recipe.name + "".join(f"+{v}" for v in sorted(set(recipe.selected)))
+        spec += f" {recipe.version}"
+        reasons = []
+        for field in refused:
+            if not local:
+                but = f"the local recipe collection has no recipe {spec}"
+            elif not same:
+                but = f"the local recipe {spec} pins another archive"
+            else:
+                best = _cap_text(field, max(a[field] for a in allowed))
+                but = f"the local recipe {spec} allows only {best}"
+            reasons.append(
+                f"its {recipe.kind} {spec} raises [source] {field} to "
+                f"{_cap_text(field, caps[field])} (the default is "
+                f"{_cap_text(field, defaults[field], unit=False)}), but {but}"
+            )
+        raise LockError(
+            f"{where} refused: {reasons[0]}.",
+            details=[f"{lock.file or 'the lock'}: {r}." for r in reasons],
+            hint="The unpack caps guard against archive bombs, so a lockfile cannot raise "
+            "them (docs/trust.md). Lock again with your recipes, or, if you trust the "
+            "archive, put a recipe with these caps in a --recipes or MLPKG_RECIPES_PATH "
+            f"directory ({recipe.name}/{recipe.version}.toml).",
+            file=lock.file,
+            field=f"recipe.source.{refused[0]}",
+            package=recipe.name,
+        )
+
+
+def _archive(recipe: Recipe) -> tuple[str | None, str | None] | None:
+    """The hashes pinning ``recipe``'s download."""
+    src = recipe.source
+    return (src.sha256, src.md5) if src is not None else None
+
+
+def _trusted_versions(trusted: RecipeIndex, recipe: Recipe) -> list[Recipe]:
+    """The recipes ``trusted`` has of ``recipe``'s name, version and kind, with the variants
+    the lock's recipe selected applied (a recipe without them is left out)."""
+    from mlpkg.recipes.variants import apply
+
+    found = []
+    for rf in trusted.files(recipe.name):
+        if rf.is_external or rf.version != recipe.version:
+            continue
+        try:
+            local = apply(trusted.load(rf), recipe.selected)
+        except BadInput:  # the local recipe lacks a variant the lock selected
+            continue
+        if local.kind == recipe.kind:
+            found.append(local)
+    return found
 
 
 def _trusted_externals(trusted: RecipeIndex, recipe: Recipe) -> list[Recipe]:

@@ -208,3 +208,108 @@ def test_the_issue_s_gcc_lock_is_refused(
     assert not marker.exists(), "the lock's detect command ran on the host"
     assert "gcc" in err and f"touch {marker}; {trusted_detect}" in err, err
     assert f"`{trusted_detect}`" in err
+
+
+# -- unpack caps: a lock cannot switch off the archive-bomb protection -------------------------------
+
+RAISED_FILES = 5_000_000  # max_unpacked_files: the default is 1,000,000
+
+
+def small_tgz(file: Path) -> str:
+    """Write a small ``.tar.gz`` holding ``pkg/hello`` at ``file``; return its sha256."""
+    import gzip
+    import hashlib
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        info = tarfile.TarInfo("pkg/hello")
+        info.size = 6
+        tf.addfile(info, io.BytesIO(b"hello\n"))
+    data = gzip.compress(buf.getvalue(), mtime=0)
+    file.write_bytes(data)
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture
+def data_recipe(tmp_path: Path) -> str:
+    """The text of a fetch recipe ``data 1.0`` unpacking a small local archive, default caps."""
+    from tests.recipe_text import fetch_toml
+
+    archive = tmp_path / "data-1.0.tar.gz"
+    return fetch_toml("data", "1.0", [archive.as_uri()], small_tgz(archive))
+
+
+def raise_cap(lock: Path, field: str = "max_unpacked_files", value: int = RAISED_FILES) -> None:
+    """Raise an unpack cap of the node ``data`` in place, as whoever shares a lock can: the
+    caps are not hashed, so the lock stays consistent without recomputing anything."""
+    raw = tomllib.loads(lock.read_text(encoding="utf-8"))
+    node = next(n for n in raw["node"] if n["name"] == "data")
+    node["recipe"]["source"][field] = value
+    lock.write_text(dumps(raw), encoding="utf-8")
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["build", "--lock"],
+        ["build", "--dry-run", "--lock"],
+        ["install", "--lock"],
+        ["lock", "--check"],
+        ["lock", "--update", "data", "-o"],
+    ],
+)
+def test_a_lock_that_raises_an_unpack_cap_is_refused(
+    tmp_path: Path,
+    mlpkg_cli: MlpkgCli,
+    make_mlpkg_cli: MakeCli,
+    data_recipe: str,
+    command: list[str],
+) -> None:
+    mlpkg_cli.recipes.add("data", "1.0", data_recipe)
+    lock = tmp_path / "team.lock"
+    mlpkg_cli.run("lock", "data", "-o", str(lock)).ok()
+    raise_cap(lock)
+    other = make_mlpkg_cli(tmp_path / "elsewhere" / "home")
+    other.recipes.add("data", "1.0", data_recipe)  # the same recipe, with the default caps
+    err = fails(other.run(*command, str(lock)), 2)
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"error: {lock} is refused: its fetch data 1.0 raises"), err
+    assert "[source] max_unpacked_files to 5,000,000 members" in lines[0], err
+    assert "the local recipe data 1.0 allows only 1,000,000 members" in lines[0], err
+    assert "data/1.0.toml" in err, err
+    assert other.valid_paths() == []
+
+
+def test_a_lock_with_caps_its_collection_has_builds(
+    tmp_path: Path, mlpkg_cli: MlpkgCli, make_mlpkg_cli: MakeCli, data_recipe: str
+) -> None:
+    """The caps are honoured when the local collection has the same recipe raising them as
+    high: a dataset's author and the colleagues sharing the recipe build its lock."""
+    raised = data_recipe + f"max_unpacked_files = {RAISED_FILES}\n"
+    mlpkg_cli.recipes.add("data", "1.0", raised)
+    lock = tmp_path / "team.lock"
+    mlpkg_cli.run("lock", "data", "-o", str(lock)).ok()
+    assert f"max_unpacked_files = {RAISED_FILES}" in lock.read_text(encoding="utf-8")
+    out = Path(mlpkg_cli.run("build", "--lock", str(lock)).ok().out.strip())
+    assert (out / "hello").read_text() == "hello\n"
+    other = make_mlpkg_cli(tmp_path / "elsewhere" / "home")
+    assert other.run("build", "--dry-run", "--lock", str(lock)).code == 2
+    other.recipes.add("data", "1.0", raised)
+    out = Path(other.run("build", "--lock", str(lock)).ok().out.strip())
+    assert (out / "hello").read_text() == "hello\n"
+
+
+def test_a_lock_that_lowers_an_unpack_cap_needs_no_recipe(
+    tmp_path: Path, mlpkg_cli: MlpkgCli, make_mlpkg_cli: MakeCli, data_recipe: str
+) -> None:
+    """A lowered cap only makes the fetch stricter: it is kept as the lock has it."""
+    mlpkg_cli.recipes.add("data", "1.0", data_recipe)
+    lock = tmp_path / "team.lock"
+    mlpkg_cli.run("lock", "data", "-o", str(lock)).ok()
+    raise_cap(lock, "max_unpacked_size", 3)
+    other = make_mlpkg_cli(tmp_path / "elsewhere" / "home")
+    err = fails(other.run("build", "--lock", str(lock)), 1)
+    assert "Refusing archive" in err and "max_unpacked_size" in err and "is refused" not in err, err

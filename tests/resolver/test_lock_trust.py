@@ -11,10 +11,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,9 +26,10 @@ from mlpkg.recipes.index import RecipeIndex
 from mlpkg.recipes.model import Recipe
 from mlpkg.resolver.derivation import Derivation, Detected
 from mlpkg.resolver.external import detect, untrusted, which
-from mlpkg.resolver.lockfile import check_trusted, from_plan, parse, to_plan
+from mlpkg.resolver.lockfile import Lockfile, check_trusted, from_plan, parse, to_plan
 from mlpkg.resolver.machine import current_platform
 from mlpkg.resolver.pyprobe import probe_python
+from mlpkg.resolver.toml_writer import dumps
 from mlpkg.store.store import Store
 
 TOOL = """
@@ -223,3 +227,176 @@ def test_a_variant_s_detection_is_trusted_with_the_variant_applied(tmp_path: Pat
         check_trusted(parse(lock_text(edited), "x.lock"), trusted)
     with pytest.raises(LockError, match="no external recipe mytool"):
         check_trusted(parse(lock_text(alt), "x.lock"), collection(tmp_path / "plain"))
+
+
+# -- unpack caps: a lock cannot raise them ---------------------------------------------------------
+
+DATA_SHA = "d" * 64
+CAPS: dict[str, Any] = {
+    "max_unpacked_size": "200GiB",
+    "max_unpack_ratio": 5000.0,
+    "max_unpacked_files": 2_000_000,
+}
+
+
+def data_recipe(sha: str = DATA_SHA, version: str = "1.0", **caps: object) -> Recipe:
+    """A fetch recipe ``data`` unpacking an archive pinned by ``sha``, with ``caps``."""
+    source = {"urls": ["https://example.org/data.tar"], "sha256": sha, "unpack": True, **caps}
+    return Recipe.model_validate(
+        {"name": "data", "version": version, "kind": "fetch", "source": source}
+    )
+
+
+def data_toml(recipe: Recipe) -> str:
+    """``recipe`` as a recipe file (values written as JSON, which TOML reads alike here)."""
+    doc = recipe.model_dump(mode="json", exclude_defaults=True)
+    source = doc.pop("source")
+    lines = [f"{k} = {json.dumps(v)}" for k, v in doc.items()] + ["[source]"]
+    return "\n".join(lines + [f"{k} = {json.dumps(v)}" for k, v in source.items()]) + "\n"
+
+
+def data_collection(root: Path, *recipes: Recipe) -> RecipeIndex:
+    """A recipe collection at ``root`` holding ``recipes`` (``data/<version>.toml``)."""
+    (root / "data").mkdir(parents=True, exist_ok=True)
+    for r in recipes:
+        (root / "data" / f"{r.version}.toml").write_text(data_toml(r))
+    return RecipeIndex([root])
+
+
+def data_lock(r: Recipe, file: str = "team.lock") -> Lockfile:
+    """A lock of the fetch ``r`` alone, as read from ``file``."""
+    drv = Derivation(r, {}, current_platform())
+    lock = from_plan(["data"], [drv], [drv.path], {}, current_platform())
+    lock.file = file
+    return lock
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "shown"),
+    [
+        ("max_unpacked_size", "200GiB", "200 GiB (the default is 20 GiB)"),
+        ("max_unpack_ratio", 5000.0, "5000 times the archive's size (the default is 200)"),
+        ("max_unpacked_files", 2_000_000, "2,000,000 members (the default is 1,000,000)"),
+    ],
+)
+def test_a_raised_cap_the_collection_lacks_is_refused(
+    tmp_path: Path, field: str, value: Any, shown: str
+) -> None:
+    """The collection has data 1.0 for the same archive, with the default caps: the lock
+    was edited to raise one (caps are not hashed, so its path did not change)."""
+    trusted = data_collection(tmp_path / "recipes", data_recipe())
+    lock = data_lock(data_recipe(**{field: value}))
+    assert lock.nodes[0].path == Derivation(data_recipe(), {}, current_platform()).path
+    with pytest.raises(LockError) as info:
+        check_trusted(lock, trusted)
+    err = info.value
+    assert err.exit_code == 2 and err.package == "data" and err.file == "team.lock"
+    assert err.field == f"recipe.source.{field}"
+    assert err.message.startswith(
+        f"team.lock is refused: its fetch data 1.0 raises [source] {field} to {shown}"
+    ), err.message
+    assert "but the local recipe data 1.0 allows only" in err.message, err.message
+    assert "\n" not in err.message
+    assert err.hint is not None and "data/1.0.toml" in err.hint and "--recipes" in err.hint
+
+
+def test_caps_are_trusted_from_the_same_recipe_with_caps_at_least_as_high(tmp_path: Path) -> None:
+    lock = data_lock(data_recipe(**CAPS))
+    check_trusted(lock, data_collection(tmp_path / "same", data_recipe(**CAPS)))
+    higher: dict[str, Any] = {
+        "max_unpacked_size": "1TiB",
+        "max_unpack_ratio": 1e6,
+        "max_unpacked_files": 10**8,
+    }
+    check_trusted(lock, data_collection(tmp_path / "higher", data_recipe(**higher)))
+
+
+def test_a_lower_local_cap_names_what_the_collection_allows(tmp_path: Path) -> None:
+    trusted = data_collection(tmp_path / "r", data_recipe(**{**CAPS, "max_unpacked_size": "50GiB"}))
+    with pytest.raises(LockError) as info:
+        check_trusted(data_lock(data_recipe(**CAPS)), trusted)
+    assert "max_unpacked_size to 200 GiB" in info.value.message
+    assert "the local recipe data 1.0 allows only 50 GiB" in info.value.message
+    assert info.value.field == "recipe.source.max_unpacked_size"
+
+
+def test_every_refused_cap_is_in_the_details(tmp_path: Path) -> None:
+    with pytest.raises(LockError) as info:
+        check_trusted(data_lock(data_recipe(**CAPS)), data_collection(tmp_path / "r"))
+    err = info.value
+    assert "the local recipe collection has no recipe data 1.0" in err.message
+    assert [d.split(" raises [source] ")[1].split(" ")[0] for d in err.details] == list(CAPS)
+
+
+@pytest.mark.parametrize(
+    "local",
+    [
+        pytest.param(lambda: data_recipe(version="2.0", **CAPS), id="another-version"),
+        pytest.param(lambda: data_recipe(sha="e" * 64, **CAPS), id="another-archive"),
+    ],
+)
+def test_caps_of_another_version_or_archive_are_not_trusted(
+    tmp_path: Path, local: Callable[[], Recipe]
+) -> None:
+    """A collection that raises the caps of data 2.0, or of another archive of data 1.0,
+    does not vouch for this archive: a lock could otherwise reuse a trusted name for a
+    bomb."""
+    trusted = data_collection(tmp_path / "r", local())
+    with pytest.raises(LockError) as info:
+        check_trusted(data_lock(data_recipe(**CAPS)), trusted)
+    message = info.value.message
+    assert "no recipe data 1.0" in message or "data 1.0 pins another archive" in message, message
+
+
+def test_default_or_lowered_caps_need_no_recipe(tmp_path: Path) -> None:
+    empty = data_collection(tmp_path / "r")
+    check_trusted(data_lock(data_recipe()), empty)
+    lowered: dict[str, Any] = {
+        "max_unpacked_size": "1GiB",
+        "max_unpack_ratio": 10.0,
+        "max_unpacked_files": 100,
+    }
+    check_trusted(data_lock(data_recipe(**lowered)), empty)
+    defaults: dict[str, Any] = {"max_unpacked_size": 20 << 30, "max_unpack_ratio": 200.0}
+    check_trusted(data_lock(data_recipe(**defaults, max_unpacked_files=1_000_000)), empty)
+
+
+def test_to_plan_refuses_raised_caps(tmp_path: Path) -> None:
+    lock = data_lock(data_recipe(max_unpack_ratio=5000.0))
+    with Store(tmp_path / "home") as store, pytest.raises(LockError, match="max_unpack_ratio"):
+        to_plan(lock, store, Recorder(), trusted=data_collection(tmp_path / "r", data_recipe()))
+    with Store(tmp_path / "home") as store:
+        trusted = data_collection(tmp_path / "ok", data_recipe(max_unpack_ratio=5000.0))
+        plan, _ = to_plan(lock, store, Recorder(), trusted=trusted)
+    assert [n.action for n in plan.nodes] == ["fetch"]
+
+
+VARIANT_DATA = {
+    "name": "data",
+    "version": "1.0",
+    "kind": "fetch",
+    "source": {"urls": ["https://example.org/small.tar"], "sha256": DATA_SHA, "unpack": True},
+    "variants": {
+        "full": {
+            "source": {
+                "urls": ["https://example.org/full.tar"],
+                "sha256": "f" * 64,
+                "unpack": True,
+                "max_unpacked_size": "200GiB",
+            }
+        }
+    },
+}
+
+
+def test_caps_of_a_variant_are_trusted_with_the_variant_applied(tmp_path: Path) -> None:
+    from mlpkg.recipes.variants import apply
+
+    full = apply(Recipe.model_validate(VARIANT_DATA), ["full"])
+    assert full.source is not None and full.source.max_unpacked_size == 200 << 30
+    root = tmp_path / "r"
+    (root / "data").mkdir(parents=True)
+    (root / "data" / "1.0.toml").write_text(dumps(VARIANT_DATA))
+    check_trusted(data_lock(full), RecipeIndex([root]))
+    with pytest.raises(LockError, match=r"data\+full 1\.0 raises \[source\] max_unpacked_size"):
+        check_trusted(data_lock(full), data_collection(tmp_path / "plain", data_recipe()))
