@@ -27,7 +27,6 @@ import functools
 import json
 import os
 import re
-import secrets
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlpkg.documents import load_json, validate
 from mlpkg.errors import BadInput, StoreError
-from mlpkg.store.fs import fsync_dir, remove_tree, write_atomic
+from mlpkg.store.fs import remove_tree, symlink_atomic, write_atomic
 from mlpkg.store.locks import FileLock
 from mlpkg.store.path import StorePath
 from mlpkg.store.store import Store
@@ -247,10 +246,7 @@ class Profile:
                 "longer valid.",
                 hint="`mlpkg verify --repair` remakes deleted paths.",
             )
-        tmp = self.dir / f".current.{secrets.token_hex(4)}"
-        os.symlink(f"generations/{number}.json", tmp)
-        os.replace(tmp, self.dir / "current")
-        fsync_dir(self.dir)
+        symlink_atomic(f"generations/{number}.json", self.dir / "current")
         return gen
 
     def rollback(self) -> Generation:

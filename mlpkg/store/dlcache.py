@@ -12,10 +12,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import shutil
 from pathlib import Path
 
-from mlpkg.store.fs import copy_atomic
+from mlpkg.store.fs import copy_atomic, copy_file, fsync_dir
 from mlpkg.store.locks import locked_temp
 
 _CHUNK = 1 << 20
@@ -41,18 +40,23 @@ class DownloadCache:
 
         The copy is made beside ``dest`` under a name that
         :func:`~mlpkg.store.locks.locked_temp` makes and locks, so ``mlpkg gc`` removes
-        it if this process dies mid-copy, and never while it copies."""
+        it if this process dies mid-copy, and never while it copies. It replaces ``dest``
+        atomically and durably, as :func:`~mlpkg.store.fs.copy_atomic` would (that cannot
+        write to a locked name made beforehand): the copy is fsynced before its rename,
+        the directory after it."""
         entry = self._entry(sha256)
         if not entry.is_file():
             return False
         # Locked while we copy: the collector deletes such a copy only once its writer died.
         tmp, lock = locked_temp(dest.parent, dest.name)
         try:
-            shutil.copyfile(entry, tmp)
+            with open(tmp, "wb") as out:
+                copy_file(entry, out, sync=True)
             if _sha256(tmp) != sha256.lower():
                 entry.unlink(missing_ok=True)  # damaged: forget it, download again
                 return False
             os.replace(tmp, dest)
+            fsync_dir(dest.parent)
             return True
         finally:
             with contextlib.suppress(FileNotFoundError):

@@ -54,6 +54,7 @@ import httpx
 
 from mlpkg import __version__
 from mlpkg.errors import FetchError
+from mlpkg.store.fs import fsync_dir
 from mlpkg.store.space import disk_full, is_full
 
 ProgressFn = Callable[[int, int | None], None]
@@ -423,5 +424,6 @@ def _install(partial: Path, dest: Path) -> None:
         with open(partial, "rb") as f:
             os.fsync(f.fileno())
         os.replace(partial, dest)
+        fsync_dir(dest.parent)  # the new name is durable too
     except OSError as exc:
         raise _Local(f"cannot move {partial} to {dest}: {exc}") from exc

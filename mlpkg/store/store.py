@@ -29,7 +29,7 @@ from mlpkg.errors import BadInput, BuildError, CheckError, StoreError
 from mlpkg.store import archive
 from mlpkg.store.db import Database, PathInfo
 from mlpkg.store.dlcache import DownloadCache
-from mlpkg.store.fs import canonicalise, fsync_dir, remove_tree, sync_tree
+from mlpkg.store.fs import canonicalise, fsync_dir, remove_tree, symlink_atomic, sync_tree
 from mlpkg.store.locks import FileLock, PathLock, TempRoots
 from mlpkg.store.path import StorePath
 from mlpkg.store.space import disk_full, is_full
@@ -140,17 +140,12 @@ class Store:
                 "not start with a dot)."
             )
         link = self.gcroots_dir / name
-        tmp = link.parent / f".{parts[-1]}.{secrets.token_hex(4)}"
         try:
             link.parent.mkdir(parents=True, exist_ok=True)
             # Absolute, as users read it; roots() reads it by the store path's name, so it
             # keeps protecting the path when MLPKG_HOME moves or is reached by a symlink.
-            os.symlink(self.real_path(path), tmp)
-            os.replace(tmp, link)
-            fsync_dir(link.parent)
+            symlink_atomic(str(self.real_path(path)), link)  # leaves no temporary link
         except OSError as e:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
             if is_full(e):
                 raise disk_full(link.parent, f"the root {name}") from None
             raise
@@ -234,19 +229,7 @@ class Store:
             if missing:
                 raise StoreError(f"Cannot make {path}: its input {missing[0]} is not valid.")
             self._clear_leftovers(path)
-            tmp = self.dir / f".tmp-{path.hash_part}-{secrets.token_hex(6)}"
-            try:
-                facts = make(tmp)
-                if not os.path.lexists(tmp):
-                    raise BuildError(f"Making {path.name} produced no output.", package=path.name)
-                scanned = self._check(tmp, path, relocatable, expected_hash, forbidden)
-                sync_tree(tmp)  # the content is on disk before the name makes it valid
-                os.replace(tmp, self.real_path(path))
-                fsync_dir(self.dir)
-            except BaseException as e:
-                remove_tree(tmp)
-                self._raise_if_full(e, f"making {path.name}")
-                raise
+            facts, scanned = self._make_in_place(path, make, relocatable, expected_hash, forbidden)
             info = PathInfo(
                 path=path,
                 kind=kind,
@@ -260,6 +243,33 @@ class Store:
             )
             self.db.register(info)
             return info
+
+    def _make_in_place(
+        self,
+        path: StorePath,
+        make: Maker,
+        relocatable: bool,
+        expected_hash: str | None,
+        forbidden: Sequence[str],
+    ) -> tuple[dict[str, object] | None, archive.ArchiveInfo]:
+        """Make ``path``'s content at a fresh temporary location, check it, and rename it
+        into place (for :meth:`realise`, which holds the path's lock and registers it after);
+        return what ``make`` learnt and the scan. On any error the temporary content is
+        removed, and a full disk raises StoreError naming the directory."""
+        tmp = self.dir / f".tmp-{path.hash_part}-{secrets.token_hex(6)}"
+        try:
+            facts = make(tmp)
+            if not os.path.lexists(tmp):
+                raise BuildError(f"Making {path.name} produced no output.", package=path.name)
+            scanned = self._check(tmp, path, relocatable, expected_hash, forbidden)
+            sync_tree(tmp)  # the content is on disk before the name makes it valid
+            os.replace(tmp, self.real_path(path))
+            fsync_dir(self.dir)
+        except BaseException as e:
+            remove_tree(tmp)
+            self._raise_if_full(e, f"making {path.name}")
+            raise
+        return facts, scanned
 
     def _check(
         self,
