@@ -21,23 +21,73 @@ class Hasher(Protocol):
     def update(self, data: bytes, /) -> None: ...
 
 
+# Extended attributes that are not removed (nor reported by verify), as Nix leaves them: a
+# security module's label or a network file system's ACL, which the host gives every file
+# (removing them fails, or they come back); they grant a program nothing.
+KEPT_XATTRS = frozenset({"security.selinux", "system.nfs4_acl", "security.csm"})
+
+
+def extended_attributes(path: Path | str) -> list[str]:
+    """The names of ``path``'s extended attributes (its own: a symlink is not followed)
+    that :func:`canonicalise` removes, sorted: all but :data:`KEPT_XATTRS`. Empty where
+    the file system or the platform has none."""
+    if not hasattr(os, "listxattr"):
+        return []
+    try:
+        names = os.listxattr(path, follow_symlinks=False)
+    except OSError as e:
+        if e.errno in (errno.ENOTSUP, errno.ENODATA):
+            return []
+        raise
+    return sorted(n for n in names if n not in KEPT_XATTRS)
+
+
+def _remove_xattrs(path: str, st: os.stat_result) -> None:
+    """Remove every extended attribute of ``path`` but :data:`KEPT_XATTRS` (a file
+    capability such as ``security.capability``, ``user.*``, ACLs), never following a
+    symlink. A symlink, or a file system, that refuses (EPERM, ENOTSUP) is left as it is:
+    no program runs with a symlink's attributes."""
+    names = extended_attributes(path)
+    if not names:
+        return
+    link = stat.S_ISLNK(st.st_mode)
+    plain = stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)
+    if plain and not st.st_mode & stat.S_IWUSR:  # user.* needs write permission
+        os.chmod(path, stat.S_IMODE(st.st_mode) | stat.S_IWUSR)  # canonicalise resets it
+    for name in names:
+        try:
+            os.removexattr(path, name, follow_symlinks=False)
+        except OSError as e:
+            if e.errno == errno.ENODATA:  # gone meanwhile
+                continue
+            if e.errno == errno.ENOTSUP or (link and e.errno == errno.EPERM):
+                continue
+            raise
+
+
 def canonicalise(root: Path) -> None:
     """Make a tree read-only with canonical modes: 0555 for directories and executables,
-    0444 for other files. Symlinks are left alone (their mode means nothing on Linux), and
-    never followed: a root that is a symlink is not walked."""
+    0444 for other files, and no extended attributes (a file capability set with
+    ``setcap`` would otherwise survive into the store; but see :data:`KEPT_XATTRS`).
+    Symlinks keep their mode (it means nothing on Linux), and are never followed: a root
+    that is a symlink is not walked (its own extended attributes are removed)."""
     if os.path.islink(root):
+        _remove_xattrs(str(root), os.lstat(root))
         return
     for dirpath, dirnames, filenames in os.walk(root, topdown=False):
         for name in filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
             p = os.path.join(dirpath, name)
             st = os.lstat(p)
+            _remove_xattrs(p, st)
             if stat.S_ISREG(st.st_mode):
                 os.chmod(p, 0o555 if st.st_mode & stat.S_IXUSR else 0o444)
         for name in dirnames:
             p = os.path.join(dirpath, name)
             if not os.path.islink(p):
+                _remove_xattrs(p, os.lstat(p))
                 os.chmod(p, 0o555)
     st = os.lstat(root)
+    _remove_xattrs(str(root), st)
     if stat.S_ISDIR(st.st_mode):
         os.chmod(root, 0o555)
     elif stat.S_ISREG(st.st_mode):

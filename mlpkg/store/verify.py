@@ -4,12 +4,14 @@
 each path and compares with the recorded archive hash, naming the files that differ (from
 the manifest recorded at registration), and checks every entry's metadata, which the
 archive hash leaves out: its mode must be canonical (:func:`mlpkg.store.fs.canonicalise`:
-0555 for directories and executables, 0444 for other files; symlinks have no mode) and its
-owner must be the store's owner (the uid that owns ``store/``). Entries of ``store/`` that
-are not valid paths are reported as debris (``gc`` removes them). ``repair`` fixes wrong
-modes and owners in place (with the path's lock held) and remakes paths whose content is
-wrong, or whose metadata cannot be fixed in place, with a maker supplied by the caller
-(the store does not know how paths are made).
+0555 for directories and executables, 0444 for other files; symlinks have no mode), its
+owner must be the store's owner (the uid that owns ``store/``), and it must have no
+extended attributes (a file capability such as ``security.capability`` would grant a
+program privileges; only :data:`mlpkg.store.fs.KEPT_XATTRS` are allowed). Entries of
+``store/`` that are not valid paths are reported as debris (``gc`` removes them).
+``repair`` fixes wrong modes, owners and extended attributes in place (with the path's
+lock held) and remakes paths whose content is wrong, or whose metadata cannot be fixed in
+place, with a maker supplied by the caller (the store does not know how paths are made).
 
 Names in messages are shown with :func:`show_name`: control characters (a newline in a
 file name), backslashes and undecodable bytes are escaped, so a message stays one line.
@@ -26,7 +28,7 @@ from pathlib import Path
 from mlpkg.errors import StoreError
 from mlpkg.store import archive
 from mlpkg.store.db import PathInfo
-from mlpkg.store.fs import canonicalise
+from mlpkg.store.fs import canonicalise, extended_attributes
 from mlpkg.store.locks import PathLock
 from mlpkg.store.path import StorePath
 from mlpkg.store.store import Maker, Store
@@ -37,7 +39,7 @@ _SHOWN = 5  # entries a message names before "and N more"
 @dataclass
 class Problem:
     path: str
-    kind: str  # missing | modified | metadata (modes or owners) | debris
+    kind: str  # missing | modified | metadata (modes, owners, xattrs) | debris
     message: str
     files: list[str] = field(default_factory=list)
     repaired: bool = False
@@ -108,25 +110,31 @@ def _entries(root: Path) -> Iterator[tuple[str, Path, os.stat_result]]:
 
 
 def wrong_metadata(root: Path, owner: int) -> list[tuple[str, str]]:
-    """(entry, what is wrong with it) for each wrong mode or owner under ``root``, in name
-    order (the entry relative to ``root``, which is ``.``; the phrase, e.g. ``has mode
-    0777, not 0555``); empty when every mode is canonical and ``owner`` owns every entry.
+    """(entry, what is wrong with it) for each wrong mode or owner, and each entry with
+    extended attributes, under ``root``, in name order (the entry relative to ``root``,
+    which is ``.``; the phrase, e.g. ``has mode 0777, not 0555`` or ``has extended
+    attributes security.capability``); empty when every mode is canonical, ``owner`` owns
+    every entry and none has extended attributes (but :data:`~mlpkg.store.fs.KEPT_XATTRS`).
     Raises OSError when the tree cannot be read."""
     found = []
-    for rel, _, st in _entries(root):
+    for rel, path, st in _entries(root):
         want = canonical_mode(st.st_mode)
         have = stat.S_IMODE(st.st_mode)
         if want is not None and have != want:
             found.append((rel, f"has mode {have:04o}, not {want:04o}"))
         if st.st_uid != owner:
             found.append((rel, f"is owned by uid {st.st_uid}, not {owner}"))
+        if xattrs := extended_attributes(path):
+            names = ", ".join(show_name(n) for n in xattrs)
+            found.append((rel, f"has extended attributes {names}"))
     return found
 
 
 def fix_metadata(store: Store, path: StorePath) -> bool:
-    """Give every entry of ``path`` the store's owner and its canonical mode, in place,
-    holding the path's lock. True when the path is then right; False when it is not, or
-    cannot be fixed in place (no permission, say): then only remaking it helps."""
+    """Give every entry of ``path`` the store's owner and its canonical mode, and remove
+    its extended attributes, in place, holding the path's lock. True when the path is then
+    right; False when it is not, or cannot be fixed in place (no permission, say): then
+    only remaking it helps."""
     owner = store_owner(store)
     root = store.real_path(path)
     with PathLock(store.locks_dir, path):
@@ -151,7 +159,7 @@ def changed_files(recorded: list[list[object]], actual: list[archive.ManifestEnt
 def check_path(store: Store, info: PathInfo, check_contents: bool) -> Problem | None:
     """What is wrong with one valid path, or None: ``missing``; with ``check_contents``,
     ``modified`` (its archive hash differs, or it cannot be read) or else ``metadata``
-    (modes or owners, see the module docstring). Each message is one line."""
+    (modes, owners or extended attributes, see the module docstring). Each message is one line."""
     real = store.real_path(info.path)
     if not os.path.lexists(real):
         return Problem(str(info.path), "missing", f"{info.path} is registered but missing.")
@@ -179,7 +187,8 @@ def check_path(store: Store, info: PathInfo, check_contents: bool) -> Problem | 
     return Problem(
         str(info.path),
         "metadata",
-        f"{info.path} has entries of the wrong mode or owner: {', '.join(named)}{more}.",
+        f"{info.path} has entries of the wrong mode, owner or extended attributes: "
+        f"{', '.join(named)}{more}.",
         sorted({rel for rel, _ in wrong}),
     )
 

@@ -78,7 +78,7 @@ def check_found_and_repaired(store: Store, tamper: Callable[[Path], None], phras
     result = verify(store, check_contents=True)
     assert not result.ok and [p.kind for p in result.problems] == ["metadata"]
     message = result.problems[0].message
-    assert message == f"{P} has entries of the wrong mode or owner: {phrase}."
+    assert message == f"{P} has entries of the wrong mode, owner or extended attributes: {phrase}."
     fixed = verify(store, check_contents=True, repair=no_remake)
     assert fixed.ok and fixed.problems[0].repaired
     assert wrong_metadata(root, os.stat(store.dir).st_uid) == []
