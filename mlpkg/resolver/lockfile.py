@@ -10,9 +10,12 @@ A lock is data, never code (docs/trust.md): it is not signed, so whoever edits a
 it can recompute the path too. Reading a lock runs nothing. Before a lock's plan is made
 (:func:`to_plan`), :func:`check_trusted` compares the detection of every external it embeds
 with the local recipe collection's recipe of the same name, and refuses the lock when
-they differ: the only commands that run on the host are the collection's. Everything
-else a lock holds is built in the sandbox, fetched and checked against its hash, or (an
-app's ``[run]`` command) run only when ``mlpkg run`` is asked to run it.
+they differ: the only commands that run on the host are the collection's. It also
+refuses (:func:`check_unpack_caps`) a fetch whose unpack caps, which are not hashed, are
+raised above the defaults unless the collection raises them as high for that version and
+archive: a lock cannot switch off the archive-bomb protection. Everything else a lock
+holds is built in the sandbox, fetched and checked against its hash, or (an app's
+``[run]`` command) run only when ``mlpkg run`` is asked to run it.
 
 Layout (TOML, keys sorted, nodes sorted by name then path; see docs/lockfile.md)::
 
@@ -285,7 +288,8 @@ def check_trusted(lock: Lockfile, trusted: RecipeIndex) -> None:
     """Refuse ``lock`` (LockError, exit 2) when an external it embeds would be detected
     otherwise than the recipe collection ``trusted`` detects that name (or ``trusted`` has
     no external of that name): one sentence naming the external, the lock's command and
-    the trusted one. Runs nothing; call it before anything from the lock is detected."""
+    the trusted one. Then :func:`check_unpack_caps`. Runs nothing; call it before anything
+    from the lock is detected or fetched."""
     where = f"{lock.file} is" if lock.file else "The lock is"
     for node in lock.nodes:
         if node.drv.kind != "external":
@@ -349,8 +353,8 @@ def check_unpack_caps(lock: Lockfile, trusted: RecipeIndex) -> None:
 
     The caps are not hashed, so without this a shared lock could switch off the archive
     bomb protection of every path it fetches. Lowered caps are kept as the lock has them.
-    The refusal is one sentence naming the lock file, the package and the field (every
-    raised field is in the details). Runs nothing."""
+    The refusal is one sentence naming the lock file, the package and the first such
+    field (the details name the others). Runs nothing."""
     where = f"{lock.file} is" if lock.file else "The lock is"
     defaults = _default_caps()
     for node in lock.nodes:
@@ -383,7 +387,7 @@ def check_unpack_caps(lock: Lockfile, trusted: RecipeIndex) -> None:
             )
         raise LockError(
             f"{where} refused: {reasons[0]}.",
-            details=[f"{lock.file or 'the lock'}: {r}." for r in reasons],
+            details=[f"{lock.file or 'the lock'}: {r}." for r in reasons[1:]],
             hint="The unpack caps guard against archive bombs, so a lockfile cannot raise "
             "them (docs/trust.md). Lock again with your recipes, or, if you trust the "
             "archive, put a recipe with these caps in a --recipes or MLPKG_RECIPES_PATH "
