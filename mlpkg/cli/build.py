@@ -31,7 +31,8 @@ def print_plan(app: App, doc: dict[str, Any]) -> None:
         if nodes:
             app.out(f"these {len(nodes)} paths {words}:")
             for n in nodes:
-                app.out(f"  {app.store.dir / n['path']}")
+                network = "  (network = true: reaches the network)" if n.get("network") else ""
+                app.out(f"  {app.store.dir / n['path']}{network}")
     app.out(f"{doc['counts']['valid']} of {len(doc['nodes'])} paths are valid already.")
 
 

@@ -33,7 +33,7 @@ class PlanNode:
     action: str  # valid | fetch | build | link
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        doc: dict[str, Any] = {
             "name": self.drv.name,
             "version": self.drv.version,
             "kind": self.drv.kind,
@@ -41,6 +41,10 @@ class PlanNode:
             "action": self.action,
             "inputs": {k: str(v) for k, v in sorted(self.drv.inputs.items())},
         }
+        build = self.drv.recipe.build
+        if build is not None and build.network:  # a build that reaches the network
+            doc["network"] = True
+        return doc
 
 
 @dataclass

@@ -61,6 +61,8 @@ def _scalar(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, int):
         return str(value)
+    if isinstance(value, float):  # repr gives TOML's spelling, inf and nan included
+        return repr(value)
     if isinstance(value, str):
         return _multiline(value) if "\n" in value else _string(value)
     if isinstance(value, Sequence):

@@ -38,3 +38,12 @@ def test_an_input_named_after_a_fixed_variable_is_refused(mlpkg_cli: MlpkgCli) -
     )
     r = mlpkg_cli.sub("build", "tz", timeout=60)
     assert r.code == 2 and "inputs.TZ" in r.err and "reserved" in r.err, str(r)
+
+
+def test_a_dry_run_marks_builds_that_reach_the_network(mlpkg_cli: MlpkgCli) -> None:
+    text = build_toml("online", "1.0", 'mkdir "$out"').replace("[build]", "[build]\nnetwork = true")
+    mlpkg_cli.recipes.add("online", "1.0", text)
+    r = mlpkg_cli.run("build", "--dry-run", "online").ok()
+    assert "(network = true" in r.out, r.out
+    doc = __import__("json").loads(mlpkg_cli.run("build", "--dry-run", "--json", "online").ok().out)
+    assert [n.get("network") for n in doc["plan"]["nodes"]] == [True]

@@ -138,7 +138,7 @@ def test_header_becomes_comments() -> None:
 
 def test_unsupported_values_are_refused() -> None:
     with pytest.raises(TypeError):
-        dumps({"f": 1.5})
+        dumps({"f": object()})
 
 
 # -- property -------------------------------------------------------------------------------
@@ -182,3 +182,8 @@ def _strings(value: Any) -> list[str]:
     if isinstance(value, list):
         return [s for v in value for s in _strings(v)]
     return []
+
+
+@pytest.mark.parametrize("value", [1000.0, 0.5, 1e300, float("inf")])
+def test_floats_round_trip(value: float) -> None:
+    assert tomllib.loads(dumps({"x": value}))["x"] == value
