@@ -20,7 +20,6 @@ from packaging.version import InvalidVersion, Version
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 FORMAT_VERSION = 1
-KINDS = ("fetch", "build", "external", "wheel", "app")
 NAME_RE = r"[a-z0-9][a-z0-9._-]*"
 _ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Fields that describe a recipe without changing what it makes: not hashed. (``variants``
