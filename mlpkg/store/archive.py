@@ -22,7 +22,7 @@ import hashlib
 import os
 import stat
 import struct
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -224,11 +224,3 @@ def restore(stream: BinaryIO, dest: Path) -> None:
     reader.node(Path(dest))
     if stream.read(1):
         raise StoreError("The archive has trailing data.")
-
-
-def walk(path: Path) -> Iterator[Path]:
-    """Every path in a tree, children before their directory (for chmod and removal)."""
-    if path.is_dir() and not path.is_symlink():
-        for child in path.iterdir():
-            yield from walk(child)
-    yield path

@@ -190,14 +190,6 @@ class Database:
                 raise disk_full(self.file.parent, f"registering {info.path}") from None
             raise
 
-    def update_hash(
-        self, path: StorePath, archive_hash: str, size: int, manifest: list[list[object]]
-    ) -> None:
-        self.conn.execute(
-            "UPDATE paths SET archive_hash = ?, size = ?, manifest = ? WHERE path = ?",
-            (archive_hash, size, json.dumps(manifest), str(path)),
-        )
-
     def invalidate(self, path: StorePath) -> None:
         """Forget a path (its referrers must be gone first)."""
         try:
@@ -248,10 +240,6 @@ class Database:
         for referrer, reference in self.conn.execute(q):
             graph[StorePath.parse(referrer)].append(StorePath.parse(reference))
         return graph
-
-    def references(self, path: StorePath) -> list[StorePath]:
-        info = self.info(path)
-        return info.references if info else []
 
     def iter_infos(self) -> Iterator[PathInfo]:
         for p in self.all_paths():
