@@ -30,8 +30,9 @@ from packaging.requirements import Requirement
 from packaging.specifiers import Specifier, SpecifierSet
 
 from mlpkg.errors import BadInput, MlpkgError
-from mlpkg.importer.resolve import Node, base_requirements, canonical, extra_requirements
+from mlpkg.importer.resolve import Node, base_requirements, extra_requirements
 from mlpkg.importer.target import Target
+from mlpkg.recipes.index import canonical
 from mlpkg.recipes.model import RESERVED_INPUT_KEYS
 from mlpkg.resolver.spec import parse_spec
 from mlpkg.store.fs import write_atomic

@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from packaging.markers import UndefinedComparison, UndefinedEnvironmentName
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import SpecifierSet
-from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from mlpkg.errors import BadInput, ResolutionError, UnknownPackage
@@ -40,6 +39,7 @@ from mlpkg.importer.candidates import IndexSource, Project, Release
 from mlpkg.importer.metadata import CoreMetadata
 from mlpkg.importer.overrides import Overrides
 from mlpkg.importer.target import Target
+from mlpkg.recipes.index import canonical
 
 __all__ = ["Node", "Resolver", "applies", "base_requirements", "extra_requirements"]
 
@@ -66,10 +66,6 @@ def extra_requirements(
 ) -> list[Requirement]:
     """The requirements an extra adds: they hold with ``extra`` and not without it."""
     return [r for r in reqs if not applies(r, markers, "") and applies(r, markers, extra)]
-
-
-def canonical(name: str) -> str:
-    return str(canonicalize_name(name))
 
 
 @dataclass(frozen=True)

@@ -40,8 +40,16 @@ def stamp(path: Path) -> Stamp:
 
 
 def canonical(name: str) -> str:
-    """PEP 503-style normal form: lower case, runs of ``-_.`` folded to ``-``."""
-    return re.sub(r"[-_.]+", "-", name).lower()
+    """The PEP 503 normal form of a package name (lower case, runs of ``-_.`` folded to
+    ``-``): :func:`packaging.utils.canonicalize_name`, mlpkg's one name folding (the
+    resolver's specs and the importer call this too).
+
+    Imported here, not at the top: ``packaging.utils`` pulls in ``packaging.tags`` (and
+    ``sysconfig``), and this module is on the plan cache's fast path, which folds no name.
+    """
+    from packaging.utils import canonicalize_name
+
+    return canonicalize_name(name)
 
 
 def bundled_dir() -> Path:

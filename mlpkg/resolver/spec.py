@@ -35,6 +35,7 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
 from mlpkg.errors import BadInput
+from mlpkg.recipes.index import canonical
 
 __all__ = [
     "Spec",
@@ -45,7 +46,6 @@ __all__ = [
 ]
 
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-_FOLD_RE = re.compile(r"[-_.]+")
 _VERSION_TEXT_RE = re.compile(r"[A-Za-z0-9.:,!=<>~*_-]+")
 _PEP440_OPERATORS = ("===", "~=", "==", "!=", "<=", ">=", "<", ">")
 
@@ -56,9 +56,9 @@ class _Invalid(Exception):
     """Why a piece of a spec is invalid (a clause to follow "Invalid spec 'x': ")."""
 
 
-def canonicalize(name: str) -> str:
-    """The PEP 503 form of ``name``: lower case, runs of ``-_.`` folded to one ``-``."""
-    return _FOLD_RE.sub("-", name).lower()
+# The PEP 503 form of a name: lower case, runs of ``-_.`` folded to one ``-`` (mlpkg's one
+# name folding, packaging's canonicalize_name; see mlpkg.recipes.index.canonical).
+canonicalize = canonical
 
 
 def parse_version(text: str) -> Version:
