@@ -65,16 +65,13 @@ def pypi_cmd(app: App, requirements: tuple[str, ...], into: Path | None, index_u
              python: str, overrides: Path | None) -> None:  # fmt: skip
     """Write wheel recipes for REQUIREMENTS (e.g. onnxruntime==1.17.3) and everything they
     depend on, choosing for each the wheel that fits the interpreter."""
-    import httpx
-
-    from mlpkg import __version__
     from mlpkg.importer import Overrides, import_packages, index_url_from_environment
+    from mlpkg.store.http import new_client
 
     target = _target(app, python)
     into = into or app.home / "recipes"
     into.mkdir(parents=True, exist_ok=True)
-    headers = {"User-Agent": f"mlpkg/{__version__}"}
-    with httpx.Client(trust_env=True, follow_redirects=True, timeout=60, headers=headers) as c:
+    with new_client(timeout=60) as c:
         written = import_packages(
             list(requirements), target,  # type: ignore[arg-type]
             index_url=index_url or index_url_from_environment(), client=c, into=into,

@@ -36,7 +36,7 @@ from mlpkg.importer.overrides import Overrides
 from mlpkg.importer.recipe import render, write_recipe
 from mlpkg.importer.resolve import Resolver
 from mlpkg.importer.target import PROBE_SCRIPT, Target, probe_interpreter
-from mlpkg.importer.transport import USER_AGENT
+from mlpkg.store.http import USER_AGENT
 
 __all__ = [
     "DEFAULT_INDEX",

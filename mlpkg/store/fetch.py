@@ -8,12 +8,13 @@ Contract of :func:`fetch`:
 * The body is streamed in chunks into ``partial`` (a caller-chosen path in the store's file
   system; the caller holds a lock, so nobody else writes it) while sha256 and md5 are
   computed. Bytes are taken as sent (``Accept-Encoding: identity``, no decoding). The HTTP
-  client honours ``HTTP(S)_PROXY``/``NO_PROXY`` (``trust_env``), follows redirects and
-  sends ``User-Agent: mlpkg/<version>``.
-* Transient failures (connect/read errors and timeouts, a connection dropped mid-body, HTTP
-  5xx, 408, 429) are retried up to ``retries`` times per URL, sleeping ``backoff``,
-  ``2*backoff``, ... in between. Permanent failures (other 4xx, bad URLs) move on to the
-  next mirror at once.
+  client and headers are :mod:`mlpkg.store.http`'s: ``HTTP(S)_PROXY``/``NO_PROXY``
+  honoured (``trust_env``), redirects followed, ``User-Agent: mlpkg/<version>``.
+* Transient failures (:mod:`mlpkg.store.http`'s retry policy: connect/read errors and
+  timeouts, a connection dropped mid-body, HTTP 408, 425, 429, 500, 502, 503, 504) are
+  retried up to ``retries`` times per URL, sleeping ``backoff``, ``2*backoff``, ... in
+  between. Permanent failures (every other status, bad URLs) move on to the next mirror at
+  once.
 * Resume: when ``partial`` exists as a transfer starts (an earlier attempt, or a killed
   process), ``Range: bytes=N-`` is sent. A 206 whose Content-Range starts at N is appended
   (the existing prefix is re-hashed first); a 200 starts over; a 416 starts over, unless its
@@ -52,14 +53,13 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from mlpkg import __version__
 from mlpkg.errors import FetchError
+from mlpkg.store import http
 from mlpkg.store.fs import fsync_dir
 from mlpkg.store.space import disk_full, is_full
 
 ProgressFn = Callable[[int, int | None], None]
 
-USER_AGENT = f"mlpkg/{__version__}"
 _CHUNK = 1 << 16
 _PROGRESS_INTERVAL = 0.05  # seconds between progress callbacks
 _HEX = re.compile(r"[0-9a-fA-F]+")
@@ -223,14 +223,14 @@ def _check_status(resp: httpx.Response) -> None:
     if 200 <= code < 300:
         return
     what = f"HTTP {code} {resp.reason_phrase}".rstrip()
-    if code >= 500 or code in (408, 429):
+    if http.retryable(code):
         raise _Transient(what)
     raise _Permanent(what)
 
 
 def _http_attempt(job: _Job, url: str) -> _Sink:
     offset = _partial_size(job.partial)
-    headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
+    headers = http.request_headers()
     if offset:
         headers["Range"] = f"bytes={offset}-"
     with job.client.stream(
@@ -290,17 +290,10 @@ def _attempt(job: _Job, url: str) -> _Sink:
         raise _Permanent(f"unsupported URL scheme {scheme + '://' if scheme else 'none'}")
     try:
         return _http_attempt(job, url)
-    except (httpx.UnsupportedProtocol, httpx.LocalProtocolError, httpx.InvalidURL) as exc:
-        raise _Permanent(_describe(exc)) from exc
-    except httpx.TransportError as exc:
-        raise _Transient(_describe(exc)) from exc
-    except httpx.HTTPError as exc:  # e.g. too many redirects
-        raise _Permanent(_describe(exc)) from exc
-
-
-def _describe(exc: Exception) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:  # InvalidURL is no HTTPError
+        if http.retryable_error(exc):
+            raise _Transient(http.describe(exc)) from exc
+        raise _Permanent(http.describe(exc)) from exc
 
 
 def _with_retries(job: _Job, url: str) -> _Sink:
@@ -316,7 +309,7 @@ def _with_retries(job: _Job, url: str) -> _Sink:
         except _Transient as exc:
             if failures >= job.retries:
                 raise _Permanent(f"{exc} (gave up after {failures + 1} attempts)") from exc
-            time.sleep(job.backoff * 2**failures)
+            time.sleep(http.backoff_delay(job.backoff, failures))
             failures += 1
 
 
@@ -364,12 +357,7 @@ def _client(client: httpx.Client | None, timeout: float) -> Iterator[httpx.Clien
     if client is not None:
         yield client
         return
-    with httpx.Client(
-        trust_env=True,
-        follow_redirects=True,
-        timeout=timeout,
-        headers={"User-Agent": USER_AGENT},
-    ) as own:
+    with http.new_client(timeout) as own:
         yield own
 
 

@@ -168,6 +168,26 @@ def test_503_forever_gives_up(http_server: LoopbackServer, tmp_path: Path) -> No
     assert "HTTP 429" in info.value.details[0] and "3 attempts" in info.value.details[0]
 
 
+@pytest.mark.parametrize("status", [408, 425, 429, 500, 502, 503, 504])
+def test_retried_statuses(http_server: LoopbackServer, tmp_path: Path, status: int) -> None:
+    """mlpkg.store.http's retry policy: these statuses mean "not now"."""
+    route = http_server.route("/a", body=BODY, fail_first=1, fail_status=status)
+    check_ok(get([http_server.url("/a")], tmp_path), tmp_path, http_server.url("/a"))
+    assert route.hits == 2
+
+
+@pytest.mark.parametrize("status", [400, 403, 404, 410, 501, 505, 507])
+def test_final_statuses_go_to_the_next_mirror(
+    http_server: LoopbackServer, tmp_path: Path, status: int
+) -> None:
+    """Every other status is final, 501 and 505 among them: no retry, the next mirror."""
+    route = http_server.route("/a", body=BODY, fail_first=100, fail_status=status)
+    http_server.route("/good", body=BODY)
+    urls = [http_server.url("/a"), http_server.url("/good")]
+    check_ok(get(urls, tmp_path, retries=3), tmp_path, urls[1])
+    assert route.hits == 1
+
+
 def test_drop_mid_body_resumes(http_server: LoopbackServer, tmp_path: Path) -> None:
     http_server.route("/a", body=BODY, drop_after=HALF)
     check_ok(get([http_server.url("/a")], tmp_path), tmp_path, http_server.url("/a"))
