@@ -41,7 +41,6 @@ import ctypes
 import errno
 import json
 import os
-import platform
 import select
 import signal
 import sys
@@ -216,9 +215,9 @@ def _make_root(spec: dict) -> None:  # type: ignore[type-arg]
         else:
             _bind(host, root + inside, read_only)
     os.chdir(root)
-    number = _SYS_PIVOT_ROOT.get(platform.machine())
+    number = _SYS_PIVOT_ROOT.get(os.uname().machine)
     if number is None:
-        raise SetupError(f"pivot_root: unknown system call number on {platform.machine()}")
+        raise SetupError(f"pivot_root: unknown system call number on {os.uname().machine}")
     _check(_libc.syscall(ctypes.c_long(number), b".", b"."), "pivot_root")
     _check(_libc.umount2(b".", ctypes.c_int(MNT_DETACH)), "detach the host root")
     os.chdir("/")
