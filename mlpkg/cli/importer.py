@@ -28,9 +28,7 @@ def _target(app: App, python: str) -> object:
         detected = cand.detected
         if detected is not None and detected.tags and spec.matches(cand.version):
             info = detected.info
-            version = ".".join(str(info["version"]).split(".")[:2])
-            return Target(python_version=version, tags=list(detected.tags),
-                          markers=dict(info["markers"]))  # fmt: skip
+            return Target.for_interpreter(str(info["version"]), detected.tags, info["markers"])
     raise ExternalNotFound(f"No probed Python interpreter matches '{python}'.", package=python)
 
 

@@ -11,10 +11,9 @@ from mlpkg.importer.index import index_url_from_environment
 from mlpkg.importer.metadata import read_remote_wheel_metadata
 from mlpkg.importer.overrides import Overrides
 from mlpkg.importer.pypi import import_packages
-from mlpkg.importer.target import PROBE_SCRIPT, Target, probe_interpreter
+from mlpkg.importer.target import Target, probe_interpreter
 
 __all__ = [
-    "PROBE_SCRIPT",
     "Overrides",
     "Target",
     "import_packages",

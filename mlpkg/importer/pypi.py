@@ -35,12 +35,11 @@ from mlpkg.importer.metadata import read_remote_wheel_metadata
 from mlpkg.importer.overrides import Overrides
 from mlpkg.importer.recipe import render, write_recipe
 from mlpkg.importer.resolve import Resolver
-from mlpkg.importer.target import PROBE_SCRIPT, Target, probe_interpreter
+from mlpkg.importer.target import Target, probe_interpreter
 from mlpkg.store.http import USER_AGENT
 
 __all__ = [
     "DEFAULT_INDEX",
-    "PROBE_SCRIPT",
     "USER_AGENT",
     "Overrides",
     "Target",

@@ -5,10 +5,12 @@ Contract:
 * :class:`Target` holds ``python_version`` (``"3.11"``), ``tags`` (every wheel tag the
   interpreter supports, ``str(packaging.tags.Tag)``, best first) and ``markers`` (its PEP 508
   marker environment, ``packaging.markers.default_environment()`` run inside it).
-* :data:`PROBE_SCRIPT` prints that information as one JSON object when run by the target
-  interpreter (``python -c PROBE_SCRIPT``); it uses ``packaging`` if importable there, else
-  pip's vendored copy. :meth:`Target.from_probe` parses that output; :func:`probe_interpreter`
-  does both; :meth:`Target.current` describes the interpreter running mlpkg.
+* :func:`probe_interpreter` learns them by running mlpkg's one interpreter probe
+  (:mod:`mlpkg.resolver.pyprobe`, the one python externals use: an empty temporary working
+  directory, no user site-packages, no ``PYTHON*`` variables, mlpkg's own ``packaging``; a
+  bare name is looked up in the absolute entries of ``PATH`` only);
+  :meth:`Target.for_interpreter` makes a Target from what a probe found;
+  :meth:`Target.current` describes the interpreter running mlpkg.
 * :meth:`Target.python_ok` says whether a Requires-Python specifier admits the target (an
   unparsable specifier admits it, as pip does); :meth:`Target.describe` names the target in
   messages (``"cp311 manylinux x86_64"``).
@@ -16,34 +18,22 @@ Contract:
 
 from __future__ import annotations
 
-import json
+import os
 import re
-import subprocess
 import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from packaging.markers import default_environment
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.tags import sys_tags
 from packaging.version import InvalidVersion, Version
 
-from mlpkg.errors import BadInput
+from mlpkg.errors import BadInput, ExternalNotFound
+from mlpkg.resolver.external import which
+from mlpkg.resolver.pyprobe import probe
 
-__all__ = ["PROBE_SCRIPT", "Target", "probe_interpreter"]
-
-PROBE_SCRIPT = """\
-import json, sys
-try:
-    from packaging import markers, tags
-except ImportError:
-    from pip._vendor.packaging import markers, tags
-print(json.dumps({
-    "python_version": "%d.%d" % sys.version_info[:2],
-    "tags": [str(t) for t in tags.sys_tags()],
-    "markers": markers.default_environment(),
-}))
-"""
+__all__ = ["Target", "probe_interpreter"]
 
 _PLATFORM_FAMILY = re.compile(r"(manylinux|musllinux|macosx)_\d+_\d+_(.+)")
 
@@ -66,20 +56,16 @@ class Target:
         )
 
     @classmethod
-    def from_probe(cls, text: str) -> Target:
-        """Parse what :data:`PROBE_SCRIPT` printed."""
-        try:
-            data: Any = json.loads(text)
-            target = cls(
-                python_version=str(data["python_version"]),
-                tags=[str(t) for t in data["tags"]],
-                markers={str(k): str(v) for k, v in data["markers"].items()},
-            )
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise BadInput(f"The interpreter probe printed something unexpected: {exc}.") from exc
-        if not target.tags:
-            raise BadInput("The interpreter probe found no supported wheel tags.")
-        return target
+    def for_interpreter(
+        cls, version: str, tags: Sequence[str], markers: Mapping[str, str]
+    ) -> Target:
+        """The target an interpreter of full ``version`` (``"3.11.4"``) makes, with the tags
+        and marker environment a probe found."""
+        return cls(
+            python_version=".".join(version.split(".")[:2]),
+            tags=[str(t) for t in tags],
+            markers={str(k): str(v) for k, v in markers.items()},
+        )
 
     @property
     def python_full_version(self) -> Version:
@@ -109,17 +95,18 @@ class Target:
 
 
 def probe_interpreter(python: str) -> Target:
-    """Run :data:`PROBE_SCRIPT` with the interpreter ``python`` and parse its output."""
+    """Describe the interpreter ``python`` (a path, or a name looked up in the absolute
+    entries of ``PATH``) with :func:`mlpkg.resolver.pyprobe.probe`; :class:`BadInput` when
+    it cannot be found or run, or reports no wheel tags."""
+    executable = os.path.abspath(python) if os.sep in python else which(python)
+    if executable is None:
+        raise BadInput(f"Cannot run the interpreter {python}: it is not on PATH.")
     try:
-        done = subprocess.run(
-            [python, "-c", PROBE_SCRIPT], capture_output=True, text=True, timeout=60, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise BadInput(f"Cannot run the interpreter {python}: {exc}.") from exc
-    if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        found = probe(executable)
+    except ExternalNotFound as exc:
         raise BadInput(
-            f"The interpreter {python} could not describe itself: {last}.",
-            hint="It needs the 'packaging' package or pip installed.",
-        )
-    return Target.from_probe(done.stdout)
+            f"The interpreter {python} could not describe itself.", details=exc.details
+        ) from exc
+    if not found.tags:
+        raise BadInput("The interpreter probe found no supported wheel tags.")
+    return Target.for_interpreter(found.version, found.tags, found.markers)

@@ -178,10 +178,26 @@ def test_target_probe_and_description():
     linux = Target("3.11", ["cp311-cp311-manylinux_2_35_x86_64", "py3-none-any"], {})
     assert linux.describe() == "cp311 manylinux x86_64"
     assert Target("3.12", ["cp312-cp312-win_amd64"], {}).describe() == "cp312 win_amd64"
-    with pytest.raises(BadInput):
-        Target.from_probe("not json")
+    assert Target.for_interpreter("3.11.4", linux.tags, {"os_name": "posix"}) == Target(
+        "3.11", linux.tags, {"os_name": "posix"}
+    )
     with pytest.raises(BadInput):
         probe_interpreter(str(Path(sys.executable).parent / "no-such-python"))
+
+
+def test_target_probe_is_the_safe_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The importer's probe is mlpkg.resolver.pyprobe's: it imports nothing from the working
+    directory, and finds a bare name through absolute ``PATH`` entries only."""
+    marker = tmp_path / "PWNED"
+    (tmp_path / "json.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    (tmp_path / "mypython").symlink_to(sys.executable)
+    monkeypatch.chdir(tmp_path)
+    assert probe_interpreter("./mypython") == Target.current()
+    assert not marker.exists()
+    monkeypatch.setenv("PATH", f".:{Path(sys.executable).parent}")
+    with pytest.raises(BadInput, match="not on PATH"):
+        probe_interpreter("mypython")
+    assert probe_interpreter(Path(sys.executable).name) == Target.current()
 
 
 def test_input_keys_and_specs():
