@@ -124,7 +124,7 @@ class App:
             return None
         paths = [StorePath.parse(n["path"]) for n in doc["nodes"]]
         self.store.protect(paths)  # before checking validity: gc may be running
-        if len(self.store.db.valid_among(paths)) != len(set(paths)):
+        if len(self.store.valid_among(paths)) != len(set(paths)):
             return None
         for node in doc["nodes"]:
             node["action"] = "valid"

@@ -101,7 +101,7 @@ def path_info_cmd(
 def why_depends_cmd(app: App, package: str, dependency: str) -> None:
     """Show the chain of references by which PACKAGE depends on DEPENDENCY."""
     a, b = resolve_path(app, package), resolve_path(app, dependency)
-    graph = app.store.db.reference_graph()
+    graph = app.store.reference_graph()
     parent: dict[StorePath, StorePath | None] = {a: None}
     queue = deque([a])
     while queue and b not in parent:

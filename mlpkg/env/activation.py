@@ -54,28 +54,9 @@ class Activation:
 
 
 def closure_order(store: Store, roots: Sequence[StorePath]) -> list[StorePath]:
-    """The closure of ``roots``, every path after the paths it references."""
-    graph = store.db.reference_graph()
-    order: list[StorePath] = []
-    seen: set[StorePath] = set()
-    for root in roots:
-        stack: list[tuple[StorePath, bool]] = [(root, False)]
-        while stack:
-            node, done = stack.pop()
-            if done:
-                order.append(node)
-            elif node not in seen:
-                if node not in graph:
-                    raise StoreError(f"{node} is not valid; realise it first.")
-                if not os.path.lexists(store.real_path(node)):
-                    raise StoreError(
-                        f"{store.real_path(node)} is registered but was deleted.",
-                        hint="`mlpkg verify --repair` remakes it.",
-                    )
-                seen.add(node)
-                stack.append((node, True))
-                stack.extend((r, False) for r in sorted(graph[node], reverse=True))
-    return order
+    """The closure of ``roots``, every path after the paths it references
+    (:meth:`Store.closure_order <mlpkg.store.store.Store.closure_order>`)."""
+    return store.closure_order(roots)
 
 
 def _recipe(store: Store, path: StorePath) -> tuple[str, dict[str, Any], dict[str, Any]]:

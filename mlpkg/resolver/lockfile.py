@@ -500,7 +500,7 @@ def to_plan(
             details=drift,
             hint="Install the locked version, or pass --allow-external-drift to build anyway.",
         )
-    valid = store.db.valid_among(d.path for d in drvs)
+    valid = store.valid_among(d.path for d in drvs)
     nodes = [PlanNode(d, d.path, "valid" if d.path in valid else ACTIONS[d.kind]) for d in drvs]
     expected = {
         n.path: n.archive_hash for n in lock.nodes if n.archive_hash and n.drv.kind != "external"

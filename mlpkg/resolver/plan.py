@@ -151,6 +151,6 @@ def make_plan(
     does: what is valid now stays valid while this process uses the plan."""
     drvs, roots = derive(provider, specs, platform)
     store.protect(d.path for d in drvs)
-    valid = store.db.valid_among(d.path for d in drvs)
+    valid = store.valid_among(d.path for d in drvs)
     nodes = [PlanNode(d, d.path, "valid" if d.path in valid else ACTIONS[d.kind]) for d in drvs]
     return Plan(nodes, roots)

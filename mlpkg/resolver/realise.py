@@ -66,7 +66,7 @@ def realise_plan(
     store.protect(n.path for n in plan.nodes)
     # Validity is read again once the paths are protected: a collection that ran between
     # planning and now may have deleted some of them.
-    valid = store.db.valid_among(n.path for n in plan.nodes)
+    valid = store.valid_among(n.path for n in plan.nodes)
     pending = [n for n in plan.nodes if n.path not in valid]
     failed: dict[StorePath, MlpkgError] = {}
     for i, node in enumerate(pending, 1):

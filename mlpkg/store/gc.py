@@ -102,7 +102,7 @@ def collect(store: Store, *, dry_run: bool = False) -> GcResult:
     with store.gc_lock():
         sweep_scratch(store, result, dry_run)  # no database needed: works on a full disk
         live = live_paths(store)
-        graph = store.db.reference_graph()
+        graph = store._db.reference_graph()
         dead = [p for p in graph if p not in live]
         result.kept = len(graph) - len(dead)
         busy: set[StorePath] = set()  # dead but in use (locked), with what they reference
@@ -130,17 +130,17 @@ def _forget_and_remove(store: Store, path: StorePath) -> None:
     """Forget ``path``, then remove its directory; the other way round when the database
     cannot be written for lack of space (removing the directory frees some)."""
     try:
-        store.db.invalidate(path)
+        store._db.invalidate(path)
     except sqlite3.Error as e:
         if not is_full(e):
             raise
         remove_tree(store.real_path(path))
         try:
-            store.db.invalidate(path)
+            store._db.invalidate(path)
         except sqlite3.Error as again:
             if not is_full(again):
                 raise
-            raise disk_full(store.db.file.parent, "updating the store database") from None
+            raise disk_full(store._db.file.parent, "updating the store database") from None
     remove_tree(store.real_path(path))
 
 
@@ -264,7 +264,7 @@ def _collect_debris(
                 result.skipped.append(name)
                 continue
             with contextlib.suppress(BadInput):
-                if store.db.is_valid(StorePath.parse(name)):
+                if store._db.is_valid(StorePath.parse(name)):
                     continue  # registered after the snapshot: live work of another process
             result.freed += _disk_usage(str(entry))
             result.deleted.append(name)

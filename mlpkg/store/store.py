@@ -63,15 +63,16 @@ class Store:
         self.temp_roots = TempRoots(self.home / "temproots", self.gc_lock_file)
 
     @functools.cached_property
-    def db(self) -> Database:
+    def _db(self) -> Database:
         """The database, opened on first use: a collection frees scratch space before it
-        needs the database, so it can run on a disk too full to open it."""
+        needs the database, so it can run on a disk too full to open it. Private to
+        ``mlpkg.store`` (the collector and verify use it); others use the methods below."""
         return Database(self.home / "db.sqlite")
 
     def close(self) -> None:
         self.temp_roots.close()
-        if "db" in self.__dict__:
-            self.db.close()
+        if "_db" in self.__dict__:
+            self._db.close()
 
     def __enter__(self) -> Store:
         return self
@@ -105,14 +106,22 @@ class Store:
     # -- queries --------------------------------------------------------------------------
 
     def is_valid(self, path: StorePath) -> bool:
-        return self.db.is_valid(path)
+        return self._db.is_valid(path)
+
+    def valid_among(self, paths: Iterable[StorePath]) -> set[StorePath]:
+        """The subset of ``paths`` that is valid (a few queries, however many paths)."""
+        return self._db.valid_among(paths)
 
     def info(self, path: StorePath) -> PathInfo | None:
-        return self.db.info(path)
+        return self._db.info(path)
+
+    def reference_graph(self) -> dict[StorePath, list[StorePath]]:
+        """Every valid path with the paths it references (one query)."""
+        return self._db.reference_graph()
 
     def closure(self, paths: Iterable[StorePath]) -> set[StorePath]:
         """``paths`` and everything they reference, transitively."""
-        graph = self.db.reference_graph()
+        graph = self._db.reference_graph()
         seen: set[StorePath] = set()
         stack = list(paths)
         while stack:
@@ -122,6 +131,32 @@ class Store:
             seen.add(p)
             stack.extend(graph.get(p, ()))
         return seen
+
+    def closure_order(self, roots: Sequence[StorePath]) -> list[StorePath]:
+        """The closure of ``roots``, every path after the paths it references (depth
+        first, from each root in turn, references in name order). Raises StoreError
+        naming the first path met that is not valid, or is registered but missing."""
+        graph = self._db.reference_graph()
+        order: list[StorePath] = []
+        seen: set[StorePath] = set()
+        for root in roots:
+            stack: list[tuple[StorePath, bool]] = [(root, False)]
+            while stack:
+                node, done = stack.pop()
+                if done:
+                    order.append(node)
+                elif node not in seen:
+                    if node not in graph:
+                        raise StoreError(f"{node} is not valid; realise it first.")
+                    if not os.path.lexists(self.real_path(node)):
+                        raise StoreError(
+                            f"{self.real_path(node)} is registered but was deleted.",
+                            hint="`mlpkg verify --repair` remakes it.",
+                        )
+                    seen.add(node)
+                    stack.append((node, True))
+                    stack.extend((r, False) for r in sorted(graph[node], reverse=True))
+        return order
 
     def protect(self, paths: Iterable[StorePath]) -> None:
         """Keep ``paths`` from the garbage collector while this process runs."""
@@ -218,14 +253,14 @@ class Store:
         """
         refs = sorted(set(references))
         self.protect([path, *refs])
-        info = self.db.info(path)
+        info = self._db.info(path)
         if info is not None:
             return info
         with PathLock(self.locks_dir, path):
-            info = self.db.info(path)
+            info = self._db.info(path)
             if info is not None:
                 return info  # another process made it while we waited
-            missing = [r for r in refs if not self.db.is_valid(r)]
+            missing = [r for r in refs if not self._db.is_valid(r)]
             if missing:
                 raise StoreError(f"Cannot make {path}: its input {missing[0]} is not valid.")
             self._clear_leftovers(path)
@@ -241,7 +276,7 @@ class Store:
                 manifest=[[e.path, e.kind, e.size, e.digest] for e in scanned.manifest],
                 registered=time.time(),
             )
-            self.db.register(info)
+            self._db.register(info)
             return info
 
     def _make_in_place(
@@ -327,7 +362,7 @@ class Store:
 
         The new content must hash to the recorded archive hash, or nothing changes.
         """
-        info = self.db.info(path)
+        info = self._db.info(path)
         if info is None:
             raise StoreError(f"{path} is not valid, so there is nothing to repair.")
         with PathLock(self.locks_dir, path):

@@ -203,7 +203,7 @@ def verify(
     """Check every valid path (and repair broken ones when ``repair`` is given)."""
     result = VerifyResult()
     valid = set()
-    for info in store.db.iter_infos():
+    for info in store._db.iter_infos():
         valid.add(str(info.path))
         if on_path is not None:
             on_path(info.path)

@@ -172,7 +172,7 @@ def test_a_source_edited_between_planning_and_building_is_refused(
         with pytest.raises(BuildError, match="digest") as e:
             realise_plan(plan, app.store)
         assert e.value.package == "toyapp"
-        assert not any(p.name.endswith("-toyapp-1.0") for p in app.store.db.valid_among(
+        assert not any(p.name.endswith("-toyapp-1.0") for p in app.store.valid_among(
             n.path for n in plan.nodes))  # fmt: skip
     finally:
         app.close()

@@ -127,12 +127,12 @@ def test_a_valid_path_missing_from_the_snapshot_is_not_debris(tmp_path: Path) ->
         store.add_root("y", p)
         from mlpkg.store import gc as gc_mod
 
-        real_graph = store.db.reference_graph
-        store.db.reference_graph = lambda: {}  # type: ignore[method-assign]
+        real_graph = store._db.reference_graph
+        store._db.reference_graph = lambda: {}  # type: ignore[method-assign]
         try:
             gc_mod._collect_debris(store, set(), set(), gc_mod.GcResult(), False)
         finally:
-            store.db.reference_graph = real_graph  # type: ignore[method-assign]
+            store._db.reference_graph = real_graph  # type: ignore[method-assign]
         assert store.real_path(p).is_dir()
 
 
