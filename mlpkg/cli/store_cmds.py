@@ -17,8 +17,7 @@ from mlpkg.errors import BadInput, RecipeError, StoreError, VerifyError
 from mlpkg.store.db import PathInfo
 from mlpkg.store.gc import collect
 from mlpkg.store.path import HASH_CHARS, StorePath
-from mlpkg.store.store import Maker
-from mlpkg.store.verify import verify
+from mlpkg.store.verify import Remake, verify
 
 if TYPE_CHECKING:
     from mlpkg.recipes.model import Recipe
@@ -135,18 +134,19 @@ def why_depends_cmd(app: App, package: str, dependency: str) -> None:
         app.out(f"{'  ' * depth}└── {app.store.real_path(p)}{via}")
 
 
-def _remaker(app: App) -> Callable[[PathInfo], Maker]:
+def _remaker(app: App) -> Callable[[PathInfo], Remake]:
     from mlpkg.resolver.derivation import Derivation
     from mlpkg.resolver.plan import PlanNode
-    from mlpkg.resolver.realise import Reporter, maker
+    from mlpkg.resolver.realise import Reporter, is_relocatable, maker
 
     reporter = Reporter()
 
-    def remake(info: PathInfo) -> Maker:
+    def remake(info: PathInfo) -> Remake:
         drv = Derivation.from_json(info.deriver)
         if drv.path != info.path:
             raise VerifyError(f"The recorded derivation of {info.path} does not hash to it.")
-        return maker(drv, app.store, reporter, PlanNode(drv, drv.path, "repair"))
+        node = PlanNode(drv, drv.path, "repair")
+        return Remake(maker(drv, app.store, reporter, node), is_relocatable(info.kind))
 
     return remake
 

@@ -122,10 +122,17 @@ def realise_derivation(
         recipe_hash=drv.recipe_hash,
         deriver=drv.to_json(),
         references=runtime_references(drv),
-        relocatable=drv.kind in ("build", "wheel", "app"),
+        relocatable=is_relocatable(drv.kind),
         forbidden=[sandbox.FIXED_OUT],
         expected_hash=expected_hash,
     )
+
+
+def is_relocatable(kind: str) -> bool:
+    """Whether paths of recipe kind ``kind`` must be relocatable (invariant 3): checked
+    when they are made and when ``verify --repair`` remakes them. Fetched content is
+    what its declared hash says, and an external's links name the host's tools."""
+    return kind in ("build", "wheel", "app")
 
 
 def runtime_references(drv: Derivation) -> list[StorePath]:
@@ -348,4 +355,11 @@ def _external_targets(inputs: Iterable[Path]) -> list[Path]:
     return sorted(targets)
 
 
-__all__ = ["Reporter", "maker", "realise_derivation", "realise_plan", "unpack_local"]
+__all__ = [
+    "Reporter",
+    "is_relocatable",
+    "maker",
+    "realise_derivation",
+    "realise_plan",
+    "unpack_local",
+]

@@ -357,10 +357,14 @@ class Store:
         for stale in self.dir.glob(f".tmp-{path.hash_part}-*"):
             remove_tree(stale)
 
-    def replace_content(self, path: StorePath, make: Maker) -> archive.ArchiveInfo:
+    def replace_content(
+        self, path: StorePath, make: Maker, *, relocatable: bool
+    ) -> archive.ArchiveInfo:
         """Make ``path``'s content again beside it and swap it in (for ``verify --repair``).
 
-        The new content must hash to the recorded archive hash, or nothing changes.
+        The new content must hash to the recorded archive hash, or nothing changes; with
+        ``relocatable``, it is checked as :meth:`realise` checks it (the caller, which
+        knows how the path is made, says whether it must be).
         """
         info = self._db.info(path)
         if info is None:
@@ -370,7 +374,6 @@ class Store:
             old = self.dir / f".trash-{path.hash_part}-{secrets.token_hex(6)}"
             try:
                 make(tmp)
-                relocatable = info.kind in ("build", "wheel", "app")
                 scanned = self._check(tmp, path, relocatable, info.archive_hash)
                 sync_tree(tmp)
                 if os.path.lexists(self.real_path(path)):

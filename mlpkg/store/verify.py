@@ -11,7 +11,8 @@ program privileges; only :data:`mlpkg.store.fs.KEPT_XATTRS` are allowed). Entrie
 ``store/`` that are not valid paths are reported as debris (``gc`` removes them).
 ``repair`` fixes wrong modes, owners and extended attributes in place (with the path's
 lock held) and remakes paths whose content is wrong, or whose metadata cannot be fixed in
-place, with a maker supplied by the caller (the store does not know how paths are made).
+place, with a maker supplied by the caller, which also says whether the content must be
+relocatable (the store does not know how paths are made).
 
 Names in messages are shown with :func:`show_name`: control characters (a newline in a
 file name), backslashes and undecodable bytes are escaped, so a message stays one line.
@@ -24,6 +25,7 @@ import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from mlpkg.errors import StoreError
 from mlpkg.store import archive
@@ -34,6 +36,15 @@ from mlpkg.store.path import StorePath
 from mlpkg.store.store import Maker, Store
 
 _SHOWN = 5  # entries a message names before "and N more"
+
+
+class Remake(NamedTuple):
+    """How ``verify`` remakes a broken path (the caller's answer; the store does not know
+    how paths are made): the maker, and whether the content must be relocatable
+    (:meth:`Store.replace_content <mlpkg.store.store.Store.replace_content>`)."""
+
+    make: Maker
+    relocatable: bool
 
 
 @dataclass
@@ -197,7 +208,7 @@ def verify(
     store: Store,
     *,
     check_contents: bool = False,
-    repair: Callable[[PathInfo], Maker] | None = None,
+    repair: Callable[[PathInfo], Remake] | None = None,
     on_path: Callable[[StorePath], None] | None = None,
 ) -> VerifyResult:
     """Check every valid path (and repair broken ones when ``repair`` is given)."""
@@ -214,7 +225,8 @@ def verify(
         if repair is not None:
             store.protect([info.path, *info.references])
             if problem.kind != "metadata" or not fix_metadata(store, info.path):
-                store.replace_content(info.path, repair(info))
+                remake = repair(info)
+                store.replace_content(info.path, remake.make, relocatable=remake.relocatable)
             problem.repaired = True
         result.problems.append(problem)
     for entry in sorted(os.listdir(store.dir)):

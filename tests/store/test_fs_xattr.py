@@ -18,8 +18,8 @@ import pytest
 from mlpkg.store.db import PathInfo
 from mlpkg.store.fs import canonicalise, extended_attributes
 from mlpkg.store.path import StorePath
-from mlpkg.store.store import Maker, Store
-from mlpkg.store.verify import verify, wrong_metadata
+from mlpkg.store.store import Store
+from mlpkg.store.verify import Remake, verify, wrong_metadata
 from tests.recipe_text import build_toml
 
 if TYPE_CHECKING:
@@ -186,7 +186,7 @@ def run_as(uid: int, action: Callable[[], None]) -> None:
 # -- verify -----------------------------------------------------------------------------------
 
 
-def no_remake(info: PathInfo) -> Maker:
+def no_remake(info: PathInfo) -> Remake:
     raise AssertionError("extended attributes are removed in place, not remade")
 
 

@@ -236,5 +236,5 @@ def test_a_maker_or_repair_that_fills_the_disk_is_one_clear_error(tmp_path: Path
         assert os.listdir(store.dir) == []
         store.realise(P, lambda t: t.mkdir(), kind="build", recipe_hash="x", deriver={})
         with pytest.raises(StoreError, match="is full") as e:
-            store.replace_content(P, full)
+            store.replace_content(P, full, relocatable=True)
         assert "repairing p-1.0" in e.value.message and store.real_path(P).is_dir()

@@ -14,8 +14,8 @@ import pytest
 import mlpkg.store.verify as verify_module
 from mlpkg.store.db import PathInfo
 from mlpkg.store.path import StorePath
-from mlpkg.store.store import Maker, Store
-from mlpkg.store.verify import show_name, verify, wrong_metadata
+from mlpkg.store.store import Store
+from mlpkg.store.verify import Remake, show_name, verify, wrong_metadata
 from tests.recipe_text import fetch_toml
 
 if TYPE_CHECKING:
@@ -35,7 +35,7 @@ def write_tree(tmp: Path) -> None:
     os.symlink("data", tmp / "link")
 
 
-def no_remake(info: PathInfo) -> Maker:
+def no_remake(info: PathInfo) -> Remake:
     raise AssertionError("a wrong mode or owner is fixed in place, not remade")
 
 
@@ -126,7 +126,7 @@ def test_a_file_made_executable_is_modified_and_remade(store: Store) -> None:
     os.chmod(root / "data", 0o777)
     (problem,) = verify(store, check_contents=True).problems
     assert problem.kind == "modified" and problem.files == ["data"]
-    assert verify(store, check_contents=True, repair=lambda info: write_tree).ok
+    assert verify(store, check_contents=True, repair=lambda info: Remake(write_tree, True)).ok
     assert stat.S_IMODE(os.stat(root / "data").st_mode) == 0o444
     assert verify(store, check_contents=True).problems == []
 
@@ -139,9 +139,9 @@ def test_metadata_that_cannot_be_fixed_in_place_is_remade(
     monkeypatch.setattr(verify_module, "canonicalise", lambda root: None)  # as if EPERM
     made: list[str] = []
 
-    def remake(info: PathInfo) -> Maker:
+    def remake(info: PathInfo) -> Remake:
         made.append(str(info.path))
-        return write_tree
+        return Remake(write_tree, True)
 
     assert verify(store, check_contents=True, repair=remake).ok
     assert made == [str(P)]
@@ -207,3 +207,25 @@ def test_cli_verify_finds_and_repairs_a_chmod(
     assert stat.S_IMODE(os.stat(src / "line\nbreak").st_mode) == 0o444
     assert stat.S_IMODE(os.stat(src).st_mode) == 0o555
     assert mlpkg_cli.run("verify", "--check-contents").ok().out == ""
+
+
+def test_repair_checks_relocatability_only_when_the_caller_says_so(tmp_path: Path) -> None:
+    """The store does not know which kinds must be relocatable: ``Remake.relocatable``
+    decides whether remade content may name the store."""
+    from mlpkg.errors import BuildError
+
+    with Store(tmp_path / "home") as store:
+
+        def names_the_store(tmp: Path) -> None:
+            tmp.write_text(f"{store.dir}\n")
+
+        store.realise(
+            P, names_the_store, kind="fetch", recipe_hash="x", deriver={}, relocatable=False
+        )
+        os.chmod(store.real_path(P), 0o644)
+        store.real_path(P).write_text("changed\n")
+        with pytest.raises(BuildError, match="must be relocatable"):
+            verify(store, check_contents=True, repair=lambda info: Remake(names_the_store, True))
+        assert store.real_path(P).read_text() == "changed\n"
+        fixed = verify(store, check_contents=True, repair=lambda i: Remake(names_the_store, False))
+        assert fixed.ok and store.real_path(P).read_text() == f"{store.dir}\n"
