@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -11,11 +10,9 @@ import click
 
 from mlpkg.cli.context import App, common
 from mlpkg.errors import BadInput, CheckError, LockError, MlpkgError
-from mlpkg.store.path import StorePath
 
 if TYPE_CHECKING:
     from mlpkg.resolver.lockfile import Lockfile
-    from mlpkg.resolver.plan import Plan
 
 
 def read_lock(file: Path) -> Lockfile:
@@ -42,59 +39,6 @@ def trusted_lock(app: App, file: Path) -> Lockfile:
     return lock
 
 
-def lock_of_plan(
-    app: App, specs: list[str], plan: Plan, *, realised: bool, previous: Lockfile | None = None
-) -> Lockfile:
-    """A lock of ``plan``.
-
-    Archive hashes come from ``previous`` for the paths it already pins, else from the store
-    when the plan was just ``realised`` (so a lock does not depend on what happens to be
-    built), else they are unknown. Externals' archive hashes are never recorded: their
-    links name where the tool lives. An MD5-only download's sha256 is what its first fetch
-    saw (kept with the store path) or what ``previous`` pinned.
-    """
-    from mlpkg.resolver.lockfile import from_plan
-    from mlpkg.resolver.machine import current_platform
-
-    pinned = {n.path: n for n in previous.nodes} if previous else {}
-    drvs, infos = [], {}
-    for node in plan.nodes:
-        drv, info, old = node.drv, app.store.info(node.path), pinned.get(node.path)
-        src = drv.recipe.source
-        if src is not None and not src.sha256:  # MD5 only: pin what the first fetch saw
-            facts = info.deriver.get("facts", {}) if info else {}
-            sha = facts.get("sha256") if isinstance(facts, dict) else None
-            sha = old.drv.source_sha256 if old else sha
-            drv = replace(drv, source_sha256=sha if isinstance(sha, str) else None)
-        if drv.kind == "external":
-            pass
-        elif old is not None and old.archive_hash:
-            infos[node.path] = (old.archive_hash, old.size)
-        elif realised and info is not None:
-            infos[node.path] = (info.archive_hash, info.size)
-        drvs.append(drv)
-    return from_plan(specs, drvs, plan.roots, infos, current_platform())
-
-
-def lock_of_generation(app: App, specs: list[str], roots: list[StorePath]) -> Lockfile:
-    """The lock of store paths as they are: every derivation read back from the store."""
-    from mlpkg.env.activation import closure_order
-    from mlpkg.resolver.derivation import Derivation
-    from mlpkg.resolver.lockfile import from_plan
-    from mlpkg.resolver.machine import current_platform
-
-    drvs: list[Derivation] = []
-    infos: dict[StorePath, tuple[str, int | None]] = {}
-    for path in closure_order(app.store, roots):
-        info = app.store.info(path)
-        assert info is not None
-        drv = Derivation.from_json(info.deriver)
-        drvs.append(drv)
-        if drv.kind != "external":
-            infos[path] = (info.archive_hash, info.size)
-    return from_plan(specs, drvs, roots, infos, current_platform())
-
-
 def write_lock(app: App, lock: Lockfile, output: Path) -> None:
     text = lock.dumps()
     if str(output) == "-":
@@ -118,35 +62,19 @@ def write_lock(app: App, lock: Lockfile, output: Path) -> None:
 def check_lock(app: App, file: Path) -> dict[str, Any]:
     """Is the lock consistent (parse checks it), are its externals detected as the recipes
     detect them (else exit 2), and do the recipes still give it?"""
+    from mlpkg.resolver.lockmake import lock_changes
+
     lock = trusted_lock(app, file)
-    plan = app.plan(lock.specs)
-    locked = {n.drv.name: str(n.path) for n in lock.nodes}
-    fresh = {n.drv.name: str(n.path) for n in plan.nodes}
-    changes = [
-        f"{name}: the lock has {locked.get(name, '(nothing)')}, the recipes now give "
-        f"{fresh.get(name, '(nothing)')}"
-        for name in sorted(set(locked) | set(fresh))
-        if locked.get(name) != fresh.get(name)
-    ]
+    changes = lock_changes(lock, app.plan(lock.specs))
     return {"file": str(file), "consistent": True, "up_to_date": not changes, "changes": changes}
 
 
 def update_lock(app: App, file: Path, names: tuple[str, ...]) -> Lockfile:
     """Re-resolve ``names`` with the current recipes; keep every other node as locked (a
     lock whose externals the recipes do not trust is refused first)."""
-    from mlpkg.resolver.lockfile import PinnedProvider
-    from mlpkg.resolver.plan import make_plan
-    from mlpkg.resolver.spec import parse_spec
+    from mlpkg.resolver.lockmake import updated_lock
 
-    lock = trusted_lock(app, file)
-    known = {n.drv.name for n in lock.nodes}
-    free = {app.index.canonical_name(n) if n not in known else n for n in names}
-    unknown = sorted(free - known)
-    if unknown:
-        raise BadInput(f"{file} has no package {unknown[0]}; it locks {', '.join(sorted(known))}.")
-    provider = PinnedProvider(app.provider, lock, free)
-    plan = make_plan(provider, [parse_spec(s) for s in lock.specs], app.store)
-    return lock_of_plan(app, lock.specs, plan, realised=False, previous=lock)
+    return updated_lock(app.store, app.provider, trusted_lock(app, file), names, str(file))
 
 
 def realise_lock(app: App, file: Path, allow_drift: bool, dry_run: bool) -> dict[str, Any]:
@@ -240,7 +168,9 @@ def lock_cmd(
                 realise_plan(plan, app.store, reporter)
             finally:
                 reporter.close()
-        lock = lock_of_plan(app, list(specs), plan, realised=realise)
+        from mlpkg.resolver.lockmake import lock_of_plan
+
+        lock = lock_of_plan(app.store, list(specs), plan, realised=realise)
     write_lock(app, lock, output)
     if app.json:
         app.emit(

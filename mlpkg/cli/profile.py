@@ -134,10 +134,12 @@ def wipe_cmd(app: App, older_than: str | None, profile_name: str) -> None:
 @common
 def export_cmd(app: App, profile_name: str) -> None:
     """Print the lock of the current generation: mlpkg profile export > mlpkg.lock"""
-    from mlpkg.cli.lock import lock_of_generation
+    from mlpkg.env.activation import closure_order
+    from mlpkg.resolver.lockmake import lock_of_paths
 
     current = Profile(app.store, profile_name).require_current()
-    click.echo(lock_of_generation(app, current.specs, current.roots).dumps(), nl=False)
+    closure = closure_order(app.store, current.roots)
+    click.echo(lock_of_paths(app.store, current.specs, current.roots, closure).dumps(), nl=False)
 
 
 COMMANDS = [profile_group]

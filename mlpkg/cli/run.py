@@ -194,9 +194,9 @@ def _status(code: int) -> str:
 
 
 def _lock_table(app: App, plan: Any, spec: str, run_dir: Path) -> dict[str, Any]:
-    from mlpkg.cli.lock import lock_of_plan
+    from mlpkg.resolver.lockmake import lock_of_plan
 
-    text = lock_of_plan(app, [spec], plan, realised=True).dumps()
+    text = lock_of_plan(app.store, [spec], plan, realised=True).dumps()
     write_atomic(run_dir / "mlpkg.lock", text)  # `run --lock DIR` must never read half of it
     return tomllib.loads(text)
 
