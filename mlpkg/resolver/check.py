@@ -8,7 +8,6 @@ per-file manifest recorded at registration.
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass, field
 
 from mlpkg.errors import BadInput, CheckError
@@ -67,18 +66,16 @@ def _rounds(
     drv: Derivation, store: Store, reporter: Reporter, rounds: int, info: PathInfo
 ) -> CheckResult:
     result = CheckResult(str(drv.path), rounds, info.archive_hash)
-    workdir = store.home / "check"
-    workdir.mkdir(exist_ok=True)
     node = PlanNode(drv, drv.path, "check")
     for round_no in range(1, rounds + 1):
-        tmp = workdir / f".{drv.path.hash_part}-{secrets.token_hex(4)}"
+        tmp = store.check_round(drv.path)
         try:
             maker(drv, store, reporter, node)(tmp)
             canonicalise(tmp)
             scanned = archive.scan(tmp, manifest=True)
             result.results.append(scanned.hash)
             if scanned.hash != info.archive_hash:
-                kept = workdir / str(drv.path)
+                kept = store.checks_dir / str(drv.path)
                 remove_tree(kept)
                 tmp.rename(kept)
                 files = changed_files(info.manifest, scanned.manifest)

@@ -9,7 +9,6 @@ remake a path from the record in the database, without the recipe collection.
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -268,7 +267,7 @@ def _build(drv: Derivation, tmp: Path, store: Store, reporter: Reporter) -> None
     assert build is not None
     kind = sandbox.detect()
     reporter.note(f"building {drv.name}-{drv.version} in sandbox: {sandbox.describe(kind)}")
-    build_dir = store.builds_dir / f"{drv.path.hash_part}-{secrets.token_hex(4)}"
+    build_dir = store.build_dir(drv.path)
     inputs = {k: store.real_path(p) for k, p in drv.inputs.items()}
     # The inputs' own references are visible too (read-only), as in Nix: an input is usable
     # only with its closure. Only the direct inputs get variables and PATH entries.

@@ -231,7 +231,7 @@ def sweep_scratch(store: Store, result: GcResult, dry_run: bool = False) -> None
     for directory in (store.builds_dir, store.partial_dir):
         for name in _entries(directory):
             _sweep(store, directory / name, str(directory / name), result, dry_run)
-    check = store.home / "check"
+    check = store.checks_dir
     for name in _entries(check):
         if name.startswith("."):
             _sweep(store, check / name, str(check / name), result, dry_run)

@@ -8,7 +8,8 @@ Layout of ``MLPKG_HOME``::
     temproots/<pid>          roots of running processes
     gcroots/                 explicit roots: symlinks to store paths (read by name)
     logs/<hash>-<name>.log   build logs
-    builds/                  private build directories
+    builds/<hash>-<random>   private build directories
+    check/                   rebuild checks: .<hash>-<random> rounds, <hash>-<name> kept results
     partial/                 interrupted downloads, kept for resumption
     cache/downloads/         downloads by sha256 (mlpkg.store.dlcache; $MLPKG_CACHE_DIR)
 
@@ -58,6 +59,7 @@ class Store:
         self.gcroots_dir = self.home / "gcroots"
         self.logs_dir = self.home / "logs"
         self.builds_dir = self.home / "builds"
+        self.checks_dir = self.home / "check"
         self.partial_dir = self.home / "partial"
         self.gc_lock_file = self.home / "gc.lock"
         self.temp_roots = TempRoots(self.home / "temproots", self.gc_lock_file)
@@ -102,6 +104,21 @@ class Store:
 
     def log_file(self, path: StorePath) -> Path:
         return self.logs_dir / f"{path}.log"
+
+    def build_dir(self, path: StorePath) -> Path:
+        """A fresh private build directory for ``path`` (``builds/<hash>-<random>``, not
+        yet created; the caller removes it when done). The collector leaves it alone
+        while ``path``'s lock is held (exclusive while realising, shared while checking),
+        and removes it, as abandoned, once no process holds that lock."""
+        return self.builds_dir / f"{path.hash_part}-{secrets.token_hex(4)}"
+
+    def check_round(self, path: StorePath) -> Path:
+        """A fresh location for one round of a rebuild check of ``path``
+        (``check/.<hash>-<random>``, not yet created; ``check/`` is). The collector treats
+        it as :meth:`build_dir`. A result that differs is kept at ``checks_dir / str(path)``,
+        which the collector leaves."""
+        self.checks_dir.mkdir(exist_ok=True)
+        return self.checks_dir / f".{path.hash_part}-{secrets.token_hex(4)}"
 
     # -- queries --------------------------------------------------------------------------
 
