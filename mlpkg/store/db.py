@@ -57,7 +57,7 @@ class PathInfo:
     """What the database knows of one valid path."""
 
     path: StorePath
-    kind: str  # fetch | build | external | ... (the recipe kind that made it)
+    kind: str  # the caller's name for how it was made (fetch, build, ...); never read here
     archive_hash: str  # "sha256:<hex>"
     size: int  # archive size in bytes
     recipe_hash: str  # "sha256:<hex>" of the derivation
