@@ -134,12 +134,10 @@ def wipe_cmd(app: App, older_than: str | None, profile_name: str) -> None:
 @common
 def export_cmd(app: App, profile_name: str) -> None:
     """Print the lock of the current generation: mlpkg profile export > mlpkg.lock"""
-    from mlpkg.env.activation import closure_order
-    from mlpkg.resolver.lockmake import lock_of_paths
+    from mlpkg.resolver.lockmake import lock_of_generation
 
     current = Profile(app.store, profile_name).require_current()
-    closure = closure_order(app.store, current.roots)
-    click.echo(lock_of_paths(app.store, current.specs, current.roots, closure).dumps(), nl=False)
+    click.echo(lock_of_generation(app.store, current.specs, current.roots).dumps(), nl=False)
 
 
 COMMANDS = [profile_group]

@@ -61,15 +61,12 @@ def lock_of_plan(
     return from_plan(specs, drvs, plan.roots, infos, current_platform())
 
 
-def lock_of_paths(
-    store: Store, specs: Sequence[str], roots: Sequence[StorePath], closure: Iterable[StorePath]
-) -> Lockfile:
-    """The lock of store paths as they are (a profile's generation): ``closure`` is the
-    closure of ``roots``, every path after the paths it references; each derivation is
-    read back from the store."""
+def lock_of_generation(store: Store, specs: Sequence[str], roots: Sequence[StorePath]) -> Lockfile:
+    """The lock of store paths as they are (a profile's generation): every derivation of
+    the closure of ``roots`` read back from the store."""
     drvs: list[Derivation] = []
     infos: dict[StorePath, tuple[str, int | None]] = {}
-    for path in closure:
+    for path in store.closure_order(roots):
         info = store.info(path)
         assert info is not None
         drv = Derivation.from_json(info.deriver)
