@@ -1,5 +1,9 @@
 """The ``mlpkg`` command. The only place that prints errors and picks exit codes:
-0 success, 1 a build, fetch, check or run failed, 2 bad input (design.md)."""
+0 success, 1 a build, fetch, check or run failed, 2 bad input (design.md).
+
+Each ``<topic>_cmds.py`` holds the click commands of one topic (their ``COMMANDS``),
+parsing options, calling the functions below the CLI and printing; ``context.py`` (the
+``App`` every command gets) and ``progress.py`` (the realisation reporters) serve them."""
 
 from __future__ import annotations
 
@@ -11,7 +15,16 @@ import traceback
 import click
 
 from mlpkg import __version__
-from mlpkg.cli import build, importer, lock, profile, run, runs_cmds, shell, store_cmds
+from mlpkg.cli import (
+    build_cmds,
+    import_cmds,
+    lock_cmds,
+    profile_cmds,
+    run_cmds,
+    runs_cmds,
+    shell_cmds,
+    store_cmds,
+)
 from mlpkg.cli.context import App
 from mlpkg.errors import MlpkgError
 
@@ -25,13 +38,13 @@ def cli(ctx: click.Context) -> None:
 
 
 for command in (
-    *build.COMMANDS,
-    *importer.COMMANDS,
-    *lock.COMMANDS,
-    *profile.COMMANDS,
-    *run.COMMANDS,
+    *build_cmds.COMMANDS,
+    *import_cmds.COMMANDS,
+    *lock_cmds.COMMANDS,
+    *profile_cmds.COMMANDS,
+    *run_cmds.COMMANDS,
     *runs_cmds.COMMANDS,
-    *shell.COMMANDS,
+    *shell_cmds.COMMANDS,
     *store_cmds.COMMANDS,
 ):
     cli.add_command(command)

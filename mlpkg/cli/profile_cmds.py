@@ -97,7 +97,7 @@ def switch_cmd(app: App, generation: int, profile_name: str) -> None:
 @common
 def remove_cmd(app: App, names: tuple[str, ...], profile_name: str) -> None:
     """Remove packages from a profile (a new generation without them)."""
-    from mlpkg.cli.build import package_of, realise
+    from mlpkg.cli.build_cmds import package_of, realise
     from mlpkg.errors import BadInput
     from mlpkg.store.path import StorePath
 

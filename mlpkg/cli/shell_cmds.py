@@ -8,7 +8,7 @@ import subprocess
 
 import click
 
-from mlpkg.cli.build import realise
+from mlpkg.cli.build_cmds import realise
 from mlpkg.cli.context import App, common
 from mlpkg.env.activation import Activation, activation
 from mlpkg.errors import BadInput

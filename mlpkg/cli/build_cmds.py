@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from mlpkg.cli.context import App, F, common
-from mlpkg.cli.lock import read_lock, realise_lock
+from mlpkg.cli.lock_cmds import read_lock, realise_lock
 from mlpkg.errors import BadInput
 from mlpkg.store.path import StorePath
 
