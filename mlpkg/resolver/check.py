@@ -17,7 +17,6 @@ from mlpkg.resolver.realise import Reporter, maker
 from mlpkg.store import archive
 from mlpkg.store.db import PathInfo
 from mlpkg.store.fs import canonicalise, remove_tree
-from mlpkg.store.locks import PathLock
 from mlpkg.store.store import Store
 from mlpkg.store.verify import changed_files
 
@@ -54,7 +53,7 @@ def check(drv: Derivation, store: Store, reporter: Reporter, rounds: int = 1) ->
     info = store.info(drv.path)
     if info is None:
         raise BadInput(f"{drv.path} is not valid: build it before checking it.", package=drv.name)
-    lock = PathLock(store.locks_dir, drv.path)
+    lock = store.path_lock(drv.path)
     lock.acquire(shared=True)
     try:
         return _rounds(drv, store, reporter, rounds, info)

@@ -174,7 +174,7 @@ def _download(
             src.urls,
             dest,
             Expected(sha256=sha256, md5=src.md5),
-            partial=store.partial_dir / f"{node.path.hash_part}.part",
+            partial=store.partial_file(node.path, ".part"),
             label=drv.recipe.spec,
             on_progress=lambda done, total: reporter.progress(node, done, total),
         )
@@ -195,7 +195,7 @@ def _fetch(
     assert src is not None
     if not src.unpack:
         return _download(drv, tmp, store, reporter, node)
-    download = store.partial_dir / f"{node.path.hash_part}.download"
+    download = store.partial_file(node.path, ".download")
     try:
         facts = _download(drv, download, store, reporter, node)
         unpack(
@@ -222,7 +222,7 @@ def _wheel(
     python = python_of(drv, store)
     check_compatible(drv, python)
     # The installer reads the distribution's name from the file name: keep it exact.
-    download = store.partial_dir / node.path.hash_part / wheel.filename
+    download = store.partial_file(node.path) / wheel.filename
     download.parent.mkdir(exist_ok=True)
     try:
         facts = _download(drv, download, store, reporter, node)

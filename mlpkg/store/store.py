@@ -112,6 +112,13 @@ class Store:
         and removes it, as abandoned, once no process holds that lock."""
         return self.builds_dir / f"{path.hash_part}-{secrets.token_hex(4)}"
 
+    def partial_file(self, path: StorePath, suffix: str = "") -> Path:
+        """Where a download for ``path`` lies while it is made: ``partial/<hash><suffix>``
+        (``suffix`` ``.part``, say, or ``/`` and a file name; not yet created). The same
+        name in every process, so an interrupted download resumes from it; the collector
+        leaves it alone while ``path``'s lock is held."""
+        return self.partial_dir / f"{path.hash_part}{suffix}"
+
     def check_round(self, path: StorePath) -> Path:
         """A fresh location for one round of a rebuild check of ``path``
         (``check/.<hash>-<random>``, not yet created; ``check/`` is). The collector treats
@@ -404,6 +411,11 @@ class Store:
                 remove_tree(tmp)
                 remove_tree(old)
             return scanned
+
+    def path_lock(self, path: StorePath) -> PathLock:
+        """The lock that guards making, repairing, checking or deleting ``path`` (not yet
+        acquired): :meth:`realise` holds it exclusively, a rebuild check shared."""
+        return PathLock(self.locks_dir, path)
 
     def gc_lock(self) -> FileLock:
         return FileLock(self.gc_lock_file)
