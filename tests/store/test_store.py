@@ -185,3 +185,47 @@ def test_parse_path_accepts_names_paths_and_links(tmp_path: Path) -> None:
         assert store.parse_path(str(link)) == P
         with pytest.raises(Exception, match="not in the store"):
             store.parse_path("/etc/passwd")
+
+
+def test_queries_of_the_narrow_interface(tmp_path: Path) -> None:
+    """valid_among, reference_graph and closure_order answer what others used to ask the
+    database; closure_order names the first path that is not valid or was deleted."""
+    R = StorePath.from_fingerprint(b"r", "r-1.0")
+    with Store(tmp_path / "home") as store:
+        realise(store, Q, write_dir)
+        realise(store, P, write_dir, refs=[Q])
+        assert store.valid_among([P, Q, R]) == {P, Q}
+        assert store.reference_graph() == {P: [Q], Q: []}
+        assert store.closure([P]) == {P, Q}
+        assert store.closure_order([P]) == [Q, P]
+        assert store.closure_order([Q, P]) == [Q, P]
+        with pytest.raises(StoreError, match="not valid"):
+            store.closure_order([R])
+        os.chmod(store.dir, 0o755)
+        (store.real_path(Q) / "f").chmod(0o644)
+        os.chmod(store.real_path(Q), 0o755)
+        (store.real_path(Q) / "f").unlink()
+        store.real_path(Q).rmdir()
+        with pytest.raises(StoreError, match="registered but was deleted") as e:
+            store.closure_order([P])
+        assert str(store.real_path(Q)) in e.value.message
+
+
+def test_scratch_locations_carry_the_path_hash_and_are_kept_while_locked(
+    tmp_path: Path,
+) -> None:
+    with Store(tmp_path / "home") as store:
+        build, check = store.build_dir(P), store.check_round(P)
+        assert build.parent == store.builds_dir and build.name.startswith(f"{P.hash_part}-")
+        assert build != store.build_dir(P)  # fresh each time
+        assert check.parent == store.checks_dir and check.name.startswith(f".{P.hash_part}-")
+        assert store.checks_dir.is_dir() and not check.exists()
+        part = store.partial_file(P, ".part")
+        assert part == store.partial_file(P, ".part")  # stable: a download resumes from it
+        assert part.name == f"{P.hash_part}.part"
+        for d in (build, check):
+            d.mkdir()
+        part.write_bytes(b"x")
+        with store.path_lock(P):
+            assert collect(store).deleted == []
+        assert sorted(collect(store).deleted) == sorted(str(p) for p in (build, check, part))
