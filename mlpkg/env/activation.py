@@ -53,12 +53,6 @@ class Activation:
         return result
 
 
-def closure_order(store: Store, roots: Sequence[StorePath]) -> list[StorePath]:
-    """The closure of ``roots``, every path after the paths it references
-    (:meth:`Store.closure_order <mlpkg.store.store.Store.closure_order>`)."""
-    return store.closure_order(roots)
-
-
 def _recipe(store: Store, path: StorePath) -> tuple[str, dict[str, Any], dict[str, Any]]:
     info = store.info(path)
     assert info is not None
@@ -109,7 +103,7 @@ def activation(
     store: Store, roots: Sequence[StorePath], base: Mapping[str, str], *, pure: bool = False
 ) -> Activation:
     """The environment that activates the closure of ``roots`` (see the module docstring)."""
-    order = closure_order(store, roots)
+    order = store.closure_order(roots)
     kinds = {p: _recipe(store, p) for p in order}
     pythons = [p for p in order if kinds[p][2].get("tags")]
     # Python packages: wheels, and anything built into the same prefix layout.
