@@ -21,7 +21,7 @@ from rich.text import Text
 from mlpkg.cli.context import App
 from mlpkg.resolver.plan import PlanNode
 from mlpkg.resolver.realise import Reporter
-from mlpkg.store.db import PathInfo
+from mlpkg.store.store import PathInfo
 
 
 class TextReporter(Reporter):

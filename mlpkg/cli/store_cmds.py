@@ -14,9 +14,9 @@ import click
 
 from mlpkg.cli.context import App, common
 from mlpkg.errors import BadInput, RecipeError, StoreError, VerifyError
-from mlpkg.store.db import PathInfo
 from mlpkg.store.gc import collect
 from mlpkg.store.path import HASH_CHARS, StorePath
+from mlpkg.store.store import PathInfo
 from mlpkg.store.verify import Remake, verify
 
 if TYPE_CHECKING:

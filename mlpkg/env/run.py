@@ -86,6 +86,7 @@ def run_app(
     ``on_start`` is told the run id and directory once result.json exists, before the app
     starts. RunError when the app's program could not be started (the record says so)."""
     drv = plan.node(plan.roots[0]).drv
+    check_app(store, drv)  # a caller other than the CLI gets BadInput, not an assertion
     check_args(drv, request.args)
     env = activate(store, plan, drv.name, request.spec)
     run_id, run_dir = make_run_dir(store.home, drv.name, request.output)

@@ -36,11 +36,9 @@ from mlpkg.importer.overrides import Overrides
 from mlpkg.importer.recipe import render, write_recipe
 from mlpkg.importer.resolve import Resolver
 from mlpkg.importer.target import Target, probe_interpreter
-from mlpkg.store.http import USER_AGENT
 
 __all__ = [
     "DEFAULT_INDEX",
-    "USER_AGENT",
     "Overrides",
     "Target",
     "import_packages",

@@ -101,6 +101,8 @@ def probe_interpreter(python: str) -> Target:
     executable = os.path.abspath(python) if os.sep in python else which(python)
     if executable is None:
         raise BadInput(f"Cannot run the interpreter {python}: it is not on PATH.")
+    if not os.path.exists(executable):
+        raise BadInput(f"Cannot run the interpreter {python}: {os.strerror(2)}.")
     try:
         found = probe(executable)
     except ExternalNotFound as exc:

@@ -15,9 +15,8 @@ from mlpkg.resolver.derivation import Derivation
 from mlpkg.resolver.plan import PlanNode
 from mlpkg.resolver.realise import Reporter, maker
 from mlpkg.store import archive
-from mlpkg.store.db import PathInfo
 from mlpkg.store.fs import canonicalise, remove_tree
-from mlpkg.store.store import Store
+from mlpkg.store.store import PathInfo, Store
 from mlpkg.store.verify import changed_files
 
 

@@ -19,11 +19,10 @@ from mlpkg.recipes.model import Recipe
 from mlpkg.resolver.derivation import Derivation
 from mlpkg.resolver.plan import Plan, PlanNode
 from mlpkg.store import sandbox
-from mlpkg.store.db import PathInfo
 from mlpkg.store.fetch import Expected, fetch
 from mlpkg.store.fs import remove_tree
 from mlpkg.store.path import StorePath
-from mlpkg.store.store import Maker, Store
+from mlpkg.store.store import Maker, PathInfo, Store
 from mlpkg.store.unpack import unpack
 
 

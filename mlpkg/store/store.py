@@ -29,6 +29,8 @@ from pathlib import Path
 from mlpkg.errors import BadInput, BuildError, CheckError, StoreError
 from mlpkg.store import archive
 from mlpkg.store.db import Database, PathInfo
+
+__all__ = ["Maker", "PathInfo", "Store"]  # PathInfo: what Store.info returns
 from mlpkg.store.dlcache import DownloadCache
 from mlpkg.store.fs import canonicalise, fsync_dir, remove_tree, symlink_atomic, sync_tree
 from mlpkg.store.locks import FileLock, PathLock, TempRoots
