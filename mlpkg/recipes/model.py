@@ -9,6 +9,8 @@ Kinds in this version: ``fetch`` (fixed-output download), ``build`` (a sandboxed
 script), ``external`` (a tool found on the machine), ``wheel`` (a Python wheel) and ``app``
 (an application: a ``[run]`` command that ``mlpkg run`` starts in the activated closure,
 and optionally a local Python package, ``[app]``, pinned by the digest of its files).
+Each kind's rules (the tables it needs, whether it has inputs) are registered in
+:mod:`mlpkg.recipes.kinds`, where a later kind registers its own.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from typing import Any, Literal
 
 from packaging.version import InvalidVersion, Version
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from mlpkg.recipes import kinds
 
 FORMAT_VERSION = 1
 NAME_RE = r"[a-z0-9][a-z0-9._-]*"
@@ -244,7 +248,7 @@ class Recipe(_Strict):
     name: str = Field(pattern=f"^{NAME_RE}$", max_length=100)
     version: str = Field(min_length=1, max_length=64)
     summary: str = ""
-    kind: Literal["fetch", "build", "external", "wheel", "app"]
+    kind: str  # one of mlpkg.recipes.kinds.registered()
     aliases: list[str] = []
     inputs: dict[str, str] = {}
     source: Source | None = None
@@ -314,39 +318,24 @@ class Recipe(_Strict):
             return {k: {"set": v} if isinstance(v, str) else v for k, v in value.items()}
         return value
 
+    @field_validator("kind")
+    @classmethod
+    def _kind(cls, value: str) -> str:
+        known = kinds.registered()
+        if value not in known:
+            listed = ", ".join(f"'{k}'" for k in known[:-1]) + f" or '{known[-1]}'"
+            raise ValueError(f"Input should be {listed}")
+        return value
+
     @model_validator(mode="after")
     def _kind_fields(self) -> Recipe:
-        needs = {
-            "fetch": ("source",),
-            "build": ("build",),
-            "external": ("external",),
-            "wheel": ("source", "wheel"),
-            "app": ("run",),
-        }
-        allowed = {"app": ("run", "app")}
-        for section in ("source", "build", "external", "wheel", "app", "run"):
-            present = getattr(self, section) is not None
-            if section in needs[self.kind] and not present:
-                article = "an" if self.kind[0] in "aeiou" else "a"
-                raise FieldError(section, f"{article} {self.kind} recipe needs a [{section}] table")
-            if section not in allowed.get(self.kind, needs[self.kind]) and present:
-                article = "an" if self.kind[0] in "aeiou" else "a"
-                raise FieldError(
-                    section, f"{article} {self.kind} recipe cannot have a [{section}] table"
-                )
-        if self.app is not None and "python" not in self.inputs:
-            raise FieldError("inputs", "an app with an [app] package needs an input named python")
-        if self.kind == "wheel" and "python" not in self.inputs:
-            raise FieldError(
-                "inputs", "a wheel recipe needs an input named python (the interpreter)"
-            )
-        if self.kind == "wheel" and self.source is not None and self.source.unpack:
-            raise FieldError(
-                "source.unpack", "a wheel's [source] is installed, not unpacked: drop unpack"
-            )
-        if self.kind in ("fetch", "external") and self.inputs:
+        rules = kinds.rules_of(self.kind)
+        kinds.check_tables(self, rules)
+        if rules.check is not None:
+            rules.check(self)
+        if not rules.inputs and self.inputs:
             raise FieldError("inputs", f"a {self.kind} recipe cannot have inputs")
-        if (self.version == "external") != (self.kind == "external"):
+        if (self.version == "external") != rules.detected_version:
             raise FieldError("version", 'version "external" is for external recipes, which need it')
         runtime = self.build.runtime_inputs if self.build is not None else None
         unknown = sorted(set(runtime or []) - set(self.inputs))
