@@ -314,8 +314,8 @@ def add_file_cmd(app: App, file: Path, name: str, version: str) -> None:
     FILE may be a directory for a recipe that downloads its content (``network = true``,
     e.g. a dataset assembled by its upstream procedure): the directory becomes that
     recipe's path, after the paths its recipe expects are checked."""
+    from mlpkg.build.fetch import unpack_local
     from mlpkg.resolver.derivation import Derivation, current_platform
-    from mlpkg.resolver.realise import unpack_local
 
     if file.is_dir():
         _add_directory(app, file, name, version)
@@ -374,7 +374,8 @@ def _add_directory(app: App, directory: Path, name: str, version: str) -> None:
     """``add-file DIR``: realise NAME@VERSION, a network build, from a local copy."""
     import shutil
 
-    from mlpkg.resolver.realise import check_expected, runtime_references
+    from mlpkg.build.script import check_expected
+    from mlpkg.resolver.realise import runtime_references
 
     plan = app.plan([f"{name}@=={version}"])
     drv = plan.node(plan.roots[0]).drv

@@ -95,7 +95,7 @@ def is_executable(mode: int) -> bool:
 def listing_digest(listing: Sequence[tuple[str, bool, str]]) -> str:
     """``sha256:`` over the canonical listing: (relative path, executable, sha256 hex) per
     file, in the order of ``files``. The one definition, for :func:`digest` and for the
-    copy that installs the source (``mlpkg.resolver.app``), which hashes what it wrote."""
+    copy that installs the source (``mlpkg.build.app``), which hashes what it wrote."""
     entries = [[rel, executable, sha] for rel, executable, sha in listing]
     text = json.dumps(entries, separators=(",", ":")).encode()
     return "sha256:" + hashlib.sha256(text).hexdigest()

@@ -56,7 +56,7 @@ from mlpkg.recipes.model import Recipe
 from mlpkg.resolver.derivation import Derivation, Detected
 from mlpkg.resolver.external import Detector, untrusted
 from mlpkg.resolver.machine import current_platform
-from mlpkg.resolver.plan import ACTIONS, Plan, PlanNode
+from mlpkg.resolver.plan import Plan, PlanNode, action_of
 from mlpkg.resolver.provider import IndexProvider
 from mlpkg.resolver.spec import parse_spec
 from mlpkg.resolver.toml_writer import dumps
@@ -501,7 +501,7 @@ def to_plan(
             hint="Install the locked version, or pass --allow-external-drift to build anyway.",
         )
     valid = store.valid_among(d.path for d in drvs)
-    nodes = [PlanNode(d, d.path, "valid" if d.path in valid else ACTIONS[d.kind]) for d in drvs]
+    nodes = [PlanNode(d, d.path, "valid" if d.path in valid else action_of(d.kind)) for d in drvs]
     expected = {
         n.path: n.archive_hash for n in lock.nodes if n.archive_hash and n.drv.kind != "external"
     }

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
+from mlpkg.build import builder_for, builders
 from mlpkg.errors import BadInput, ResolutionError
 from mlpkg.resolver.derivation import Derivation, current_platform
 from mlpkg.resolver.provider import RecipeBacked
@@ -22,8 +23,11 @@ from mlpkg.resolver.spec import Spec
 from mlpkg.store.path import StorePath
 from mlpkg.store.store import Store
 
-ACTIONS = {"fetch": "fetch", "build": "build", "external": "link", "wheel": "install",
-           "app": "install"}  # fmt: skip
+
+def action_of(kind: str) -> str:
+    """What a plan says it will do for a pending path of recipe kind ``kind`` (fetch,
+    build, link, install): its builder's ``action``."""
+    return builder_for(kind).action
 
 
 @dataclass
@@ -62,7 +66,7 @@ class Plan:
         return [n for n in self.nodes if n.action != "valid"]
 
     def counts(self) -> dict[str, int]:
-        counts = {"valid": 0, **dict.fromkeys(ACTIONS.values(), 0)}
+        counts = {"valid": 0, **dict.fromkeys((b.action for b in builders()), 0)}
         for n in self.nodes:
             counts[n.action] += 1
         return counts
@@ -152,5 +156,5 @@ def make_plan(
     drvs, roots = derive(provider, specs, platform)
     store.protect(d.path for d in drvs)
     valid = store.valid_among(d.path for d in drvs)
-    nodes = [PlanNode(d, d.path, "valid" if d.path in valid else ACTIONS[d.kind]) for d in drvs]
+    nodes = [PlanNode(d, d.path, "valid" if d.path in valid else action_of(d.kind)) for d in drvs]
     return Plan(nodes, roots)

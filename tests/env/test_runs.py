@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
+from mlpkg.build.app import run_command
 from mlpkg.env import runs
 from mlpkg.errors import FormatVersionError
-from mlpkg.resolver.app import run_command
 from tests.cli_support import python_bin
 from tests.toy_app import Home, write_recipes
 

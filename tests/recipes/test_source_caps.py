@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from pydantic import ValidationError
 
+from mlpkg.build.fetch import unpack_local
 from mlpkg.errors import FetchError
 from mlpkg.recipes.model import Recipe
 from mlpkg.resolver.derivation import Derivation
-from mlpkg.resolver.realise import unpack_local
 from tests.recipe_text import fetch_toml
 
 if TYPE_CHECKING:

@@ -86,7 +86,7 @@ def test_an_app_source_changed_while_copied_is_stored_as_hashed(
     env = python_path(tmp_path / "bin")
     src = write_app(mlpkg_cli).parent / "src"
     target = src / "__init__.py"
-    import mlpkg.resolver.app as app_module
+    import mlpkg.build.app as app_module
 
     real_install = app_module._install_source
     counts: list[Callable[[], int]] = []

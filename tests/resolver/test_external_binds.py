@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from mlpkg.resolver.realise import _external_targets
+from mlpkg.build.script import external_targets
 from mlpkg.store import sandbox
 from tests.recipe_text import build_toml
 
@@ -120,4 +120,4 @@ def test_external_targets_never_bind_the_root_or_a_top_level_directory(tmp_path:
         "relative": "../lib/x",  # not a host location
     }.items():
         os.symlink(target, ext / "bin" / name)
-    assert _external_targets([ext]) == [Path("/opt/py")]
+    assert external_targets([ext]) == [Path("/opt/py")]

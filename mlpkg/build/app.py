@@ -17,15 +17,27 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from mlpkg.build import BuildContext, Builder, register
 from mlpkg.errors import BuildError
-from mlpkg.recipes.appsource import is_executable, listing_digest, locate, source_files
-from mlpkg.resolver.derivation import Derivation
 from mlpkg.store.fs import copy_file
-from mlpkg.store.store import Store
+
+if TYPE_CHECKING:
+    from mlpkg.resolver.derivation import Derivation
+    from mlpkg.store.store import Maker, Store
 
 APP_MANIFEST = "share/mlpkg/app.json"
 APP_MANIFEST_VERSION = 1
+
+
+class App(Builder):
+    kind = "app"
+    action = "install"
+    relocatable = True
+
+    def maker(self, drv: Derivation, ctx: BuildContext) -> Maker:
+        return lambda tmp: make_app(drv, tmp, ctx.store)
 
 
 def make_app(drv: Derivation, tmp: Path, store: Store) -> dict[str, object]:
@@ -44,7 +56,8 @@ def make_app(drv: Derivation, tmp: Path, store: Store) -> dict[str, object]:
 
 
 def _install_source(drv: Derivation, tmp: Path, store: Store) -> dict[str, object]:
-    from mlpkg.resolver.wheel import python_of
+    from mlpkg.build.wheel import python_of
+    from mlpkg.recipes.appsource import locate, source_files
 
     app = drv.recipe.app
     assert app is not None
@@ -69,6 +82,8 @@ def copy_source(root: Path, files: list[str], dest: Path) -> str:
     taken of the bytes copied, and its executable bit (owner-exec, from the open file) is
     the one the copy gets. A file that changes meanwhile cannot enter the store under the
     digest of other bytes: the caller compares this digest with the pinned one."""
+    from mlpkg.recipes.appsource import is_executable, listing_digest
+
     listing: list[tuple[str, bool, str]] = []
     for rel in files:
         target = dest / rel
@@ -90,3 +105,6 @@ def run_command(store_path: Path) -> list[str]:
     if doc.get("format") != APP_MANIFEST_VERSION:
         raise BuildError(f"{store_path / APP_MANIFEST} has an unknown format {doc.get('format')}.")
     return [str(a) for a in doc["command"]]
+
+
+register(App())

@@ -17,16 +17,46 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from packaging.specifiers import InvalidSpecifier, SpecifierSet
-from packaging.utils import parse_wheel_filename
-
+from mlpkg.build import BuildContext, Builder, add_file_hint, register
+from mlpkg.build.fetch import download
 from mlpkg.errors import BuildError
-from mlpkg.resolver.derivation import Derivation
-from mlpkg.store.store import Store
+from mlpkg.store.fs import remove_tree
+
+if TYPE_CHECKING:
+    from mlpkg.resolver.derivation import Derivation
+    from mlpkg.store.store import Maker, Store
 
 SHEBANG_INTERPRETER = "/usr/bin/env python3"
+
+
+class Wheel(Builder):
+    kind = "wheel"
+    action = "install"
+    relocatable = True
+
+    def maker(self, drv: Derivation, ctx: BuildContext) -> Maker:
+        return lambda tmp: _wheel(drv, tmp, ctx)
+
+    def offline_hint(self, drv: Derivation) -> str:
+        return add_file_hint(drv, "FILE")
+
+
+def _wheel(drv: Derivation, tmp: Path, ctx: BuildContext) -> dict[str, object]:
+    wheel = drv.recipe.wheel
+    assert wheel is not None
+    python = python_of(drv, ctx.store)
+    check_compatible(drv, python)
+    # The installer reads the distribution's name from the file name: keep it exact.
+    dest = ctx.store.partial_file(ctx.node.path) / wheel.filename
+    dest.parent.mkdir(exist_ok=True)
+    try:
+        facts = download(drv, dest, ctx)
+        install_wheel(dest, tmp, python)
+    finally:
+        remove_tree(dest.parent)
+    return facts
 
 
 def python_of(drv: Derivation, store: Store) -> dict[str, Any]:
@@ -47,6 +77,9 @@ def python_of(drv: Derivation, store: Store) -> dict[str, Any]:
 
 def check_compatible(drv: Derivation, python: dict[str, Any]) -> None:
     """Refuse a wheel whose tags or Requires-Python the interpreter does not accept."""
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+    from packaging.utils import parse_wheel_filename
+
     assert drv.recipe.wheel is not None
     filename = drv.recipe.wheel.filename
     _, _, _, wheel_tags = parse_wheel_filename(filename)
@@ -123,3 +156,6 @@ def install_wheel(wheel: Path, out: Path, python: dict[str, Any]) -> None:
             install(source, destination, additional_metadata={"INSTALLER": b"mlpkg\n"})
     except Exception as e:  # installer raises plain exceptions for broken wheels
         raise BuildError(f"Installing {wheel.name} failed: {e}.") from None
+
+
+register(Wheel())
