@@ -83,8 +83,9 @@ class Derivation:
 
     def fingerprint(self) -> dict[str, Any]:
         """What the store path hash covers: the function of :data:`FINGERPRINTS` for the
-        recipe's kind."""
-        return FINGERPRINTS[self.kind](self)
+        recipe's kind (a kind without one there is hashed as ``build``: all its hashed
+        content, the platform and its inputs)."""
+        return FINGERPRINTS.get(self.kind, build_fingerprint)(self)
 
     @cached_property
     def _fingerprint_bytes(self) -> bytes:
