@@ -37,9 +37,20 @@ from typing import Any
 TARGET = 0.25
 RECIPES = 50
 REPO = Path(__file__).resolve().parent.parent
-SKIP = shutil.ignore_patterns(
-    ".git", "build", "dist", "*.egg-info", "__pycache__", ".*cache", ".venv", "bench"
+_SKIP_ANYWHERE = shutil.ignore_patterns(
+    ".git", "dist", "*.egg-info", "__pycache__", ".*cache", ".venv", "bench"
 )
+
+
+def SKIP(directory: str, names: list[str]) -> set[str]:
+    """What the copy of the tree leaves out; ``build`` only at the top (setuptools' build
+    directory): ``mlpkg/build`` is the builders' package."""
+    skipped = set(_SKIP_ANYWHERE(directory, names))
+    if Path(directory) == REPO and "build" in names:
+        skipped.add("build")
+    return skipped
+
+
 RECIPE = """name = "{name}"
 version = "1.0"
 kind = "build"
