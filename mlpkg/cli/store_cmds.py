@@ -135,9 +135,11 @@ def why_depends_cmd(app: App, package: str, dependency: str) -> None:
 
 
 def _remaker(app: App) -> Callable[[PathInfo], Remake]:
+    """How ``verify --repair`` remakes a path: its kind's builder, as realisation does."""
+    from mlpkg.build import BuildContext, builder_for
     from mlpkg.resolver.derivation import Derivation
     from mlpkg.resolver.plan import PlanNode
-    from mlpkg.resolver.realise import Reporter, is_relocatable, maker
+    from mlpkg.resolver.realise import Reporter
 
     reporter = Reporter()
 
@@ -145,8 +147,9 @@ def _remaker(app: App) -> Callable[[PathInfo], Remake]:
         drv = Derivation.from_json(info.deriver)
         if drv.path != info.path:
             raise VerifyError(f"The recorded derivation of {info.path} does not hash to it.")
-        node = PlanNode(drv, drv.path, "repair")
-        return Remake(maker(drv, app.store, reporter, node), is_relocatable(info.kind))
+        builder = builder_for(drv.kind, drv.name)
+        ctx = BuildContext(app.store, reporter, PlanNode(drv, drv.path, "repair"))
+        return Remake(builder.maker(drv, ctx), builder.relocatable)
 
     return remake
 
