@@ -259,6 +259,8 @@ def _exec(spec: dict) -> None:  # type: ignore[type-arg]
     _drop_capabilities()
     if spec.get("pdeathsig"):
         _prctl(PR_SET_PDEATHSIG, spec["pdeathsig"], "parent-death signal")
+    for sig in (signal.SIGPIPE, signal.SIGXFSZ):  # Python ignores these; commands must not
+        signal.signal(sig, signal.SIG_DFL)
     argv = spec["argv"]
     try:
         os.execve(argv[0], argv, spec["env"])

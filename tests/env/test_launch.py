@@ -54,3 +54,14 @@ def test_a_full_disk_under_the_run_directory_never_blocks_the_app(tmp_path: Path
     argv = ["sh", "-c", "head -c 5000000 /dev/zero; echo done >&2"]
     with pytest.raises(StoreError, match="is full: no space left for the app's output"):
         launch.launch(argv, env, tmp_path, show=False)
+
+
+def test_an_isolated_app_ignores_no_signal(tmp_path: Path) -> None:
+    import signal
+
+    store = tmp_path / "store"
+    store.mkdir()
+    argv = ["sh", "-c", "grep SigIgn /proc/self/status"]
+    launch.launch(argv, {"PATH": "/usr/bin:/bin"}, tmp_path, show=False, readonly=[store])
+    mask = int((tmp_path / "stdout.txt").read_text().split()[1], 16)
+    assert mask & (1 << (signal.SIGPIPE - 1)) == 0

@@ -243,3 +243,13 @@ def test_the_recipe_model_reserves_the_same_names() -> None:
     from mlpkg.recipes.model import RESERVED_INPUT_KEYS
 
     assert RESERVED_INPUT_KEYS == sandbox.RESERVED_NAMES
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_build_ignores_no_signal(tmp_path: Path, kind: str) -> None:
+    """Python ignores SIGPIPE; a build started through Python must not inherit that."""
+    out = sandbox.run(
+        request(tmp_path, 'mkdir "$out"; grep SigIgn /proc/self/status > "$out/s"'), kind
+    )
+    mask = int((out / "s").read_text().split()[1], 16)
+    assert mask & (1 << (signal.SIGPIPE - 1)) == 0 and mask & (1 << (signal.SIGXFSZ - 1)) == 0
