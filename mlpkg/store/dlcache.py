@@ -17,15 +17,10 @@ from pathlib import Path
 from mlpkg.store.fs import copy_atomic, copy_file, fsync_dir
 from mlpkg.store.locks import locked_temp
 
-_CHUNK = 1 << 20
-
 
 def _sha256(file: Path) -> str:
-    h = hashlib.sha256()
     with open(file, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 class DownloadCache:
