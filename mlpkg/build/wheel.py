@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING, Any
 from mlpkg.build import BuildContext, Builder, add_file_hint, register
 from mlpkg.build.fetch import download
 from mlpkg.errors import BuildError
+from mlpkg.resolver.derivation import Derivation
 from mlpkg.store.fs import remove_tree
 
 if TYPE_CHECKING:
-    from mlpkg.resolver.derivation import Derivation
     from mlpkg.store.store import Maker, Store
 
 SHEBANG_INTERPRETER = "/usr/bin/env python3"
@@ -63,16 +63,14 @@ def python_of(drv: Derivation, store: Store) -> dict[str, Any]:
     """The probe info of the wheel's ``python`` input (version, tags), from the store."""
     path = drv.inputs["python"]
     info = store.info(path)
-    detected = info.deriver.get("detected") if info else None
-    probe = detected.get("info") if isinstance(detected, dict) else None
-    tags = detected.get("tags") if isinstance(detected, dict) else None
-    if not isinstance(probe, dict) or not tags:
+    detected = Derivation.from_json(info.deriver).detected if info else None
+    if detected is None or not detected.tags:
         raise BuildError(
             f"{drv.name}-{drv.version}: its python input {path} is not a probed Python "
             'interpreter (an external recipe with probe = "python").',
             package=drv.name,
         )
-    return {**probe, "tags": tags}
+    return {**detected.info, "tags": detected.tags}
 
 
 def check_compatible(drv: Derivation, python: dict[str, Any]) -> None:

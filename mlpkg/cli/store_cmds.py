@@ -99,6 +99,8 @@ def path_info_cmd(
 @common
 def why_depends_cmd(app: App, package: str, dependency: str) -> None:
     """Show the chain of references by which PACKAGE depends on DEPENDENCY."""
+    from mlpkg.resolver.derivation import Derivation
+
     a, b = resolve_path(app, package), resolve_path(app, dependency)
     graph = app.store.reference_graph()
     parent: dict[StorePath, StorePath | None] = {a: None}
@@ -127,9 +129,8 @@ def why_depends_cmd(app: App, package: str, dependency: str) -> None:
     app.out(str(app.store.real_path(chain[0])))
     for depth, (prev, p) in enumerate(itertools.pairwise(chain), 1):
         info = app.store.info(prev)
-        inputs = info.deriver.get("inputs", {}) if info else {}
-        assert isinstance(inputs, dict)
-        keys = [k for k, v in inputs.items() if v == str(p)]
+        inputs = Derivation.from_json(info.deriver).inputs if info else {}
+        keys = [k for k, v in inputs.items() if v == p]
         via = f" (input {keys[0]})" if keys else ""
         app.out(f"{'  ' * depth}└── {app.store.real_path(p)}{via}")
 
