@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from mlpkg.cli.context import App, F, common
-from mlpkg.cli.lock_cmds import read_lock, realise_lock
+from mlpkg.cli.lock_cmds import realise_lock
 from mlpkg.errors import BadInput
 from mlpkg.store.path import StorePath
 
@@ -198,6 +198,8 @@ def install_cmd(app: App, specs: tuple[str, ...], dry_run: bool, profile_name: s
         current = profile.current()
         if lock_file is not None:
             doc = realise(app, specs, False, options)
+            from mlpkg.resolver.lockmake import read_lock
+
             wanted = read_lock(lock_file).specs
         else:
             wanted = merge_specs(app, current.specs if current else [], specs)

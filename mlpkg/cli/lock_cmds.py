@@ -9,34 +9,10 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from mlpkg.cli.context import App, common
-from mlpkg.errors import BadInput, CheckError, LockError, MlpkgError
+from mlpkg.errors import BadInput, CheckError, MlpkgError
 
 if TYPE_CHECKING:
     from mlpkg.resolver.lockfile import Lockfile
-
-
-def read_lock(file: Path) -> Lockfile:
-    """Read and check the lockfile ``file`` (LockError naming it when it is not one).
-
-    Reading runs nothing; commands that act on a lock check its externals against their
-    recipe collection with :func:`trusted_lock` (or ``to_plan(..., trusted=)``)."""
-    from mlpkg.resolver import lockfile
-
-    try:
-        text = file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise LockError(f"Cannot read lockfile {file}: {e}.", file=str(file)) from None
-    return lockfile.parse(text, str(file))
-
-
-def trusted_lock(app: App, file: Path) -> Lockfile:
-    """:func:`read_lock`, refused (exit 2) when an external of the lock would be detected
-    otherwise than ``app``'s recipe collection detects it (docs/trust.md)."""
-    from mlpkg.resolver.lockfile import check_trusted
-
-    lock = read_lock(file)
-    check_trusted(lock, app.index)
-    return lock
 
 
 def write_lock(app: App, lock: Lockfile, output: Path) -> None:
@@ -62,9 +38,9 @@ def write_lock(app: App, lock: Lockfile, output: Path) -> None:
 def check_lock(app: App, file: Path) -> dict[str, Any]:
     """Is the lock consistent (parse checks it), are its externals detected as the recipes
     detect them (else exit 2), and do the recipes still give it?"""
-    from mlpkg.resolver.lockmake import lock_changes
+    from mlpkg.resolver.lockmake import lock_changes, read_trusted_lock
 
-    lock = trusted_lock(app, file)
+    lock = read_trusted_lock(file, app.index)
     changes = lock_changes(lock, app.plan(lock.specs))
     return {"file": str(file), "consistent": True, "up_to_date": not changes, "changes": changes}
 
@@ -72,15 +48,17 @@ def check_lock(app: App, file: Path) -> dict[str, Any]:
 def update_lock(app: App, file: Path, names: tuple[str, ...]) -> Lockfile:
     """Re-resolve ``names`` with the current recipes; keep every other node as locked (a
     lock whose externals the recipes do not trust is refused first)."""
-    from mlpkg.resolver.lockmake import updated_lock
+    from mlpkg.resolver.lockmake import read_trusted_lock, updated_lock
 
-    return updated_lock(app.store, app.provider, trusted_lock(app, file), names, str(file))
+    lock = read_trusted_lock(file, app.index)
+    return updated_lock(app.store, app.provider, lock, names, str(file))
 
 
 def realise_lock(app: App, file: Path, allow_drift: bool, dry_run: bool) -> dict[str, Any]:
     """``build --lock``: realise exactly the locked plan and compare every archive hash.
     The lock's externals must be detected as ``app``'s recipe collection detects them."""
     from mlpkg.resolver.lockfile import check_valid_paths, to_plan
+    from mlpkg.resolver.lockmake import read_lock
     from mlpkg.resolver.realise import realise_plan
 
     lock = read_lock(file)

@@ -30,7 +30,7 @@ from mlpkg.store.path import StorePath
 
 def _plan(app: App, spec: str | None, lock_file: Path | None, drift: bool) -> tuple[Any, str]:
     """The realised plan of the app and the spec it was asked as."""
-    from mlpkg.cli.lock_cmds import read_lock
+    from mlpkg.resolver.lockmake import read_lock
     from mlpkg.resolver.realise import realise_plan
 
     expected: dict[StorePath, str] = {}

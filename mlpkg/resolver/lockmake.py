@@ -2,7 +2,8 @@
 paths as they are (a profile's generation), and of a lock with some packages re-resolved.
 
 The lockfile module is the format (parse, write, trust checks, the plan a lock gives);
-this module decides what goes in a lock (which archive hashes are known, what an MD5-only
+this module reads a lock from a file (:func:`read_lock`, :func:`read_trusted_lock`),
+decides what goes in a lock (which archive hashes are known, what an MD5-only
 download's sha256 is) and how a lock differs from its specs resolved again. ``mlpkg
 lock``, ``mlpkg run`` (its run directory's ``mlpkg.lock``) and ``mlpkg profile export``
 call these functions; they take the store, a plan or paths, and a provider, never the
@@ -13,16 +14,38 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
+from pathlib import Path
 
-from mlpkg.errors import BadInput
+from mlpkg.errors import BadInput, LockError
+from mlpkg.recipes.index import RecipeIndex
 from mlpkg.resolver.derivation import Derivation
-from mlpkg.resolver.lockfile import Lockfile, PinnedProvider, from_plan
+from mlpkg.resolver.lockfile import Lockfile, PinnedProvider, check_trusted, from_plan, parse
 from mlpkg.resolver.machine import current_platform
 from mlpkg.resolver.plan import Plan, make_plan
 from mlpkg.resolver.provider import IndexProvider
 from mlpkg.resolver.spec import parse_spec
 from mlpkg.store.path import StorePath
 from mlpkg.store.store import Store
+
+
+def read_lock(file: Path) -> Lockfile:
+    """Read and check the lockfile ``file`` (LockError naming it when it is not one).
+
+    Reading runs nothing; commands that act on a lock check its externals against their
+    recipe collection with :func:`read_trusted_lock` (or ``to_plan(..., trusted=)``)."""
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise LockError(f"Cannot read lockfile {file}: {e}.", file=str(file)) from None
+    return parse(text, str(file))
+
+
+def read_trusted_lock(file: Path, trusted: RecipeIndex) -> Lockfile:
+    """:func:`read_lock`, refused (LockError, exit 2) when an external of the lock would be
+    detected otherwise than the recipe collection ``trusted`` detects it (docs/trust.md)."""
+    lock = read_lock(file)
+    check_trusted(lock, trusted)
+    return lock
 
 
 def lock_of_plan(
