@@ -25,7 +25,7 @@ The contract of :func:`launch`:
 from __future__ import annotations
 
 import contextlib
-import ctypes
+import functools
 import os
 import shutil
 import signal
@@ -43,7 +43,6 @@ from mlpkg.store import sandbox
 from mlpkg.store.space import disk_full, is_full
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-_PR_SET_PDEATHSIG = 1
 _KEEP = 4096  # bytes of an unfinished line remembered, from its start (progress bars use \r)
 
 
@@ -54,18 +53,6 @@ class Exited:
     error: str | None
 
 
-_prctl: Callable[..., int] | None
-try:  # looked up before any fork: the child only calls it
-    _prctl = ctypes.CDLL(None, use_errno=True).prctl
-except (OSError, AttributeError):  # not Linux
-    _prctl = None
-
-
-def _child_setup() -> None:  # runs in the child between fork and exec
-    if _prctl is not None:
-        _prctl(_PR_SET_PDEATHSIG, int(signal.SIGINT), 0, 0, 0)
-
-
 def _start(
     argv: list[str], env: dict[str, str], isolation: str, readonly: Sequence[Path]
 ) -> subprocess.Popen[bytes]:
@@ -73,7 +60,7 @@ def _start(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=True,
-        preexec_fn=_child_setup,  # only prctl(): safe after fork
+        preexec_fn=functools.partial(sandbox.set_parent_death_signal, int(signal.SIGINT)),
     )
     if isolation == "namespace":
         spec = sandbox.readonly_spec(argv, env, readonly, int(signal.SIGINT))

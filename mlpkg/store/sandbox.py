@@ -79,6 +79,7 @@ NO_SANDBOX_HINT = (
 )
 
 
+@functools.cache
 def _probe_bubblewrap() -> bool:
     if shutil.which("bwrap") is None:
         return False
@@ -89,6 +90,7 @@ def _probe_bubblewrap() -> bool:
         return False
 
 
+@functools.cache
 def _probe_namespace() -> bool:
     import tempfile
 
@@ -331,7 +333,7 @@ def _spawn(
     kw: dict[str, object] = dict(
         cwd=req.build_dir / "src", stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, start_new_session=True, umask=0o022,
-        preexec_fn=_die_with_parent,
+        preexec_fn=functools.partial(set_parent_death_signal, int(signal.SIGKILL)),
     )  # fmt: skip
     try:
         if argv is None:
@@ -416,9 +418,11 @@ except (OSError, AttributeError):  # not Linux
     _prctl = None
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
+def set_parent_death_signal(signum: int) -> None:
+    """Have the kernel send ``signum`` to this process when its parent dies. Meant for a
+    child between fork and exec (``preexec_fn``): it only calls prctl()."""
     if _prctl is not None:
-        _prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+        _prctl(1, signum, 0, 0, 0)  # PR_SET_PDEATHSIG
 
 
 def _tail(log: Path, lines: int = 15) -> list[str]:
