@@ -6,7 +6,6 @@ every path in it is valid, there is nothing to do and no recipe is parsed.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,6 @@ from typing import Any
 import click
 
 from mlpkg.cli.context import App, F, common
-from mlpkg.cli.lock_cmds import realise_lock
 from mlpkg.errors import BadInput
 from mlpkg.store.path import StorePath
 
@@ -39,35 +37,12 @@ def print_plan(app: App, doc: dict[str, Any]) -> None:
 def realise(
     app: App, specs: tuple[str, ...], dry_run: bool, lock: LockOptions | None = None
 ) -> dict[str, Any]:
-    """Plan, then (unless ``dry_run``) act; return the plan document."""
+    """``--lock FILE`` or SPECS, realised by the session (unless ``dry_run``): the plan."""
     if lock is not None and lock.file is not None:
         if specs:
             raise BadInput("Give specs or --lock FILE, not both.")
-        if app.overrides:
-            raise BadInput("--with changes a resolution; a lock is not resolved again.")
-        return realise_lock(app, lock.file, lock.allow_external_drift, dry_run)
-    if not specs:
-        raise BadInput("Give at least one spec, e.g. `mlpkg build hello`.")
-    if not dry_run:
-        cached = app.cached_plan(specs)
-        if cached is not None:
-            app.debug("plan cache: every path is valid, nothing to do")
-            return cached
-    plan = app.plan(specs)
-    doc = plan.to_json()
-    if dry_run:
-        return doc
-    if not plan.pending():
-        app.debug("every path is valid: nothing to do")
-        return doc
-    from mlpkg.resolver.realise import realise_plan
-
-    reporter = app.reporter()
-    try:
-        realise_plan(plan, app.store, reporter)
-    finally:
-        reporter.close()
-    return doc
+        return app.realise_lock(lock.file, lock.allow_external_drift, dry_run)
+    return app.realise(specs, dry_run)
 
 
 def _emit_result(app: App, doc: dict[str, Any], dry_run: bool, roots: dict[str, str]) -> None:
@@ -157,20 +132,6 @@ def build_cmd(
     _emit_result(app, doc, dry_run, roots)
 
 
-def package_of(app: App, spec: str) -> str:
-    """The canonical package name a spec (or a bare name or alias) is about."""
-    from mlpkg.resolver.spec import parse_spec
-
-    return app.provider.canonical_name(parse_spec(spec).name)
-
-
-def merge_specs(app: App, old: Sequence[str], new: Sequence[str]) -> list[str]:
-    """A profile's specs after asking for ``new``: a new spec replaces the old one of the
-    same package; the rest keep their order."""
-    replaced = {package_of(app, s) for s in new}
-    return [s for s in old if package_of(app, s) not in replaced] + list(dict.fromkeys(new))
-
-
 @click.command("install")
 @click.argument("specs", nargs=-1)
 @click.option("--dry-run", is_flag=True, help="Print the plan without acting.")
@@ -202,7 +163,7 @@ def install_cmd(app: App, specs: tuple[str, ...], dry_run: bool, profile_name: s
 
             wanted = read_lock(lock_file).specs
         else:
-            wanted = merge_specs(app, current.specs if current else [], specs)
+            wanted = app.merge_specs(current.specs if current else [], specs)
             doc = realise(app, tuple(wanted), False)
         gen = profile.add_generation(wanted, [StorePath.parse(r) for r in doc["roots"]])
     app.info(f"profile {profile.name}: generation {gen.number} ({', '.join(gen.specs)})")

@@ -1,8 +1,6 @@
-"""What every command needs: where the home is, the store, the recipe index, the output
-mode, and the progress reporter. Created per invocation; nothing global.
-
-Heavy modules (pydantic through the recipe model, httpx, rich) are imported only when a
-command needs them, so that a warm no-op ``mlpkg build`` stays fast.
+"""What every command needs: a :class:`~mlpkg.session.Session` (the home, its store and
+recipes, the operations) plus the output mode and the progress display. Created per
+invocation; nothing global. Rich is imported only when a command shows progress.
 """
 
 from __future__ import annotations
@@ -10,68 +8,29 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from functools import cached_property, wraps
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import wraps
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from mlpkg.recipes.index import RecipeIndex, default_dirs
-from mlpkg.resolver import plancache
-from mlpkg.resolver.machine import current_platform
-from mlpkg.store.path import StorePath
-from mlpkg.store.store import Store
+from mlpkg.session import Session
 
 if TYPE_CHECKING:
-    from mlpkg.resolver.plan import Plan
-    from mlpkg.resolver.provider import IndexProvider
     from mlpkg.resolver.realise import Reporter
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def default_home() -> Path:
-    env = os.environ.get("MLPKG_HOME")
-    if env:
-        return Path(env)
-    import platformdirs
-
-    return Path(platformdirs.user_data_dir("mlpkg"))
-
-
 @dataclass
-class App:
+class App(Session):
+    """A :class:`~mlpkg.session.Session` that prints: the output mode of one invocation."""
+
     json: bool = False
     verbose: bool = False
     quiet: bool = False
-    recipe_dirs: list[Path] = field(default_factory=list)
-    home: Path = field(default_factory=default_home)
-    overrides: dict[str, str] = field(default_factory=dict)  # --with NAME=SPEC
-
-    @cached_property
-    def store(self) -> Store:
-        cache = os.environ.get("MLPKG_CACHE_DIR")
-        return Store(self.home, Path(cache) if cache else None)
-
-    @cached_property
-    def dirs(self) -> list[Path]:
-        return default_dirs(self.recipe_dirs, self.home / "recipes")
-
-    @cached_property
-    def index(self) -> RecipeIndex:
-        return RecipeIndex(self.dirs)
-
-    @cached_property
-    def provider(self) -> IndexProvider:
-        from mlpkg.resolver.provider import IndexProvider
-
-        return IndexProvider(self.index)
-
-    def close(self) -> None:
-        if "store" in self.__dict__:
-            self.store.close()
 
     # -- output ---------------------------------------------------------------------------
 
@@ -96,40 +55,6 @@ class App:
     @property
     def interactive(self) -> bool:
         return not self.quiet and not self.json and sys.stderr.isatty()
-
-    # -- common steps ---------------------------------------------------------------------
-
-    def plan(self, specs: Sequence[str]) -> Plan:
-        """Resolve ``specs`` into a plan, and remember it in the plan cache."""
-        from mlpkg.resolver.plan import make_plan
-        from mlpkg.resolver.spec import parse_spec
-
-        self.provider.set_overrides({k: parse_spec(v) for k, v in self.overrides.items()})
-        plan = make_plan(self.provider, [parse_spec(s) for s in specs], self.store)
-        detector = self.provider.detector
-        if not detector.volatile:  # a tool found through a shim may change unseen
-            key = plancache.cache_key(self._cache_specs(specs), self.dirs, current_platform())
-            plancache.save(self.home, key, plan.to_json(), self.index.stamps, detector.stamps)
-        return plan
-
-    def _cache_specs(self, specs: Sequence[str]) -> list[str]:
-        return [*specs, *(f"--with {k}={v}" for k, v in sorted(self.overrides.items()))]
-
-    def cached_plan(self, specs: Sequence[str]) -> dict[str, Any] | None:
-        """The plan document of ``specs`` from the plan cache, if it is still right and
-        every path in it is valid; None otherwise."""
-        key = plancache.cache_key(self._cache_specs(specs), self.dirs, current_platform())
-        doc = plancache.load(self.home, key)
-        if doc is None:
-            return None
-        paths = [StorePath.parse(n["path"]) for n in doc["nodes"]]
-        self.store.protect(paths)  # before checking validity: gc may be running
-        if len(self.store.valid_among(paths)) != len(set(paths)):
-            return None
-        for node in doc["nodes"]:
-            node["action"] = "valid"
-        doc["counts"] = {k: 0 for k in doc["counts"]} | {"valid": len(doc["nodes"])}
-        return doc
 
     def reporter(self) -> Reporter:
         from mlpkg.cli.progress import RichReporter, TextReporter

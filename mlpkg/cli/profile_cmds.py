@@ -97,7 +97,6 @@ def switch_cmd(app: App, generation: int, profile_name: str) -> None:
 @common
 def remove_cmd(app: App, names: tuple[str, ...], profile_name: str) -> None:
     """Remove packages from a profile (a new generation without them)."""
-    from mlpkg.cli.build_cmds import package_of, realise
     from mlpkg.errors import BadInput
     from mlpkg.store.path import StorePath
 
@@ -105,11 +104,11 @@ def remove_cmd(app: App, names: tuple[str, ...], profile_name: str) -> None:
     with profile.locked():
         current = profile.current()
         old = current.specs if current else []
-        drop = {package_of(app, n) for n in names}
-        kept = [s for s in old if package_of(app, s) not in drop]
+        drop = {app.package_of(n) for n in names}
+        kept = [s for s in old if app.package_of(s) not in drop]
         if len(kept) == len(old):
             raise BadInput(f"Profile {profile.name} has none of {', '.join(names)}.")
-        doc = realise(app, tuple(kept), False) if kept else {"roots": []}
+        doc = app.realise(kept) if kept else {"roots": []}
         gen = profile.add_generation(kept, [StorePath.parse(r) for r in doc["roots"]])
     app.info(f"profile {profile.name}: generation {gen.number} ({' '.join(gen.specs) or 'empty'})")
 

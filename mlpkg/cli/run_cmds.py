@@ -10,48 +10,12 @@ module parses the options, prints, and turns the run's status into the exit code
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import click
 
 from mlpkg.cli.context import App, common
-from mlpkg.env.run import (
-    RunRequest,
-    RunResult,
-    check_app,
-    check_output,
-    plan_of_lock,
-    replay_source,
-    run_app,
-)
+from mlpkg.env.run import RunRequest, RunResult, check_output, replay_source, run_app
 from mlpkg.errors import BadInput, Interrupted, RunError
-from mlpkg.store.path import StorePath
-
-
-def _plan(app: App, spec: str | None, lock_file: Path | None, drift: bool) -> tuple[Any, str]:
-    """The realised plan of the app and the spec it was asked as."""
-    from mlpkg.resolver.lockmake import read_lock
-    from mlpkg.resolver.realise import realise_plan
-
-    expected: dict[StorePath, str] = {}
-    if lock_file is not None:
-        if app.overrides:
-            raise BadInput("--with changes a resolution; a lock is not resolved again.")
-        lock = read_lock(lock_file)
-        plan, expected, spec = plan_of_lock(app.store, lock, lock_file, spec,
-                                            app.provider.detector, app.index, drift)  # fmt: skip
-    elif spec is None:
-        raise BadInput("Give an app to run, e.g. `mlpkg run retinanet-offline+synthetic`.")
-    else:
-        plan = app.plan([spec])
-    check_app(app.store, plan.node(plan.roots[0]).drv)
-    if plan.pending():
-        reporter = app.reporter()
-        try:
-            realise_plan(plan, app.store, reporter, expected, keep_going=True)
-        finally:
-            reporter.close()
-    return plan, spec
 
 
 @click.command("run", context_settings={"ignore_unknown_options": True})
@@ -80,7 +44,7 @@ def run_cmd(app: App, spec: str | None, args: tuple[str, ...], output: Path | No
         lock_file, replayed = replay_source(lock_file)
         extra = extra or replayed or []
     check_output(output)
-    plan, spec = _plan(app, spec, lock_file, allow_external_drift)
+    plan, spec = app.realise_app(spec, lock_file, allow_external_drift)
     request = RunRequest(spec, extra, output, dict(app.overrides), lock_file, show=not app.json)
     drv = plan.node(plan.roots[0]).drv
     result = run_app(app.store, plan, request,

@@ -8,7 +8,6 @@ import subprocess
 
 import click
 
-from mlpkg.cli.build_cmds import realise
 from mlpkg.cli.context import App, common
 from mlpkg.env.activation import Activation, activation
 from mlpkg.errors import BadInput
@@ -20,7 +19,7 @@ def activate(app: App, specs: tuple[str, ...], pure: bool, profile: str | None) 
     if specs and profile:
         raise BadInput("Give specs or --profile, not both.")
     if specs:
-        doc = realise(app, specs, dry_run=False)
+        doc = app.realise(specs)
         roots = [StorePath.parse(r) for r in doc["roots"]]
     else:
         from mlpkg.env.profiles import Profile

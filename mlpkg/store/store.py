@@ -18,6 +18,7 @@ A ``Store`` is passed around explicitly (no global); close it when done.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import os
@@ -144,6 +145,25 @@ class Store:
     def reference_graph(self) -> dict[StorePath, list[StorePath]]:
         """Every valid path with the paths it references (one query)."""
         return self._db.reference_graph()
+
+    def reference_chain(self, start: StorePath, end: StorePath) -> list[StorePath]:
+        """A shortest chain of references from ``start`` to ``end`` (both included), or
+        an empty list when ``start`` does not depend on ``end``."""
+        graph = self._db.reference_graph()
+        parent: dict[StorePath, StorePath | None] = {start: None}
+        queue = collections.deque([start])
+        while queue and end not in parent:
+            p = queue.popleft()
+            for r in graph.get(p, []):
+                if r not in parent:
+                    parent[r] = p
+                    queue.append(r)
+        chain: list[StorePath] = []
+        node: StorePath | None = end if end in parent else None
+        while node is not None:
+            chain.append(node)
+            node = parent[node]
+        return chain[::-1]
 
     def closure(self, paths: Iterable[StorePath]) -> set[StorePath]:
         """``paths`` and everything they reference, transitively."""
