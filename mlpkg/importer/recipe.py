@@ -15,19 +15,34 @@ Contract of :func:`render` (one node of a resolution → the recipe text):
   where the index gives only that). ``[wheel]``: ``filename`` and ``requires_python`` when
   the index or the metadata gives it.
 
-:func:`write_recipe` writes ``<into>/<name>/<version>.toml`` atomically, leaving an existing
-identical file alone (it then returns False).
+:func:`write_recipe` writes ``<into>/<name>/<version>.toml`` atomically. A fresh file gets
+:func:`render`'s text as it is. Over an existing file it writes :func:`reimport`'s merge, and
+leaves the file alone (returning False) when that merge is the file's text unchanged:
+
+* Below the ``HAND_WRITTEN`` marker line, the file is kept byte for byte (variants, say).
+* Above it, the file is edited in place through ``tomlkit``: only the generated keys are
+  set to :func:`render`'s values (``GENERATED``: ``name``, ``version``, ``summary``,
+  ``kind``, ``aliases`` at the top; every key of ``[inputs]``; ``urls``, ``sha256``, ``md5``
+  of ``[source]``; ``filename``, ``requires_python`` of ``[wheel]``), and a generated key the
+  new render leaves out is removed. A key whose value is unchanged keeps its line as it
+  is; a changed one keeps its trailing comment. A new key goes where :func:`render` puts
+  it, relative to the generated keys of its table. Everything else (comments, blank
+  lines, other keys, other tables such as ``[env]``) stays as written.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, MutableMapping
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from packaging.requirements import Requirement
 from packaging.specifiers import Specifier, SpecifierSet
+from tomlkit import TOMLDocument
+from tomlkit import parse as parse_toml
+from tomlkit.exceptions import TOMLKitError
 
 from mlpkg.errors import BadInput, MlpkgError
 from mlpkg.importer.resolve import Node, base_requirements, extra_requirements
@@ -37,7 +52,7 @@ from mlpkg.recipes.model import RESERVED_INPUT_KEYS
 from mlpkg.resolver.spec import parse_spec
 from mlpkg.store.fs import write_atomic
 
-__all__ = ["input_key", "render", "spec_text", "write_recipe"]
+__all__ = ["input_key", "reimport", "render", "spec_text", "write_recipe"]
 
 _OPERATOR_ORDER = ("===", "==", "~=", ">=", ">", "<=", "<", "!=")
 
@@ -139,21 +154,88 @@ def render(node: Node, nodes: Mapping[str, Node], target: Target, aliases: list[
 
 HAND_WRITTEN = "# --- hand-written below: kept when re-importing ---\n"
 
+# The keys render writes, by table ("" is the top level); None: every key of the table.
+GENERATED: dict[str, tuple[str, ...] | None] = {
+    "": ("name", "version", "summary", "kind", "aliases"),
+    "inputs": None,
+    "source": ("urls", "sha256", "md5"),
+    "wheel": ("filename", "requires_python"),
+}
+
 
 def hand_written_tail(old: str) -> str:
     """What a maintainer added below the ``HAND_WRITTEN`` marker of an existing recipe
-    (variants, say); re-importing keeps it."""
+    (variants, say), from the marker on; ``""`` without a marker."""
     cut = old.find(HAND_WRITTEN)
-    return "" if cut < 0 else "\n" + old[cut:]
+    return "" if cut < 0 else old[cut:]
+
+
+def _plain(value: Any) -> Any:
+    """A tomlkit item's plain Python value (a plain value as it is)."""
+    return value.unwrap() if hasattr(value, "unwrap") else value
+
+
+def _update(old: MutableMapping[str, Any], new: Mapping[str, Any], owned: Collection[str]) -> None:
+    """Make the ``owned`` keys of the tomlkit table ``old`` those of ``new``, in place: drop
+    the ones ``new`` lacks, set the changed ones, and add the missing ones in ``new``'s
+    order (the owned keys after the first missing one move below it, unchanged)."""
+    for key in [k for k in old if k in owned and k not in new]:
+        del old[key]
+    keys = list(new)
+    first_missing = next((i for i, k in enumerate(keys) if k not in old), len(keys))
+    for key in keys[:first_missing]:
+        if _plain(old[key]) != _plain(new[key]):
+            old[key] = new[key]
+    for key in keys[first_missing:]:
+        kept = old.pop(key, None)
+        same = kept is not None and _plain(kept) == _plain(new[key])
+        old[key] = kept if same else new[key]
+
+
+def _is_imported(doc: Mapping[str, Any]) -> bool:
+    """Whether ``doc`` holds a generated key or table at all (else it is no imported recipe)."""
+    return any(k in doc for k in (*(GENERATED[""] or ()), *(t for t in GENERATED if t)))
+
+
+def _merge(doc: TOMLDocument, new: TOMLDocument) -> str:
+    """The text of ``doc`` with the generated keys of the parsed recipe ``new`` (see the
+    module docstring)."""
+    for table, keys in GENERATED.items():
+        target = doc if not table else doc.get(table)
+        source = new if not table else new.get(table, {})
+        if not isinstance(target, MutableMapping):
+            if table in new:  # missing, or not a table: the new one, as rendered
+                doc[table] = new[table]
+            continue
+        wanted = {k: v for k, v in source.items() if keys is None or k in keys}
+        _update(target, wanted, list(target) if keys is None else keys)
+    return doc.as_string()
+
+
+def reimport(old: str, fresh: str) -> str:
+    """The text of an existing recipe ``old`` re-imported as the rendered text ``fresh``:
+    its hand edits kept, its generated keys updated (see the module docstring); ``old``
+    itself when nothing generated changed. When the part above the marker holds no
+    generated key at all, it is replaced by ``fresh``, as it always was. Raises
+    TOMLKitError when that part is not TOML."""
+    tail = hand_written_tail(old)
+    head = old[: len(old) - len(tail)]
+    body = head.rstrip("\n") + "\n"
+    doc = parse_toml(body)
+    if not _is_imported(doc):
+        return fresh + ("\n" + tail if tail else "")
+    return _merge(doc, parse_toml(fresh)) + head[len(body) :] + tail
 
 
 def write_recipe(into: Path, name: str, version: str, text: str) -> tuple[Path, bool]:
-    """Write ``text`` to ``<into>/<name>/<version>.toml``; (path, whether it was written)."""
+    """Write ``text`` to ``<into>/<name>/<version>.toml``, merged with an existing file
+    (:func:`reimport`); (path, whether it was written). MlpkgError when the file cannot be
+    read or written, or the existing one is not TOML above the marker."""
     path = into / name / f"{version}.toml"
     try:
         if path.is_file():
             old = path.read_text(encoding="utf-8")
-            text += hand_written_tail(old)
+            text = reimport(old, text)
             if old == text:
                 return path, False
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -161,5 +243,12 @@ def write_recipe(into: Path, name: str, version: str, text: str) -> tuple[Path, 
     except OSError as exc:
         raise MlpkgError(
             f"Cannot write the recipe {path}: {exc.strerror or exc}.", file=str(path)
+        ) from exc
+    except TOMLKitError as exc:
+        raise MlpkgError(
+            f"Cannot re-import over the recipe {path}: it is not valid TOML above the "
+            f"hand-written marker ({exc}).",
+            hint="Fix the file, or delete it to import it afresh.",
+            file=str(path),
         ) from exc
     return path, True
