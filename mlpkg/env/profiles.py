@@ -126,7 +126,7 @@ def _parse(file: Path, number: int) -> Generation:
     return Generation(number, doc.created, doc.specs, roots)
 
 
-def check_name(name: str) -> str:
+def check_profile_name(name: str) -> str:
     if not _NAME.fullmatch(name):
         raise BadInput(
             f"'{name}' is not a valid profile name (letters, digits, '.', '_' and '-'; "
@@ -141,7 +141,7 @@ class Profile:
 
     def __init__(self, store: Store, name: str = DEFAULT) -> None:
         self.store = store
-        self.name = check_name(name)
+        self.name = check_profile_name(name)
         self.dir = store.home / "profiles" / name
         self.generations_dir = self.dir / "generations"
 

@@ -168,7 +168,7 @@ class AppSource(_Strict):
         return self
 
 
-class Run(_Strict):
+class RunCommand(_Strict):
     """What ``mlpkg run`` starts: argv, with ``${input}`` for an input's store path,
     ``${out}`` for the app's own path and ``${output}`` for the run directory. The user's
     extra arguments are appended."""
@@ -256,7 +256,7 @@ class Recipe(_Strict):
     external: External | None = None
     wheel: Wheel | None = None
     app: AppSource | None = None
-    run: Run | None = None
+    run: RunCommand | None = None
     env: dict[str, EnvAction] = {}
     # [variants.NAME]: alternatives selected with NAME+VARIANT (see mlpkg.recipes.variants);
     # ``selected`` records the ones merged into this recipe.

@@ -34,7 +34,7 @@ class RecipeBacked(Protocol):
     def detected(self) -> Detected | None: ...
 
 
-class Overrides:
+class InputOverrides:
     """``--with NAME=SPEC``: every input whose key is NAME, or whose package is NAME, is
     replaced by SPEC, anywhere in the closure. ``applied`` records where (requester and
     input key), so ``show`` can explain it and unused overrides can be refused."""
@@ -60,7 +60,7 @@ class RecipeCandidate:
         rf: RecipeFile,
         detected: Detected | None,
         variants: tuple[str, ...] = (),
-        overrides: Overrides | None = None,
+        overrides: InputOverrides | None = None,
     ) -> None:
         self.index = index
         self.file = rf
@@ -117,7 +117,7 @@ class IndexProvider:
         self.detector = detector or Detector()
         self._candidates: dict[str, list[RecipeCandidate]] = {}
         self.variants: dict[str, tuple[str, ...]] = {}
-        self.overrides: Overrides | None = None
+        self.overrides: InputOverrides | None = None
 
     def set_overrides(self, overrides: Mapping[str, Spec]) -> None:
         """Use ``--with`` overrides (keys: input keys or package names); before resolving."""
@@ -127,7 +127,7 @@ class IndexProvider:
                 resolved[self.index.canonical_name(name)] = spec
             except UnknownPackage:
                 resolved[name] = spec  # an input key, like "compiler"
-        self.overrides = Overrides(resolved) if resolved else None
+        self.overrides = InputOverrides(resolved) if resolved else None
         self._candidates.clear()
 
     def select_variants(self, variants: dict[str, tuple[str, ...]]) -> None:

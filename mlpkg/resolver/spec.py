@@ -186,7 +186,7 @@ class VersionConstraint:
         return self.text
 
 
-def _check_name(name: str) -> None:
+def _check_package_name(name: str) -> None:
     if not name:
         raise _Invalid("the package name is missing")
     if not _NAME_RE.fullmatch(name):
@@ -220,7 +220,7 @@ class Spec:
 
     def __post_init__(self) -> None:
         try:
-            _check_name(self.name)
+            _check_package_name(self.name)
             _check_variants(self.variants)
         except _Invalid as exc:
             raise BadInput(f"Invalid spec {str(self)!r}: {exc}.", package=self.name) from None
@@ -241,7 +241,7 @@ def _parse(text: str) -> Spec:
         raise _Invalid("it contains whitespace")
     head, plus, variant_text = text.partition("+")
     name, at, version_text = head.partition("@")
-    _check_name(name)
+    _check_package_name(name)
     variants = tuple(variant_text.split("+")) if plus else ()
     _check_variants(variants)
     version = None
