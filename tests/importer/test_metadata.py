@@ -85,12 +85,44 @@ def test_stored_metadata_and_a_long_zip_comment(fake_index, wheel, client):
     whl = wheel("stored", "1.0", stored=True, padding=200_000)
     buf = io.BytesIO(whl.data)
     with zipfile.ZipFile(buf, "a") as zf:
-        zf.comment = b"c" * 0xFFFF  # puts the EOCD further back than the first suffix range
+        zf.comment = b"c" * 0xFFFF  # the longest comment: the EOCD 64 KiB from the end
     whl.data = buf.getvalue()
-    assert len(whl.data) - whl.data.rfind(b"PK\x05\x06") > TAIL_BYTES
+    assert len(whl.data) - whl.data.rfind(b"PK\x05\x06") == 22 + 0xFFFF  # as far back as can be
     index, url = _serve(fake_index, whl)
     assert read_remote_wheel_metadata(client, url) == whl.metadata
-    assert len(index.requests_to(url.split(str(index.port))[1])) >= 2
+    assert len(index.requests_to(url.split(str(index.port))[1])) == 2  # the tail, then METADATA
+
+
+def test_a_zip64_wheel_with_the_longest_comment(fake_index, wheel, client):
+    whl = wheel("commented64", "1.0", padding=1 * MB, zip64=True)
+    assert whl.data.endswith(b"\x00\x00")  # the end record's comment length: none yet
+    whl.data = whl.data[:-2] + struct.pack("<H", 0xFFFF) + b"c" * 0xFFFF
+    assert zipfile.ZipFile(io.BytesIO(whl.data)).comment == b"c" * 0xFFFF
+    assert b"PK\x06\x06" in whl.data[-TAIL_BYTES:] and b"PK\x06\x07" in whl.data[-TAIL_BYTES:]
+    index, url = _serve(fake_index, whl)
+    assert read_remote_wheel_metadata(client, url) == whl.metadata
+    path = url.split(str(index.port))[1]
+    ranges = [r.headers.get("range") for r in index.requests_to(path)]
+    assert len(ranges) == 2 and ranges[0] == f"bytes=-{TAIL_BYTES}"
+    assert index.sent(path) < len(whl.data) // 4
+
+
+def test_a_directory_longer_than_the_tail_takes_one_more_request(fake_index, wheel, client):
+    whl = wheel("manyfiles", "1.0", metadata_first=True)
+    buf = io.BytesIO(whl.data)
+    with zipfile.ZipFile(buf, "a") as zf:
+        for i in range(2000):
+            zf.writestr(f"manyfiles/sub/a_module_with_a_rather_long_name_{i:05d}.py", "")
+        directory = sum(46 + len(info.filename) for info in zf.infolist())
+    whl.data = buf.getvalue()
+    assert directory > TAIL_BYTES
+    index, url = _serve(fake_index, whl)
+    assert read_remote_wheel_metadata(client, url) == whl.metadata
+    path = url.split(str(index.port))[1]
+    ranges = [r.headers.get("range") for r in index.requests_to(path)]
+    size = len(whl.data)
+    assert ranges[0] == f"bytes=-{TAIL_BYTES}" and ranges[2].startswith("bytes=0-")
+    assert len(ranges) == 3 and ranges[1].endswith(f"-{size - TAIL_BYTES - 1}")  # no byte twice
 
 
 def test_a_corrupt_metadata_member_fails_its_crc(fake_index, wheel, client):
@@ -152,3 +184,69 @@ def test_user_agent_is_sent(fake_index, wheel):
     with httpx.Client(trust_env=False) as own:
         read_remote_wheel_metadata(own, url)
     assert {r.headers["user-agent"] for r in index.log} == {f"mlpkg/{__version__}"}
+
+
+def _bzip2_metadata(data: bytes) -> bytes:
+    """The same wheel with its METADATA compressed by bzip2 (zip method 12)."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(data)) as old, zipfile.ZipFile(out, "w") as new:
+        for info in old.infolist():
+            method = (
+                zipfile.ZIP_BZIP2 if info.filename.endswith("/METADATA") else info.compress_type
+            )
+            new.writestr(info, old.read(info), compress_type=method)
+    return out.getvalue()
+
+
+def _broken_deflate(data: bytes) -> bytes:
+    """The same wheel with the start of its deflated METADATA garbled (CRC left as is)."""
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        info = next(i for i in zf.infolist() if i.filename.endswith("/METADATA"))
+    at = info.header_offset + 30 + len(info.filename) + len(info.extra)
+    return data[:at] + b"\xff" * 8 + data[at + 8 :]
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (lambda data: data[:-10], "it is not a zip file"),
+        (
+            lambda data: data.replace(b"PK\x01\x02", b"PK\x01\x09", 1),
+            "its zip directory is corrupt",
+        ),
+        (_bzip2_metadata, "its METADATA uses zip compression method 12"),
+        (_broken_deflate, "its METADATA does not inflate"),
+    ],
+)
+def test_damaged_wheels_are_fetch_errors(fake_index, wheel, client, damage, reason):
+    whl = wheel("damaged", "1.0", padding=100_000)
+    whl.data = damage(whl.data)
+    _, url = _serve(fake_index, whl)
+    with pytest.raises(FetchError) as info:
+        read_remote_wheel_metadata(client, url)
+    assert info.value.message.startswith(
+        f"Could not read the metadata of the wheel {url}: {reason}"
+    )
+
+
+def test_a_metadata_too_big_to_read_is_refused(fake_index, wheel, client, monkeypatch):
+    from mlpkg.importer import metadata
+
+    whl = wheel("bigmeta", "1.0")
+    _, url = _serve(fake_index, whl)
+    monkeypatch.setattr(metadata, "_MAX_METADATA", 10)
+    with pytest.raises(FetchError, match=r"its METADATA claims \d+ bytes") as info:
+        read_remote_wheel_metadata(client, url)
+    assert url in info.value.message
+
+
+def test_a_bad_answer_to_a_range_request_names_the_wheel():
+    url = "http://mirror.invalid/files/odd-1.0-py3-none-any.whl"
+    answer = httpx.Response(206, content=b"x" * 10)  # no Content-Range
+    client = httpx.Client(transport=httpx.MockTransport(lambda request: answer))
+    with client, pytest.raises(FetchError) as info:
+        read_remote_wheel_metadata(client, url)
+    assert info.value.message == (
+        f"Could not read the metadata of the wheel {url}: the server's answer to a range "
+        "request has no usable Content-Range."
+    )
