@@ -65,23 +65,20 @@ def add_file(session: Session, file: Path, name: str, version: str) -> tuple[Pat
 
 
 def _stage_file(store: Store, file: Path) -> tuple[Path, FileLock, str, str]:
-    """Copy ``file`` once into a private temporary file under the store's partial
-    directory, hashing while copying: (the copy, its lock, sha256, md5). The copy is
-    locked (``store.locks.locked_temp``): gc removes it only once this process is gone.
-    The caller removes it and releases the lock."""
+    """Copy ``file`` once into a :meth:`~mlpkg.store.store.Store.staging_file`, hashing
+    while copying: (the copy, its lock, sha256, md5). The caller removes the copy and
+    releases the lock."""
     from mlpkg.store.fs import copy_file
-    from mlpkg.store.locks import locked_temp
 
     try:
         src = open(file, "rb")  # noqa: SIM115 (closed by the with below)
     except OSError as e:
         raise BadInput(f"Cannot read {file}: {e.strerror or e}.", file=str(file)) from None
-    where = store.partial_dir
     sha, md5 = hashlib.sha256(), hashlib.md5()
     staged, lock = None, None
     try:
         with src:
-            staged, lock = locked_temp(where, "add-file")
+            staged, lock = store.staging_file("add-file")
             with open(staged, "r+b") as out:
                 copy_file(src, out, sha, md5)
     except BaseException as e:
@@ -90,6 +87,7 @@ def _stage_file(store: Store, file: Path) -> tuple[Path, FileLock, str, str]:
         if lock is not None:
             lock.release()
         if isinstance(e, OSError):  # a full disk, say: one sentence naming the directory
+            where = staged.parent if staged is not None else "the store's partial directory"
             raise StoreError(f"Cannot copy {file} into {where}: {e.strerror or e}.") from None
         raise
     return staged, lock, sha.hexdigest(), md5.hexdigest()

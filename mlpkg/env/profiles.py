@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlpkg.documents import load_json, validate
 from mlpkg.errors import BadInput, StoreError
-from mlpkg.store.fs import remove_tree, symlink_atomic, write_atomic
+from mlpkg.store.fs import symlink_atomic, write_atomic
 from mlpkg.store.locks import FileLock
 from mlpkg.store.path import StorePath
 from mlpkg.store.store import Store
@@ -279,7 +279,7 @@ class Profile:
             if older_than is not None and now - (when or now) < older_than:
                 continue
             file.unlink(missing_ok=True)
-            remove_tree(self.store.gcroots_dir / "profiles" / self.name / str(number))
+            self.store.remove_roots(f"profiles/{self.name}/{number}")
             wiped.append(number)
         return wiped
 

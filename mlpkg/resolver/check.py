@@ -73,9 +73,7 @@ def _rounds(
             scanned = archive.scan(tmp, manifest=True)
             result.results.append(scanned.hash)
             if scanned.hash != info.archive_hash:
-                kept = store.checks_dir / str(drv.path)
-                remove_tree(kept)
-                tmp.rename(kept)
+                kept = store.keep_check(tmp, drv.path)
                 files = changed_files(info.manifest, scanned.manifest)
                 first = files[0] if files else "(no single file)"
                 raise CheckError(

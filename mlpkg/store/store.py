@@ -125,10 +125,26 @@ class Store:
     def check_round(self, path: StorePath) -> Path:
         """A fresh location for one round of a rebuild check of ``path``
         (``check/.<hash>-<random>``, not yet created; ``check/`` is). The collector treats
-        it as :meth:`build_dir`. A result that differs is kept at ``checks_dir / str(path)``,
-        which the collector leaves."""
+        it as :meth:`build_dir`. A result that differs is kept by :meth:`keep_check`."""
         self.checks_dir.mkdir(exist_ok=True)
         return self.checks_dir / f".{path.hash_part}-{secrets.token_hex(4)}"
+
+    def keep_check(self, tmp: Path, path: StorePath) -> Path:
+        """Keep ``tmp``, a check round of ``path`` whose bytes differ, at
+        ``check/<path>`` (replacing an older one) for the user to compare; the collector
+        leaves it. Returns where it is."""
+        kept = self.checks_dir / str(path)
+        remove_tree(kept)
+        tmp.rename(kept)
+        return kept
+
+    def staging_file(self, purpose: str) -> tuple[Path, FileLock]:
+        """A new private file under ``partial/``, locked for the caller (the collector
+        removes it only once this process is gone): for content copied in before it is
+        hashed. The caller removes it and releases the lock."""
+        from mlpkg.store.locks import locked_temp
+
+        return locked_temp(self.partial_dir, purpose)
 
     # -- queries --------------------------------------------------------------------------
 
@@ -231,6 +247,14 @@ class Store:
                 raise disk_full(link.parent, f"the root {name}") from None
             raise
         return link
+
+    def remove_roots(self, name: str) -> None:
+        """Remove the root ``gcroots/<name>``, or every root below it if it is a
+        directory; gc may then free what they kept."""
+        parts = name.split("/")
+        if any(not p or p.startswith(".") or p == ".." for p in parts):
+            raise BadInput(f"'{name}' is not a valid root name.")
+        remove_tree(self.gcroots_dir / name)
 
     def roots(self) -> dict[str, StorePath]:
         """Explicit roots: every link (or file of names) under ``gcroots/``, recursively."""
