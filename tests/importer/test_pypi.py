@@ -192,7 +192,8 @@ def test_versions_narrow_across_requirers_and_are_rewalked(
     assert set(recipes) == {"a@1.0", "x@1.0", "b@1.0", "c@1.5", "e@1.0", "g@1.0"}
     assert recipes["a@1.0"]["inputs"]["c"] == "c@>=1" and recipes["b@1.0"]["inputs"]["c"] == "c@<2"
     assert recipes["c@1.5"]["inputs"] == {"python": "python@3.11", "e": "e"}
-    assert any("c: 2.0 is excluded now" in s for s in said)
+    c_pins = [s for s in said if s.startswith("c: 1") or s.startswith("c: 2")]
+    assert c_pins[0].startswith("c: 2.0 ") and c_pins[-1].startswith("c: 1.5 ")  # 2.0 given up
 
 
 def test_a_real_conflict_names_both_requirers(fake_index, run_import, client, target311, tmp_path):
