@@ -27,6 +27,9 @@ from typing import TYPE_CHECKING
 from mlpkg.errors import MlpkgError
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from mlpkg.recipes.model import Recipe
     from mlpkg.resolver.derivation import Derivation
     from mlpkg.resolver.plan import PlanNode
     from mlpkg.resolver.realise import Reporter
@@ -61,6 +64,12 @@ class Builder:
     def offline_hint(self, drv: Derivation) -> str | None:
         """How to provide such a path without the network, if there is a way."""
         return None
+
+    def specialise(self, recipe: Recipe, inputs: Mapping[str, Derivation]) -> Recipe:
+        """The recipe as it applies once its inputs are resolved (``inputs``: input key
+        -> derivation), e.g. the one wheel of a release that the closure's interpreter
+        takes. The result is what is hashed and built. Pure; by default ``recipe``."""
+        return recipe
 
 
 _BUILDERS: dict[str, Builder] = {}

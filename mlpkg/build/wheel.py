@@ -21,11 +21,16 @@ from typing import TYPE_CHECKING, Any
 
 from mlpkg.build import BuildContext, Builder, add_file_hint, register
 from mlpkg.build.fetch import download
-from mlpkg.errors import BuildError
+from mlpkg.errors import BadInput, BuildError
+from mlpkg.recipes.model import Recipe, WheelFile
+from mlpkg.recipes.model import Wheel as WheelRecipe
 from mlpkg.resolver.derivation import Derivation
+from mlpkg.resolver.interpreters import Interpreter, interpreter_of
 from mlpkg.store.fs import remove_tree
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from mlpkg.store.store import Maker, Store
 
 SHEBANG_INTERPRETER = "/usr/bin/env python3"
@@ -42,6 +47,35 @@ class Wheel(Builder):
     def offline_hint(self, drv: Derivation) -> str:
         return add_file_hint(drv, "FILE")
 
+    def specialise(self, recipe: Recipe, inputs: Mapping[str, Derivation]) -> Recipe:
+        """A release with ``[[wheel.files]]`` becomes the recipe of the one file the
+        closure's interpreter takes best (by its tag order): that file's ``[source]`` and
+        ``filename``, and as ``python`` input the interpreters that file is for. So adding
+        a wheel for another interpreter to a recipe changes no existing path."""
+        wheel = recipe.wheel
+        if wheel is None or not wheel.files:
+            return recipe
+        python = inputs.get("python")
+        interp = interpreter_of(python) if python is not None else None
+        if interp is None:
+            raise BadInput(
+                f"{recipe.spec}: its python input is not a Python interpreter.",
+                package=recipe.name,
+            )
+        file = choose_file(recipe, interp)
+        spec = recipe.inputs["python"]
+        made_for = file.python_versions()
+        if made_for is not None:
+            version, abi3 = made_for
+            spec = f"python@{version}:" if abi3 else f"python@{version}"
+        return recipe.model_copy(
+            update={
+                "source": file.source(),
+                "wheel": WheelRecipe(filename=file.filename, requires_python=wheel.requires_python),
+                "inputs": {**recipe.inputs, "python": spec},
+            }
+        )
+
 
 def _wheel(drv: Derivation, tmp: Path, ctx: BuildContext) -> dict[str, object]:
     wheel = drv.recipe.wheel
@@ -49,6 +83,7 @@ def _wheel(drv: Derivation, tmp: Path, ctx: BuildContext) -> dict[str, object]:
     python = python_of(drv, ctx.store)
     check_compatible(drv, python)
     # The installer reads the distribution's name from the file name: keep it exact.
+    assert wheel.filename is not None  # specialised: one file
     dest = ctx.store.partial_file(ctx.node.path) / wheel.filename
     dest.parent.mkdir(exist_ok=True)
     try:
@@ -59,18 +94,43 @@ def _wheel(drv: Derivation, tmp: Path, ctx: BuildContext) -> dict[str, object]:
     return facts
 
 
+def choose_file(recipe: Recipe, interp: Interpreter) -> WheelFile:
+    """The file of ``recipe``'s ``[[wheel.files]]`` that ``interp`` takes best; BadInput
+    naming the interpreters the release has wheels for when it takes none."""
+    from packaging.utils import parse_wheel_filename
+
+    assert recipe.wheel is not None
+    rank = {tag: i for i, tag in enumerate(interp.tags)}
+    best: tuple[int, WheelFile] | None = None
+    for file in recipe.wheel.files:
+        ranks = [rank[str(t)] for t in parse_wheel_filename(file.filename)[3] if str(t) in rank]
+        if ranks and (best is None or min(ranks) < best[0]):
+            best = (min(ranks), file)
+    if best is None:
+        has = sorted({v for f in recipe.wheel.files if (v := f.python_versions())}, key=str)
+        listed = ", ".join(f"{v}{'+' if abi3 else ''}" for v, abi3 in has) or "none"
+        raise BadInput(
+            f"{recipe.spec} has no wheel for Python {interp.version} on this machine "
+            f"(it has wheels for Python {listed}).",
+            package=recipe.name,
+        )
+    return best[1]
+
+
 def python_of(drv: Derivation, store: Store) -> dict[str, Any]:
-    """The probe info of the wheel's ``python`` input (version, tags), from the store."""
+    """The facts of the wheel's ``python`` input (version, tags): an interpreter of
+    :func:`mlpkg.resolver.interpreters.interpreter_of`, from its stored derivation."""
     path = drv.inputs["python"]
     info = store.info(path)
-    detected = Derivation.from_json(info.deriver).detected if info else None
-    if detected is None or not detected.tags:
+    interp = interpreter_of(Derivation.from_json(info.deriver)) if info else None
+    if interp is None:
         raise BuildError(
-            f"{drv.name}-{drv.version}: its python input {path} is not a probed Python "
-            'interpreter (an external recipe with probe = "python").',
+            f"{drv.name}-{drv.version}: its python input {path} is not a Python "
+            'interpreter (an external recipe with probe = "python", or python built from '
+            "source).",
             package=drv.name,
         )
-    return {**detected.info, "tags": detected.tags}
+    return {**interp.info, "tags": interp.tags}
 
 
 def check_compatible(drv: Derivation, python: dict[str, Any]) -> None:
@@ -80,6 +140,7 @@ def check_compatible(drv: Derivation, python: dict[str, Any]) -> None:
 
     assert drv.recipe.wheel is not None
     filename = drv.recipe.wheel.filename
+    assert filename is not None
     _, _, _, wheel_tags = parse_wheel_filename(filename)
     accepted = set(python["tags"])
     if not any(str(t) in accepted for t in wheel_tags):

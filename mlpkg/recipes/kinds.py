@@ -86,6 +86,21 @@ def _wheel(recipe: Recipe) -> None:
         raise FieldError(
             "source.unpack", "a wheel's [source] is installed, not unpacked: drop unpack"
         )
+    wheel = recipe.wheel
+    assert wheel is not None
+    if wheel.files:
+        if recipe.source is not None or wheel.filename is not None:
+            raise FieldError(
+                "wheel.files",
+                "a wheel recipe gives [[wheel.files]] or [source] and wheel.filename, not both",
+            )
+        for i, file in enumerate(wheel.files):
+            if file.sha256 is None and file.md5 is None:
+                raise FieldError(f"wheel.files.{i}", "a wheel file needs sha256 (or md5)")
+    elif recipe.source is None or wheel.filename is None:
+        raise FieldError(
+            "wheel", "a wheel recipe needs [source] and wheel.filename, or [[wheel.files]]"
+        )
 
 
 def _app(recipe: Recipe) -> None:
@@ -101,5 +116,5 @@ def _app(recipe: Recipe) -> None:
 register(KindRules("fetch", needs=("source",), inputs=False))
 register(KindRules("build", needs=("build",)))
 register(KindRules("external", needs=("external",), inputs=False, detected_version=True))
-register(KindRules("wheel", needs=("source", "wheel"), check=_wheel))
+register(KindRules("wheel", needs=("wheel",), allows=("source",), check=_wheel))
 register(KindRules("app", needs=("run",), allows=("app",), check=_app))

@@ -207,22 +207,63 @@ class External(_Strict):
         return names
 
 
-class Wheel(_Strict):
-    """A Python wheel: ``[source]`` fetches the file, the installer lays it out."""
+def _check_wheel_filename(value: str) -> str:
+    from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+
+    try:
+        parse_wheel_filename(value)
+    except InvalidWheelFilename as e:
+        raise ValueError(str(e)) from None
+    return value
+
+
+class WheelFile(_Strict):
+    """One wheel of a release in ``[[wheel.files]]``: its file name (whose tags say which
+    interpreters take it), where to get it, and its hash."""
 
     filename: str = Field(pattern=r"^[^/]+\.whl$")
-    requires_python: str | None = None
+    urls: list[str] = Field(min_length=1)
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    md5: str | None = Field(default=None, pattern=r"^[0-9a-f]{32}$")
 
     @field_validator("filename")
     @classmethod
     def _parses(cls, value: str) -> str:
-        from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+        return _check_wheel_filename(value)
 
-        try:
-            parse_wheel_filename(value)
-        except InvalidWheelFilename as e:
-            raise ValueError(str(e)) from None
-        return value
+    def source(self) -> Source:
+        return Source(urls=self.urls, sha256=self.sha256, md5=self.md5)
+
+    def python_versions(self) -> tuple[str, bool] | None:
+        """The interpreter this file is for, from its tags: ("3.9", False) for a cp39
+        wheel, ("3.8", True) for cp38-abi3 (3.8 and newer); None for a pure-Python or
+        version-independent wheel (py3-none-any)."""
+        from packaging.utils import parse_wheel_filename
+
+        best: tuple[str, bool] | None = None
+        for tag in parse_wheel_filename(self.filename)[3]:
+            m = re.fullmatch(r"cp3(\d+)", tag.interpreter)
+            if m is None:
+                continue
+            found = (f"3.{m.group(1)}", tag.abi == "abi3")
+            if best is None or Version(found[0]) < Version(best[0]):
+                best = found
+        return best
+
+
+class Wheel(_Strict):
+    """A Python wheel: ``[source]`` fetches the file (``filename``), the installer lays it
+    out; or ``files``, one wheel per interpreter, of which the one for the closure's
+    interpreter is installed."""
+
+    filename: str | None = Field(default=None, pattern=r"^[^/]+\.whl$")
+    requires_python: str | None = None
+    files: list[WheelFile] = []
+
+    @field_validator("filename")
+    @classmethod
+    def _parses(cls, value: str | None) -> str | None:
+        return None if value is None else _check_wheel_filename(value)
 
 
 class EnvAction(_Strict):

@@ -92,20 +92,19 @@ def derive(
     gc.disable()
     try:
         resolution = resolve(provider, specs)
-        paths: dict[str, StorePath] = {}
-        drvs: list[Derivation] = []
+        made: dict[str, Derivation] = {}
         for name in resolution.topological():
             cand = cast(RecipeBacked, resolution.pins[name])
             edges = resolution.edges.get(name, {})
-            inputs = {key: paths[edges[key]] for key in cand.inputs}
-            drv = Derivation(cand.recipe, inputs, platform, cand.detected)
-            paths[name] = drv.path
-            drvs.append(drv)
+            input_drvs = {key: made[edges[key]] for key in cand.inputs}
+            recipe = builder_for(cand.recipe.kind).specialise(cand.recipe, input_drvs)
+            inputs = {key: d.path for key, d in input_drvs.items()}
+            made[name] = Derivation(recipe, inputs, platform, cand.detected)
     finally:
         if collecting:
             gc.enable()
     _check_overrides(provider, resolution.pins)
-    return drvs, [paths[name] for name in resolution.roots]
+    return list(made.values()), [made[name].path for name in resolution.roots]
 
 
 def _check_overrides(provider: Provider, pins: dict[str, Any]) -> None:

@@ -69,6 +69,9 @@ class RecipeCandidate:
         self.overrides = overrides
         self.name = rf.name
         self.version = Version(detected.version if detected else rf.version)
+        # An external (found on the machine) is tried before versions that would be built:
+        # the machine's Python before a source-built one, unless a spec excludes it.
+        self.preferred = rf.is_external
 
     @cached_property
     def recipe(self) -> Recipe:

@@ -11,7 +11,8 @@ Contract:
 * One version per canonical name in the closure. Every requirement remembers who asked (a
   root spec, or ``name@version`` and the input key of a chosen candidate). Names are decided
   dependants first (reverse depth-first post-order of the graph of likely choices), so each
-  usually sees every requirement on it, and gets the newest candidate matching them all.
+  usually sees every requirement on it, and gets the newest candidate matching them all
+  (a candidate the provider marks ``preferred`` comes before the others).
 * Each required name keeps the candidates every requirement on it allows (forward
   checking). When a new requirement leaves a name none, or contradicts a pin, the candidate
   that made it fails and the next older one is tried; when a decision runs out, the search
@@ -46,7 +47,10 @@ _ROOT = -1  # decision level of requirements that come from the root specs
 
 
 class Candidate(Protocol):
-    """One version of a package, as the provider describes it."""
+    """One version of a package, as the provider describes it. A candidate may also have
+    ``preferred = True`` (read with getattr, default False): it is then tried before every
+    candidate that is not, whatever their versions (the provider prefers a tool already on
+    the machine to one it would build)."""
 
     @property
     def name(self) -> str: ...  # canonical name
@@ -64,6 +68,11 @@ class Provider(Protocol):
     def canonical_name(self, name: str) -> str: ...  # UnknownPackage when unknown
 
     def candidates(self, name: str) -> Sequence[Candidate]: ...  # canonical name; newest first
+
+
+def _preference(candidate: Candidate) -> tuple[bool, Version]:
+    """The order candidates are tried in, reversed: preferred ones first, newest first."""
+    return (getattr(candidate, "preferred", False), candidate.version)
 
 
 def _postorder(
@@ -201,7 +210,7 @@ class _Resolver:
             except MlpkgError as exc:
                 self.broken[name] = exc
                 raise
-            found = self.cands[name] = sorted(listed, key=lambda c: c.version, reverse=True)
+            found = self.cands[name] = sorted(listed, key=_preference, reverse=True)
             self.inputs[name] = [None] * len(found)
             self.versions[name] = [c.version for c in found]
         return found
