@@ -50,8 +50,10 @@ class Wheel(Builder):
     def specialise(self, recipe: Recipe, inputs: Mapping[str, Derivation]) -> Recipe:
         """A release with ``[[wheel.files]]`` becomes the recipe of the one file the
         closure's interpreter takes best (by its tag order): that file's ``[source]`` and
-        ``filename``, and as ``python`` input the interpreters that file is for. So adding
-        a wheel for another interpreter to a recipe changes no existing path."""
+        ``filename``, and as ``python`` input ``python@X.Y`` of that interpreter: what a
+        one-interpreter import writes. So adding a wheel for another interpreter to a
+        recipe changes no existing path, and a release re-imported for more interpreters
+        keeps the paths it had."""
         wheel = recipe.wheel
         if wheel is None or not wheel.files:
             return recipe
@@ -63,11 +65,7 @@ class Wheel(Builder):
                 package=recipe.name,
             )
         file = choose_file(recipe, interp)
-        spec = recipe.inputs["python"]
-        made_for = file.python_versions()
-        if made_for is not None:
-            version, abi3 = made_for
-            spec = f"python@{version}:" if abi3 else f"python@{version}"
+        spec = f"python@{interp.major_minor}"
         return recipe.model_copy(
             update={
                 "source": file.source(),
