@@ -33,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from mlpkg.errors import StoreError
+from mlpkg.resolver.derivation import Derivation
+from mlpkg.resolver.interpreters import interpreter_of
 from mlpkg.store.fs import fsync_dir, remove_tree, sync_tree
 from mlpkg.store.path import StorePath
 from mlpkg.store.store import Store
@@ -53,23 +55,19 @@ class Activation:
         return result
 
 
-def _recipe(store: Store, path: StorePath) -> tuple[str, dict[str, Any], dict[str, Any]]:
+def _derivation(store: Store, path: StorePath) -> Derivation:
     info = store.info(path)
     assert info is not None
-    recipe = info.deriver.get("recipe", {})
-    detected = info.deriver.get("detected") or {}
-    return info.kind, recipe if isinstance(recipe, dict) else {}, detected  # type: ignore[return-value]
+    return Derivation.from_json(info.deriver)
 
 
 def python_view(store: Store, python: StorePath, wheels: Sequence[StorePath]) -> Path:
     """The Python view of an interpreter and wheels (made once, atomically)."""
-    _, _, detected = _recipe(store, python)
-    info = detected.get("info") or {}
-    version = str(info.get("version", ""))
-    major_minor = ".".join(version.split(".")[:2])
-    base = (detected.get("locations") or {}).get("python3")
-    if not base or not major_minor:
-        raise StoreError(f"{python} is not a probed Python interpreter.")
+    interp = interpreter_of(_derivation(store, python))
+    if interp is None or not interp.executable:
+        raise StoreError(f"{python} is not a Python interpreter.")
+    version, major_minor = interp.version, interp.major_minor
+    base = str(store.real_path(python) / interp.executable) if interp.built else interp.executable
     key = "\n".join([str(VIEW_FORMAT), str(python), *sorted(map(str, wheels))])
     view = store.home / "envs" / hashlib.sha256(key.encode()).hexdigest()[:32]
     if view.is_dir():
@@ -104,10 +102,14 @@ def activation(
 ) -> Activation:
     """The environment that activates the closure of ``roots`` (see the module docstring)."""
     order = store.closure_order(roots)
-    kinds = {p: _recipe(store, p) for p in order}
-    pythons = [p for p in order if kinds[p][2].get("tags")]
+    drvs = {p: _derivation(store, p) for p in order}
+    pythons = [p for p in order if interpreter_of(drvs[p]) is not None]
     # Python packages: wheels, and anything built into the same prefix layout.
-    wheels = [p for p in order if any((store.real_path(p) / "lib").glob("python*/site-packages"))]
+    wheels = [
+        p
+        for p in order
+        if p not in pythons and any((store.real_path(p) / "lib").glob("python*/site-packages"))
+    ]
     env: dict[str, str] = {"PYTHONNOUSERSITE": "1"}
     bins = [str(store.real_path(p) / "bin") for p in reversed(order)]
     bins = [b for b in bins if os.path.isdir(b)]
@@ -122,7 +124,8 @@ def activation(
     cleared = ("VIRTUAL_ENV", "PYTHONHOME", "PYTHONPATH", "CONDA_PREFIX")
     inherited = {k: v for k, v in base.items() if k not in cleared}
     for path in order:
-        _apply_recipe_env(env, store.real_path(path), kinds[path][1].get("env") or {}, inherited)
+        recipe_env = {k: a.model_dump() for k, a in drvs[path].recipe.env.items()}
+        _apply_recipe_env(env, store.real_path(path), recipe_env, inherited)
     unset = [k for k in cleared if k not in env]
     return Activation(env, unset, view)
 
