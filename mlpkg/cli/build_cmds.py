@@ -32,6 +32,17 @@ def print_plan(app: App, doc: dict[str, Any]) -> None:
                 network = "  (network = true: reaches the network)" if n.get("network") else ""
                 app.out(f"  {app.store.dir / n['path']}{network}")
     app.out(f"{doc['counts']['valid']} of {len(doc['nodes'])} paths are valid already.")
+    print_python_choice(app, doc.get("python"))
+
+
+def print_python_choice(app: App, why: dict[str, Any] | None) -> None:
+    """The closure's interpreter, why it was chosen, and what excluded the others."""
+    if not why:
+        return
+    made = "built from source" if why["built"] else "this machine's"
+    app.out(f"python {why['chosen']} ({made}): {why['reason']}.")
+    for version, because in why["excluded"].items():
+        app.out(f"  not python {version}: {'; '.join(because) or 'preferred less'}")
 
 
 def realise(
@@ -204,6 +215,7 @@ def show_cmd(app: App, spec: str) -> None:
         "recipe_hash": node.drv.recipe_hash,
         "closure": len(plan.nodes),
         "overrides": _overrides_applied(app, plan),
+        "python": plan.python,
     }
     if recipe.source is not None:
         doc.update(urls=recipe.source.urls, sha256=recipe.source.sha256, md5=recipe.source.md5)
@@ -241,6 +253,7 @@ def show_cmd(app: App, spec: str) -> None:
         app.out(f"  input {key}: {path}")
     for name, places in doc["overrides"].items():
         app.out(f"  --with {name}={app.overrides.get(name, '')} applied to: {', '.join(places)}")
+    print_python_choice(app, plan.python)
 
 
 @click.command("search")

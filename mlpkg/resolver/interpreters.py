@@ -18,13 +18,18 @@ process), so the planner can choose a wheel for an interpreter that is not built
 from __future__ import annotations
 
 import platform
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlpkg.recipes.index import canonical
 from mlpkg.resolver.derivation import Derivation
 
-__all__ = ["Interpreter", "built_cpython", "interpreter_of"]
+if TYPE_CHECKING:
+    from mlpkg.resolver.resolve import Provider, Resolution
+    from mlpkg.resolver.spec import Spec
+
+__all__ = ["Interpreter", "built_cpython", "explain_choice", "interpreter_of"]
 
 BUILT_EXECUTABLE = "bin/python3"  # of a source-built interpreter, relative to its path
 
@@ -90,3 +95,42 @@ def built_cpython(version: str) -> tuple[dict[str, Any], list[str]]:
         *tags.compatible_tags((major, minor), abi, platforms=platforms),
     ]
     return info, [str(t) for t in accepted]
+
+
+def explain_choice(
+    provider: Provider, resolution: Resolution, specs: Sequence[Spec]
+) -> dict[str, Any] | None:
+    """Why the closure's ``python`` is the one chosen: None when the closure has none;
+    else ``{"chosen": "3.9.2", "built": True, "reason": ..., "excluded": {version:
+    [who asked what]}}`` for every interpreter tried before it (the machine's first, then
+    newest first), with the requirements that excluded it."""
+    name = "python"
+    chosen = resolution.pins.get(name)
+    if chosen is None:
+        return None
+    asked: list[tuple[str, Spec]] = [
+        ("the command line", s) for s in specs if canonical(s.name) == name
+    ]
+    for pin_name, cand in resolution.pins.items():
+        for key, target in resolution.edges.get(pin_name, {}).items():
+            if target == name:
+                asked.append((f"{pin_name} {cand.version}", cand.inputs[key]))
+    from mlpkg.resolver.resolve import preference
+
+    excluded: dict[str, list[str]] = {}
+    for cand in sorted(provider.candidates(name), key=preference, reverse=True):
+        if cand is chosen:
+            break
+        mine = " (this machine)" if getattr(cand, "preferred", False) else ""
+        excluded[f"{cand.version}{mine}"] = [
+            f"{who} asks {spec}" for who, spec in asked if not spec.matches(cand.version)
+        ]
+    machine = bool(getattr(chosen, "preferred", False))
+    if machine:
+        reason = "this machine's interpreter, which every package of the closure can use"
+    elif any(who == "the command line" for who, _ in asked):
+        reason = "asked for on the command line"
+    else:
+        reason = "the newest interpreter that every package of the closure has a wheel for"
+    return {"chosen": str(chosen.version), "built": not machine, "reason": reason,
+            "excluded": excluded}  # fmt: skip

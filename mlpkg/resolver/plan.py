@@ -15,13 +15,19 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from mlpkg.build import builder_for, builders
-from mlpkg.errors import BadInput, ResolutionError
+from mlpkg.errors import BadInput, ResolutionError, UnknownPackage
 from mlpkg.resolver.derivation import Derivation, current_platform
+from mlpkg.resolver.interpreters import explain_choice
 from mlpkg.resolver.provider import RecipeBacked
 from mlpkg.resolver.resolve import Provider, resolve
 from mlpkg.resolver.spec import Spec
 from mlpkg.store.path import StorePath
 from mlpkg.store.store import Store
+
+INTERPRETER_HINT = (
+    "An interpreter is a recipe like any other: CPython versions are built from source by "
+    "recipes/python/<version>.toml (docs/interpreters.md says how to add one)."
+)
 
 
 def action_of(kind: str) -> str:
@@ -55,6 +61,8 @@ class PlanNode:
 class Plan:
     nodes: list[PlanNode]  # inputs before the nodes that use them
     roots: list[StorePath]  # one per requested spec, in order
+    # Why the closure's interpreter is the one it is (resolver.interpreters.explain_choice)
+    python: dict[str, Any] | None = None
 
     def node(self, path: StorePath) -> PlanNode:
         for n in self.nodes:
@@ -72,18 +80,22 @@ class Plan:
         return counts
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        doc = {
             "roots": [str(r) for r in self.roots],
             "counts": self.counts(),
             "nodes": [n.to_json() for n in self.nodes],
         }
+        if self.python is not None:
+            doc["python"] = self.python
+        return doc
 
 
 def derive(
     provider: Provider, specs: Sequence[Spec], platform: str | None = None
-) -> tuple[list[Derivation], list[StorePath]]:
+) -> tuple[list[Derivation], list[StorePath], dict[str, Any] | None]:
     """Resolve ``specs`` and hash the closure bottom-up: the derivations in dependency
-    order, and the store paths of the roots. Pure: no store, no building."""
+    order, the store paths of the roots, and why the closure's interpreter was chosen
+    (None without one). Pure: no store, no building."""
     platform = platform or current_platform()
     _select_variants(provider, specs)
     # Resolution allocates many small objects that all live until the end: the cyclic
@@ -91,7 +103,12 @@ def derive(
     collecting = gc.isenabled()
     gc.disable()
     try:
-        resolution = resolve(provider, specs)
+        try:
+            resolution = resolve(provider, specs)
+        except UnknownPackage as e:
+            if e.package == "python" and e.hint is None:
+                e.hint = INTERPRETER_HINT
+            raise
         made: dict[str, Derivation] = {}
         for name in resolution.topological():
             cand = cast(RecipeBacked, resolution.pins[name])
@@ -104,7 +121,8 @@ def derive(
         if collecting:
             gc.enable()
     _check_overrides(provider, resolution.pins)
-    return list(made.values()), [made[name].path for name in resolution.roots]
+    why = explain_choice(provider, resolution, specs)
+    return list(made.values()), [made[name].path for name in resolution.roots], why
 
 
 def _check_overrides(provider: Provider, pins: dict[str, Any]) -> None:
@@ -152,8 +170,8 @@ def make_plan(
 
     The paths are protected from the garbage collector first (a temporary root), as Nix
     does: what is valid now stays valid while this process uses the plan."""
-    drvs, roots = derive(provider, specs, platform)
+    drvs, roots, why = derive(provider, specs, platform)
     store.protect(d.path for d in drvs)
     valid = store.valid_among(d.path for d in drvs)
     nodes = [PlanNode(d, d.path, "valid" if d.path in valid else action_of(d.kind)) for d in drvs]
-    return Plan(nodes, roots)
+    return Plan(nodes, roots, why)

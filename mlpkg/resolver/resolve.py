@@ -40,7 +40,7 @@ from packaging.version import Version
 from mlpkg.errors import MlpkgError, ResolutionError, UnknownPackage
 from mlpkg.resolver.spec import Spec
 
-__all__ = ["Candidate", "Provider", "Resolution", "resolve"]
+__all__ = ["Candidate", "Provider", "Resolution", "preference", "resolve"]
 
 _MAX_LISTED_VERSIONS = 12
 _ROOT = -1  # decision level of requirements that come from the root specs
@@ -70,7 +70,7 @@ class Provider(Protocol):
     def candidates(self, name: str) -> Sequence[Candidate]: ...  # canonical name; newest first
 
 
-def _preference(candidate: Candidate) -> tuple[bool, Version]:
+def preference(candidate: Candidate) -> tuple[bool, Version]:
     """The order candidates are tried in, reversed: preferred ones first, newest first."""
     return (getattr(candidate, "preferred", False), candidate.version)
 
@@ -210,7 +210,7 @@ class _Resolver:
             except MlpkgError as exc:
                 self.broken[name] = exc
                 raise
-            found = self.cands[name] = sorted(listed, key=_preference, reverse=True)
+            found = self.cands[name] = sorted(listed, key=preference, reverse=True)
             self.inputs[name] = [None] * len(found)
             self.versions[name] = [c.version for c in found]
         return found

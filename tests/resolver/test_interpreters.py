@@ -1,0 +1,182 @@
+"""Choosing the closure's interpreter (issue 12): the machine's Python first, a
+source-built one when a package has no wheel for the machine's, one wheel file per
+interpreter, and the reasons shown.
+
+Nothing is built: plans only. The machine's interpreter is the real one (the collection's
+``python`` external recipe, probed), so its version is read, not assumed.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from mlpkg.errors import MlpkgError, ResolutionError, UnknownPackage
+from mlpkg.recipes.index import RecipeIndex, bundled_dir
+from mlpkg.resolver.interpreters import built_cpython
+from mlpkg.resolver.plan import Plan, make_plan
+from mlpkg.resolver.provider import IndexProvider
+from mlpkg.resolver.spec import parse_spec
+from mlpkg.store.store import Store
+
+MINE = "{}.{}".format(*sys.version_info[:2])  # the machine's Python runs the tests
+OLD = "3.9"
+SHA = "b" * 64
+
+
+def cpython(version: str) -> str:
+    return (
+        f'name = "python"\nversion = "{version}"\nkind = "build"\n'
+        '[inputs]\ncc = "gcc"\n[build]\nscript = "mkdir -p $out/bin"\n'
+    )
+
+
+def wheel_file(name: str, tag: str, sha: str = SHA) -> str:
+    filename = f"{name}-1.0-{tag}-{tag}-manylinux_2_17_x86_64.whl"
+    return (
+        f'[[wheel.files]]\nfilename = "{filename}"\n'
+        f'urls = ["https://example.org/{filename}"]\nsha256 = "{sha}"\n'
+    )
+
+
+def multi(name: str, pythons: list[str]) -> str:
+    head = (
+        f'name = "{name}"\nversion = "1.0"\nkind = "wheel"\n'
+        f'[inputs]\npython = "python@{",".join(pythons)}"\n[wheel]\n'
+    )
+    return head + "".join(wheel_file(name, "cp" + p.replace(".", "")) for p in pythons)
+
+
+def single(name: str, python: str) -> str:
+    """The one-interpreter form an import for ``python`` writes."""
+    tag = "cp" + python.replace(".", "")
+    filename = f"{name}-1.0-{tag}-{tag}-manylinux_2_17_x86_64.whl"
+    return (
+        f'name = "{name}"\nversion = "1.0"\nkind = "wheel"\n'
+        f'[inputs]\npython = "python@{python}"\n'
+        f'[source]\nurls = ["https://example.org/{filename}"]\nsha256 = "{SHA}"\n'
+        f'[wheel]\nfilename = "{filename}"\n'
+    )
+
+
+def write(root: Path, name: str, version: str, text: str) -> None:
+    f = root / name / f"{version}.toml"
+    f.parent.mkdir(parents=True, exist_ok=True)
+    f.write_text(text)
+
+
+@pytest.fixture
+def recipes(tmp_path: Path) -> Path:
+    root = tmp_path / "recipes"
+    external = (bundled_dir() / "python" / "external.toml").read_text()
+    write(root, "python", "external", external)
+    write(root, "python", "3.9.2", cpython("3.9.2"))
+    write(root, "python", "3.13.5", cpython("3.13.5"))
+    write(root, "gcc", "external", (bundled_dir() / "gcc" / "external.toml").read_text())
+    write(root, "fastlib", "1.0", multi("fastlib", [OLD, MINE, "3.13"]))
+    write(root, "oldlib", "1.0", multi("oldlib", [OLD]))
+    return root
+
+
+def plan_of(recipes: Path, home: Path, *specs: str) -> Plan:
+    with Store(home) as store:
+        provider = IndexProvider(RecipeIndex([recipes]))
+        return make_plan(provider, [parse_spec(s) for s in specs], store)
+
+
+def node(plan: Plan, name: str):  # type: ignore[no-untyped-def]
+    return next(n for n in plan.nodes if n.drv.name == name)
+
+
+def test_the_machines_interpreter_is_preferred_to_a_newer_built_one(
+    recipes: Path, tmp_path: Path
+) -> None:
+    plan = plan_of(recipes, tmp_path / "home", "fastlib")
+    python = node(plan, "python")
+    assert python.drv.kind == "external" and python.drv.version.startswith(MINE + ".")
+    wheel = node(plan, "fastlib").drv.recipe.wheel
+    assert wheel is not None and f"-cp{MINE.replace('.', '')}-" in (wheel.filename or "")
+    assert plan.python is not None and plan.python["built"] is False
+    assert plan.python["excluded"] == {}
+
+
+def test_a_package_without_a_wheel_for_the_machine_moves_the_closure_to_a_built_python(
+    recipes: Path, tmp_path: Path
+) -> None:
+    plan = plan_of(recipes, tmp_path / "home", "fastlib", "oldlib")
+    python = node(plan, "python")
+    assert python.drv.kind == "build" and python.drv.version == "3.9.2"
+    for name in ("fastlib", "oldlib"):  # each package's wheel for that interpreter
+        wheel = node(plan, name).drv.recipe.wheel
+        assert wheel is not None and "-cp39-" in (wheel.filename or "")
+        assert node(plan, name).drv.inputs["python"] == python.path
+    why = plan.python
+    assert why is not None and why["chosen"] == "3.9.2" and why["built"] is True
+    assert "newest interpreter" in why["reason"]
+    # Each interpreter tried first, with the package that excluded it.
+    machine = next(k for k in why["excluded"] if "(this machine)" in k)
+    assert why["excluded"][machine] == [f"oldlib 1.0 asks python@{OLD}"]
+    assert why["excluded"]["3.13.5"] == [f"oldlib 1.0 asks python@{OLD}"]
+
+
+def test_asking_for_an_interpreter(recipes: Path, tmp_path: Path) -> None:
+    plan = plan_of(recipes, tmp_path / "home", "python@3.13", "fastlib")
+    assert node(plan, "python").drv.version == "3.13.5"
+    wheel = node(plan, "fastlib").drv.recipe.wheel
+    assert wheel is not None and "-cp313-" in (wheel.filename or "")
+    assert plan.python is not None and plan.python["reason"] == "asked for on the command line"
+
+
+def test_one_file_of_many_hashes_as_the_one_interpreter_recipe_would(
+    recipes: Path, tmp_path: Path
+) -> None:
+    """Re-importing a release for more interpreters keeps the paths it had."""
+    many = plan_of(recipes, tmp_path / "home", "fastlib")
+    alone = tmp_path / "alone"
+    for name in ("python", "gcc"):
+        for f in (recipes / name).iterdir():
+            write(alone, name, f.stem, f.read_text())
+    write(alone, "fastlib", "1.0", single("fastlib", MINE))
+    one = plan_of(alone, tmp_path / "home", "fastlib")
+    assert node(many, "fastlib").path == node(one, "fastlib").path
+
+
+def test_an_interpreter_no_recipe_offers_lists_the_ones_there_are(
+    recipes: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(UnknownPackage) as err:
+        plan_of(recipes, tmp_path / "home", "python@3.10", "fastlib")
+    assert "No version of python matches @3.10" in err.value.message
+    assert "3.9.2" in err.value.message and "3.13.5" in err.value.message
+    assert err.value.hint is not None and "recipes/python/<version>.toml" in err.value.hint
+
+
+def test_a_conflict_names_the_packages_that_exclude_each_interpreter(
+    recipes: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(ResolutionError) as err:
+        plan_of(recipes, tmp_path / "home", "python@3.13", "oldlib")
+    text = str(err.value.message) + " ".join(err.value.details or [])
+    assert "python" in text and "oldlib" in text and f"python@{OLD}" in text
+
+
+def test_a_wheel_without_a_file_for_the_chosen_interpreter_is_named(
+    recipes: Path, tmp_path: Path
+) -> None:
+    """A recipe whose python input allows an interpreter its files do not serve."""
+    write(recipes, "liar", "1.0", multi("liar", [OLD]).replace(f"python@{OLD}", "python"))
+    with pytest.raises(MlpkgError) as err:
+        plan_of(recipes, tmp_path / "home", "liar")
+    assert "liar@1.0 has no wheel for Python" in err.value.message
+    assert "it has wheels for Python 3.9" in err.value.message
+
+
+def test_built_cpython_accepts_what_the_probe_says_the_same_version_accepts() -> None:
+    from mlpkg.resolver.pyprobe import probe
+
+    found = probe(sys.executable)
+    info, tags = built_cpython(found.version)
+    assert tags == found.tags
+    assert info == found.info
