@@ -57,7 +57,7 @@ from mlpkg.resolver.derivation import Derivation, Detected
 from mlpkg.resolver.external import Detector, untrusted
 from mlpkg.resolver.machine import current_platform
 from mlpkg.resolver.plan import Plan, PlanNode, action_of
-from mlpkg.resolver.provider import IndexProvider
+from mlpkg.resolver.provider import IndexProvider, split_inputs
 from mlpkg.resolver.spec import parse_spec
 from mlpkg.resolver.toml_writer import dumps
 from mlpkg.store.path import StorePath
@@ -532,7 +532,8 @@ class PinnedCandidate:
         self.detected = node.drv.detected
         self.name = node.drv.name
         self.version = Version(node.drv.version)
-        self.inputs = {k: parse_spec(v) for k, v in self.recipe.inputs.items()}
+        specs = {k: parse_spec(v) for k, v in self.recipe.inputs.items()}
+        self.inputs, self.build_inputs = split_inputs(self.recipe, specs)
 
 
 class PinnedProvider:
@@ -541,7 +542,12 @@ class PinnedProvider:
 
     def __init__(self, base: IndexProvider, lock: Lockfile, free: set[str]) -> None:
         self.base = base
-        self.pins = {n.drv.name: PinnedCandidate(n) for n in lock.nodes if n.drv.name not in free}
+        # A name may have a node in each resolution scope (a build's tools have their own
+        # python): each is offered, and each scope's requirements choose among them.
+        self.pins: dict[str, list[PinnedCandidate]] = {}
+        for n in lock.nodes:
+            if n.drv.name not in free:
+                self.pins.setdefault(n.drv.name, []).append(PinnedCandidate(n))
 
     def canonical_name(self, name: str) -> str:
         if name in self.pins:
@@ -550,4 +556,4 @@ class PinnedProvider:
 
     def candidates(self, name: str) -> Sequence[Any]:
         pinned = self.pins.get(name)
-        return [pinned] if pinned is not None else self.base.candidates(name)
+        return pinned if pinned is not None else self.base.candidates(name)

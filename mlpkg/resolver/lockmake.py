@@ -118,11 +118,14 @@ def updated_lock(
 def lock_changes(lock: Lockfile, plan: Plan) -> list[str]:
     """How ``plan`` (the lock's specs resolved again) differs from ``lock``: a sentence per
     package whose path changed, appeared or went; none when the lock is up to date."""
-    locked = {n.drv.name: str(n.path) for n in lock.nodes}
-    fresh = {n.drv.name: str(n.path) for n in plan.nodes}
+    locked: dict[str, list[str]] = {}
+    fresh: dict[str, list[str]] = {}
+    for nodes, paths in ((lock.nodes, locked), (plan.nodes, fresh)):
+        for n in nodes:  # a name may have one path per resolution scope
+            paths.setdefault(n.drv.name, []).append(str(n.path))
     return [
-        f"{name}: the lock has {locked.get(name, '(nothing)')}, the recipes now give "
-        f"{fresh.get(name, '(nothing)')}"
+        f"{name}: the lock has {', '.join(sorted(locked.get(name, []))) or '(nothing)'}, the "
+        f"recipes now give {', '.join(sorted(fresh.get(name, []))) or '(nothing)'}"
         for name in sorted(set(locked) | set(fresh))
-        if locked.get(name) != fresh.get(name)
+        if sorted(locked.get(name, [])) != sorted(fresh.get(name, []))
     ]

@@ -10,7 +10,7 @@ which to build.
 from __future__ import annotations
 
 import gc
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -19,7 +19,7 @@ from mlpkg.errors import BadInput, ResolutionError, UnknownPackage
 from mlpkg.resolver.derivation import Derivation, current_platform
 from mlpkg.resolver.interpreters import explain_choice
 from mlpkg.resolver.provider import RecipeBacked
-from mlpkg.resolver.resolve import Provider, resolve
+from mlpkg.resolver.resolve import Provider, Resolution, resolve
 from mlpkg.resolver.spec import Spec
 from mlpkg.store.path import StorePath
 from mlpkg.store.store import Store
@@ -95,7 +95,13 @@ def derive(
 ) -> tuple[list[Derivation], list[StorePath], dict[str, Any] | None]:
     """Resolve ``specs`` and hash the closure bottom-up: the derivations in dependency
     order, the store paths of the roots, and why the closure's interpreter was chosen
-    (None without one). Pure: no store, no building."""
+    (None without one). Pure: no store, no building.
+
+    One version of each package per *scope*: the closure of the roots is one scope; the
+    inputs a build needs only while it runs (those outside its ``runtime_inputs``) form a
+    scope of their own, recursively. So a dataset pre-processed with the machine's Python
+    and NumPy keeps its path when the benchmark that reads it moves to another
+    interpreter or NumPy, as a Nix build's tools are not its users' closure."""
     platform = platform or current_platform()
     _select_variants(provider, specs)
     # Resolution allocates many small objects that all live until the end: the cyclic
@@ -103,37 +109,71 @@ def derive(
     collecting = gc.isenabled()
     gc.disable()
     try:
+        scopes = _Scopes(provider, platform)
+        roots, resolution = scopes.derive(specs)
+        why = explain_choice(provider, resolution, specs)
+    finally:
+        if collecting:
+            gc.enable()
+    _check_overrides(provider, scopes.pins)
+    return list(scopes.made.values()), [d.path for d in roots], why
+
+
+class _Scopes:
+    """Derivations of a closure, one resolution per scope (see :func:`derive`)."""
+
+    def __init__(self, provider: Provider, platform: str) -> None:
+        self.provider = provider
+        self.platform = platform
+        self.made: dict[StorePath, Derivation] = {}  # every scope's, inputs first
+        self.pins: list[Any] = []  # every scope's chosen candidates
+        self._memo: dict[tuple[str, ...], list[Derivation]] = {}
+
+    def derive(self, specs: Sequence[Spec]) -> tuple[list[Derivation], Resolution]:
+        """The derivations of ``specs`` (in order) resolved as one scope, and that
+        resolution."""
         try:
-            resolution = resolve(provider, specs)
+            resolution = resolve(self.provider, specs)
         except UnknownPackage as e:
             if e.package == "python" and e.hint is None:
                 e.hint = INTERPRETER_HINT
             raise
-        made: dict[str, Derivation] = {}
+        self.pins.extend(resolution.pins.values())
+        here: dict[str, Derivation] = {}
         for name in resolution.topological():
             cand = cast(RecipeBacked, resolution.pins[name])
             edges = resolution.edges.get(name, {})
-            input_drvs = {key: made[edges[key]] for key in cand.inputs}
+            input_drvs = {key: here[edges[key]] for key in cand.inputs}
+            input_drvs.update(self._build_scope(cand.build_inputs))
             recipe = builder_for(cand.recipe.kind).specialise(cand.recipe, input_drvs)
             inputs = {key: d.path for key, d in input_drvs.items()}
-            made[name] = Derivation(recipe, inputs, platform, cand.detected)
-    finally:
-        if collecting:
-            gc.enable()
-    _check_overrides(provider, resolution.pins)
-    why = explain_choice(provider, resolution, specs)
-    return list(made.values()), [made[name].path for name in resolution.roots], why
+            drv = here[name] = Derivation(recipe, inputs, self.platform, cand.detected)
+            self.made.setdefault(drv.path, drv)
+        roots = [here[self.provider.canonical_name(s.name)] for s in specs]
+        return roots, resolution
+
+    def _build_scope(self, specs: Mapping[str, Spec]) -> dict[str, Derivation]:
+        """The derivations of a build's build-only inputs (key -> derivation)."""
+        if not specs:
+            return {}
+        keys = sorted(specs)
+        memo_key = tuple(f"{k}={specs[k]}" for k in keys)
+        found = self._memo.get(memo_key)
+        if found is None:
+            found = self._memo[memo_key] = self.derive([specs[k] for k in keys])[0]
+        return dict(zip(keys, found, strict=True))
 
 
-def _check_overrides(provider: Provider, pins: dict[str, Any]) -> None:
+def _check_overrides(provider: Provider, pins: Sequence[Any]) -> None:
     """Refuse a ``--with`` that no input of the closure matched, naming the inputs there are."""
     overrides = getattr(provider, "overrides", None)
     if overrides is None:
         return
-    chosen = {f"{c.name}@{c.version}" for c in pins.values()}
+    chosen = {f"{c.name}@{c.version}" for c in pins}
     for name, places in overrides.applied.items():
         if not any(p.split(" ")[0] in chosen for p in places):
-            known = sorted({k for c in pins.values() for k in c.inputs} | set(pins))
+            inputs = {k for c in pins for k in (*c.inputs, *getattr(c, "build_inputs", ()))}
+            known = sorted(inputs | {c.name for c in pins})
             raise BadInput(
                 f"--with {name}=... matches no input in the closure; its inputs and "
                 f"packages are: {', '.join(known) or 'none'}.",

@@ -22,10 +22,17 @@ from mlpkg.resolver.spec import Spec, parse_spec
 
 
 class RecipeBacked(Protocol):
-    """A candidate that can be hashed into a derivation: what :func:`plan.derive` needs."""
+    """A candidate that can be hashed into a derivation: what :func:`plan.derive` needs.
+
+    ``inputs`` are what the resolver sees: the inputs that stay in the path's closure
+    (all of them, unless a build names its ``runtime_inputs``); ``build_inputs`` are the
+    others, needed only while the path is made, resolved in a scope of their own."""
 
     @property
     def inputs(self) -> Mapping[str, Spec]: ...
+
+    @property
+    def build_inputs(self) -> Mapping[str, Spec]: ...
 
     @property
     def recipe(self) -> Recipe: ...
@@ -87,7 +94,7 @@ class RecipeCandidate:
         return recipe
 
     @cached_property
-    def inputs(self) -> Mapping[str, Spec]:
+    def _all_inputs(self) -> dict[str, Spec]:
         specs: dict[str, Spec] = {}
         for key, text in self.recipe.inputs.items():
             try:
@@ -104,8 +111,30 @@ class RecipeCandidate:
             self.overrides.apply(f"{self.name}@{self.version}", specs)
         return specs
 
+    @cached_property
+    def inputs(self) -> Mapping[str, Spec]:
+        """The inputs that stay in the closure (see :class:`RecipeBacked`)."""
+        return split_inputs(self.recipe, self._all_inputs)[0]
+
+    @cached_property
+    def build_inputs(self) -> Mapping[str, Spec]:
+        """The inputs needed only to make the path."""
+        return split_inputs(self.recipe, self._all_inputs)[1]
+
     def __repr__(self) -> str:
         return f"{self.name}@{self.version}"
+
+
+def split_inputs(
+    recipe: Recipe, specs: Mapping[str, Spec]
+) -> tuple[dict[str, Spec], dict[str, Spec]]:
+    """``specs`` (a recipe's inputs) as (kept in the closure, needed only to build): a
+    build that names ``runtime_inputs`` keeps those; every other recipe keeps all."""
+    keep = recipe.build.runtime_inputs if recipe.build is not None else None
+    if keep is None:
+        return dict(specs), {}
+    runtime = {k: v for k, v in specs.items() if k in keep}
+    return runtime, {k: v for k, v in specs.items() if k not in keep}
 
 
 def _declares(index: RecipeIndex, cand: RecipeCandidate, wanted: tuple[str, ...]) -> bool:
@@ -173,4 +202,10 @@ class IndexProvider:
         return found
 
 
-__all__ = ["ExternalNotFound", "IndexProvider", "RecipeBacked", "RecipeCandidate"]
+__all__ = [
+    "ExternalNotFound",
+    "IndexProvider",
+    "RecipeBacked",
+    "RecipeCandidate",
+    "split_inputs",
+]

@@ -180,3 +180,46 @@ def test_built_cpython_accepts_what_the_probe_says_the_same_version_accepts() ->
     info, tags = built_cpython(found.version)
     assert tags == found.tags
     assert info == found.info
+
+
+def test_a_builds_tools_keep_their_own_interpreter(recipes: Path, tmp_path: Path) -> None:
+    """Inputs outside a build's runtime_inputs are resolved in a scope of their own: the
+    dataset made with the machine's Python keeps its path when the benchmark reading it
+    needs another interpreter, and the closure holds both pythons."""
+    write(recipes, "dataset", "1.0", (
+        'name = "dataset"\nversion = "1.0"\nkind = "build"\n'
+        '[inputs]\npython = "python"\nfastlib = "fastlib"\n'
+        '[build]\nscript = "mkdir $out"\nruntime_inputs = []\n'
+    ))  # fmt: skip
+    write(recipes, "bench", "1.0", (
+        'name = "bench"\nversion = "1.0"\nkind = "build"\n'
+        '[inputs]\ndata = "dataset"\npython = "python"\noldlib = "oldlib"\n'
+        '[build]\nscript = "mkdir $out"\n'
+    ))  # fmt: skip
+    alone = plan_of(recipes, tmp_path / "home", "dataset")
+    bench = plan_of(recipes, tmp_path / "home", "bench")
+    assert node(bench, "dataset").path == node(alone, "dataset").path
+    pythons = {n.drv.version for n in bench.nodes if n.drv.name == "python"}
+    assert "3.9.2" in pythons and any(v.startswith(MINE + ".") for v in pythons)
+    assert bench.python is not None and bench.python["chosen"] == "3.9.2"
+    # The dataset's tools: the machine's interpreter and fastlib's wheel for it.
+    dataset = node(bench, "dataset").drv
+    tools_python = next(n for n in bench.nodes if n.path == dataset.inputs["python"])
+    assert tools_python.drv.kind == "external"
+
+
+def test_a_lock_with_one_python_per_scope_is_up_to_date_and_updates(
+    recipes: Path, tmp_path: Path
+) -> None:
+    from mlpkg.resolver.lockfile import parse
+    from mlpkg.resolver.lockmake import lock_changes, lock_of_plan, updated_lock
+
+    test_a_builds_tools_keep_their_own_interpreter(recipes, tmp_path)  # writes the recipes
+    home = tmp_path / "home"
+    with Store(home) as store:
+        provider = IndexProvider(RecipeIndex([recipes]))
+        plan = make_plan(provider, [parse_spec("bench")], store)
+        lock = parse(lock_of_plan(store, ["bench"], plan, realised=False).dumps(), "bench.lock")
+        assert lock_changes(lock, plan) == []
+        again = updated_lock(store, provider, lock, ["oldlib"], "bench.lock")
+        assert sorted(str(n.path) for n in again.nodes) == sorted(str(n.path) for n in lock.nodes)
