@@ -11,6 +11,8 @@ Contract:
 * :class:`IndexSource` fetches and caches projects and metadata: metadata comes from the
   PEP 658 ``.metadata`` file when the index offers one (verified; a missing file falls back),
   otherwise from the remote wheel by range requests (:mod:`mlpkg.importer.metadata`).
+  :meth:`IndexSource.for_target` judges the same index for another interpreter, sharing
+  what was read.
 """
 
 from __future__ import annotations
@@ -153,16 +155,30 @@ class IndexSource:
     ) -> None:
         self.client, self.index_url, self.target = client, index_url, target
         self.progress = on_progress
+        self._files: dict[str, list[DistFile]] = {}  # by canonical name, for every target
         self._projects: dict[str, Project] = {}
-        self._metadata: dict[str, CoreMetadata] = {}
+        self._metadata: dict[str, CoreMetadata] = {}  # by wheel URL, for every target
+
+    def for_target(self, target: Target) -> IndexSource:
+        """The same index judged for another interpreter: project pages and metadata read
+        by either are read once for both."""
+        other = IndexSource(self.client, self.index_url, target, self.progress)
+        other._files, other._metadata = self._files, self._metadata
+        return other
 
     def project(self, name: str) -> Project:
         key = str(canonicalize_name(name))
         if key not in self._projects:
-            self.progress(f"{key}: reading the index")
-            files = fetch_project(self.client, self.index_url, key)
-            self._projects[key] = Project(key, files, self.target)
+            if key not in self._files:
+                self.progress(f"{key}: reading the index")
+                self._files[key] = fetch_project(self.client, self.index_url, key)
+            self._projects[key] = Project(key, self._files[key], self.target)
         return self._projects[key]
+
+    def versions(self, name: str) -> list[Version] | None:
+        """Every version the index lists of ``name``, if its page was read already."""
+        files = self._files.get(str(canonicalize_name(name)))
+        return None if files is None else Project(name, files, self.target).versions
 
     def metadata(self, release: Release) -> CoreMetadata:
         url = release.file.url

@@ -29,11 +29,13 @@ from pathlib import Path
 
 import httpx
 
+from mlpkg.errors import BadInput
 from mlpkg.importer.candidates import IndexSource
 from mlpkg.importer.index import DEFAULT_INDEX, index_url_from_environment
 from mlpkg.importer.metadata import read_remote_wheel_metadata
 from mlpkg.importer.overrides import Overrides
-from mlpkg.importer.recipe import render, write_recipe
+from mlpkg.importer.recipe import existing_recipe, release_of, render_release, write_recipe
+from mlpkg.importer.release import ImportedRelease, combine, merge_existing
 from mlpkg.importer.resolve import Resolver
 from mlpkg.importer.target import Target, probe_interpreter
 
@@ -52,9 +54,42 @@ def _quiet(message: str) -> None:
     pass
 
 
+def _distinct(targets: Target | Sequence[Target]) -> list[Target]:
+    """The targets, one per ``X.Y`` (the first given wins), in the order given."""
+    given = [targets] if isinstance(targets, Target) else list(targets)
+    if not given:
+        raise BadInput("No interpreter to import for.")
+    by_version: dict[str, Target] = {}
+    for t in given:
+        by_version.setdefault(t.python_version, t)
+    return list(by_version.values())
+
+
+def _releases(
+    requirements: Sequence[str],
+    targets: Sequence[Target],
+    source: IndexSource,
+    overrides: Overrides,
+    progress: Callable[[str], None],
+) -> dict[tuple[str, str], ImportedRelease]:
+    """Resolve for each target, then one release per (project, version) any chose."""
+    releases: dict[tuple[str, str], ImportedRelease] = {}
+    for target in targets:
+        if len(targets) > 1:
+            progress(f"resolving for Python {target.python_version} ({target.describe()})")
+        judged = source.for_target(target)
+        nodes = Resolver(judged, target, overrides, progress).resolve(requirements)
+        for name, node in nodes.items():
+            release = release_of(node, nodes, target, overrides.aliases_for(name))
+            key = (name, release.version)
+            old = releases.get(key)
+            releases[key] = release if old is None else combine(old, release, source.versions)
+    return releases
+
+
 def import_packages(
     requirements: Sequence[str],
-    target: Target,
+    target: Target | Sequence[Target],
     *,
     index_url: str,
     client: httpx.Client,
@@ -63,16 +98,20 @@ def import_packages(
     on_progress: Callable[[str], None] | None = None,
 ) -> list[Path]:
     """Write recipes for the requirements (PEP 508 strings like 'onnxruntime==1.17.3' or
-    'numpy') and their whole dependency tree; return the files written (existing identical
-    files are left alone). See the module docstring for the full contract."""
+    'numpy') and their whole dependency tree, for one target interpreter or several;
+    return the files written (existing identical files are left alone). See the module
+    docstring for the full contract."""
     progress = on_progress or _quiet
     overrides = overrides or Overrides()
-    source = IndexSource(client, index_url.rstrip("/"), target, progress)
-    nodes = Resolver(source, target, overrides, progress).resolve(requirements)
+    targets = _distinct(target)
+    source = IndexSource(client, index_url.rstrip("/"), targets[0], progress)
+    releases = _releases(requirements, targets, source, overrides, progress)
     written: list[Path] = []
-    for name, node in nodes.items():
-        text = render(node, nodes, target, overrides.aliases_for(name))
-        path, changed = write_recipe(into, name, node.release.version_text, text)
+    for (name, version), release in releases.items():
+        old = existing_recipe(into, name, version)
+        if old is not None:
+            release = merge_existing(release, old, source.versions)
+        path, changed = write_recipe(into, name, version, render_release(release))
         progress(f"{name}: {'wrote' if changed else 'unchanged'} {path}")
         if changed:
             written.append(path)

@@ -33,18 +33,21 @@ leaves the file alone (returning False) when that merge is the file's text uncha
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Mapping, MutableMapping
+import tomllib
+from collections.abc import Collection, Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from packaging.requirements import Requirement
 from packaging.specifiers import Specifier, SpecifierSet
-from tomlkit import TOMLDocument
+from tomlkit import TOMLDocument, aot, nl
 from tomlkit import parse as parse_toml
 from tomlkit.exceptions import TOMLKitError
+from tomlkit.items import AoT, Table, Whitespace
 
 from mlpkg.errors import BadInput, MlpkgError
+from mlpkg.importer.release import ImportedRelease, WheelEntry, python_spec
 from mlpkg.importer.resolve import Node, base_requirements, extra_requirements
 from mlpkg.importer.target import Target
 from mlpkg.recipes.index import canonical
@@ -52,7 +55,16 @@ from mlpkg.recipes.model import RESERVED_INPUT_KEYS
 from mlpkg.resolver.spec import parse_spec
 from mlpkg.store.fs import write_atomic
 
-__all__ = ["input_key", "reimport", "render", "spec_text", "write_recipe"]
+__all__ = [
+    "existing_recipe",
+    "input_key",
+    "reimport",
+    "release_of",
+    "render",
+    "render_release",
+    "spec_text",
+    "write_recipe",
+]
 
 _OPERATOR_ORDER = ("===", "==", "~=", ">=", ">", "<=", "<", "!=")
 
@@ -124,32 +136,65 @@ def recipe_inputs(node: Node, nodes: Mapping[str, Node], target: Target) -> dict
     return inputs
 
 
-def render(node: Node, nodes: Mapping[str, Node], target: Target, aliases: list[str]) -> str:
-    """The recipe text of ``node`` (see the module docstring)."""
+def release_of(
+    node: Node, nodes: Mapping[str, Node], target: Target, aliases: Sequence[str]
+) -> ImportedRelease:
+    """``node`` chosen for ``target``, as a one-interpreter release."""
     release, file = node.release, node.release.file
-    requires_python = file.requires_python or node.metadata.requires_python
+    inputs = recipe_inputs(node, nodes, target)
+    del inputs["python"]
+    python = target.python_version
+    url = _without_userinfo(file.url)
+    entry = WheelEntry(file.filename, (url,), file.sha256, file.md5, frozenset([python]))
+    return ImportedRelease(
+        name=release.name,
+        version=release.version_text,
+        summary=node.metadata.summary,
+        aliases=tuple(aliases),
+        inputs=inputs,
+        pythons=(python,),
+        files=(entry,),
+        requires_python=file.requires_python or node.metadata.requires_python,
+    )
+
+
+def _hash_line(entry: WheelEntry) -> str:
+    if entry.sha256:
+        return f"sha256 = {_quote(entry.sha256)}"
+    return f"md5 = {_quote(entry.md5 or '')}"
+
+
+def render_release(release: ImportedRelease) -> str:
+    """The recipe text of ``release``: ``[source]`` and ``wheel.filename`` for one
+    interpreter and one file, else ``[[wheel.files]]`` (see the module docstring)."""
     lines = [
         "# Imported from a Python package index by `mlpkg import pypi`.",
         f"name = {_quote(release.name)}",
-        f"version = {_quote(release.version_text)}",
-        f"summary = {_quote(node.metadata.summary)}",
+        f"version = {_quote(release.version)}",
+        f"summary = {_quote(release.summary)}",
         'kind = "wheel"',
     ]
-    if aliases:
-        lines.append(f"aliases = [{', '.join(_quote(a) for a in aliases)}]")
-    lines += ["", "[inputs]"]
-    lines += [
-        f"{key} = {_quote(value)}" for key, value in recipe_inputs(node, nodes, target).items()
-    ]
-    lines += ["", "[source]", f"urls = [{_quote(_without_userinfo(file.url))}]"]
-    if file.sha256:
-        lines.append(f"sha256 = {_quote(file.sha256)}")
-    else:
-        lines.append(f"md5 = {_quote(file.md5 or '')}")
-    lines += ["", "[wheel]", f"filename = {_quote(file.filename)}"]
-    if requires_python:
-        lines.append(f"requires_python = {_quote(requires_python)}")
+    if release.aliases:
+        lines.append(f"aliases = [{', '.join(_quote(a) for a in release.aliases)}]")
+    inputs = {"python": python_spec(release.pythons), **release.inputs}
+    lines += ["", "[inputs]", *(f"{k} = {_quote(v)}" for k, v in inputs.items())]
+    rp = release.requires_python
+    requires = [f"requires_python = {_quote(rp)}"] if rp else []
+    if release.single:
+        file = release.files[0]
+        lines += ["", "[source]", f"urls = [{', '.join(_quote(u) for u in file.urls)}]"]
+        lines += [_hash_line(file), "", "[wheel]", f"filename = {_quote(file.filename)}"]
+        return "\n".join(lines + requires) + "\n"
+    lines += ["", "[wheel]", *requires]
+    for file in release.files:
+        lines += ["", "[[wheel.files]]", f"filename = {_quote(file.filename)}"]
+        lines += [f"urls = [{', '.join(_quote(u) for u in file.urls)}]", _hash_line(file)]
     return "\n".join(lines) + "\n"
+
+
+def render(node: Node, nodes: Mapping[str, Node], target: Target, aliases: list[str]) -> str:
+    """The recipe text of ``node`` chosen for ``target`` (see the module docstring)."""
+    return render_release(release_of(node, nodes, target, aliases))
 
 
 HAND_WRITTEN = "# --- hand-written below: kept when re-importing ---\n"
@@ -159,8 +204,9 @@ GENERATED: dict[str, tuple[str, ...] | None] = {
     "": ("name", "version", "summary", "kind", "aliases"),
     "inputs": None,
     "source": ("urls", "sha256", "md5"),
-    "wheel": ("filename", "requires_python"),
+    "wheel": ("filename", "requires_python", "files"),
 }
+FILE_KEYS = ("filename", "urls", "sha256", "md5")  # of each [[wheel.files]] entry
 
 
 def hand_written_tail(old: str) -> str:
@@ -208,8 +254,62 @@ def _merge(doc: TOMLDocument, new: TOMLDocument) -> str:
                 doc[table] = new[table]
             continue
         wanted = {k: v for k, v in source.items() if keys is None or k in keys}
+        if isinstance(wanted.get("files"), AoT):
+            wanted["files"] = _files_into(target, wanted["files"])
         _update(target, wanted, list(target) if keys is None else keys)
-    return doc.as_string()
+        if table == "wheel":
+            _blank_before_files(target)
+        if table and not target and table not in new:  # e.g. [source] of a one-file recipe
+            del doc[table]
+    return doc.as_string().rstrip("\n") + "\n"
+
+
+def _files_into(wheel: MutableMapping[str, Any], new: AoT) -> AoT:
+    """The ``[[wheel.files]]`` to set in the tomlkit table ``wheel``: its own when they
+    are unchanged, else merged (:func:`_merge_files`), each entry followed by one blank
+    line."""
+    old = wheel.get("files")
+    if isinstance(old, AoT) and _plain(old) == _plain(new):
+        return old
+    merged = _merge_files(old, new) if isinstance(old, AoT) else new
+    for entry in merged:
+        body = entry.value.body
+        while body and isinstance(body[-1][1], Whitespace):
+            body.pop()
+        entry.add(nl())
+        entry.trivia.indent = ""
+    return merged
+
+
+def _blank_before_files(wheel: MutableMapping[str, Any]) -> None:
+    """One blank line between the keys of ``[wheel]`` and its ``[[wheel.files]]`` (last)."""
+    files = wheel.get("files")
+    if not isinstance(wheel, Table) or not isinstance(files, AoT) or not len(files):
+        return
+    body = wheel.value.body
+    before = body[-2][1] if len(body) > 1 else None
+    if isinstance(before, Whitespace) and before.s == "\n" and files[0].trivia.indent == "":
+        return
+    wheel.pop("files")
+    while body and isinstance(body[-1][1], Whitespace):
+        body.pop()
+    wheel.add(nl())
+    files[0].trivia.indent = ""
+    wheel["files"] = files
+
+
+def _merge_files(old: AoT, new: AoT) -> AoT:
+    """The ``[[wheel.files]]`` of ``new``, each entry whose file name the old list has
+    being that old entry with its generated keys updated (its comments and other keys
+    kept)."""
+    by_name = {str(t.get("filename")): t for t in old}
+    merged = aot()
+    for entry in new:
+        kept = by_name.get(str(entry.get("filename")))
+        if kept is not None:
+            _update(kept, dict(entry), FILE_KEYS)
+        merged.append(kept if kept is not None else entry)
+    return merged
 
 
 def reimport(old: str, fresh: str) -> str:
@@ -225,6 +325,17 @@ def reimport(old: str, fresh: str) -> str:
     if not _is_imported(doc):
         return fresh + ("\n" + tail if tail else "")
     return _merge(doc, parse_toml(fresh)) + head[len(body) :] + tail
+
+
+def existing_recipe(into: Path, name: str, version: str) -> dict[str, Any] | None:
+    """The recipe at ``<into>/<name>/<version>.toml`` above its hand-written marker,
+    parsed; None when there is none or it is not TOML (:func:`write_recipe` says so)."""
+    path = into / name / f"{version}.toml"
+    try:
+        text = path.read_text(encoding="utf-8")
+        return tomllib.loads(text[: len(text) - len(hand_written_tail(text))])
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return None
 
 
 def write_recipe(into: Path, name: str, version: str, text: str) -> tuple[Path, bool]:

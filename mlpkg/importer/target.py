@@ -10,7 +10,10 @@ Contract:
   directory, no user site-packages, no ``PYTHON*`` variables, mlpkg's own ``packaging``; a
   bare name is looked up in the absolute entries of ``PATH`` only);
   :meth:`Target.for_interpreter` makes a Target from what a probe found;
-  :meth:`Target.current` describes the interpreter running mlpkg.
+  :meth:`Target.current` describes the interpreter running mlpkg;
+  :meth:`Target.for_built_cpython` describes CPython of a version built from source on this
+  machine without running it (:func:`mlpkg.resolver.interpreters.built_cpython`'s tags and
+  markers, plus this machine's ``platform_release`` and ``platform_version``).
 * :meth:`Target.python_ok` says whether a Requires-Python specifier admits the target (an
   unparsable specifier admits it, as pip does); :meth:`Target.describe` names the target in
   messages (``"cp311 manylinux x86_64"``).
@@ -19,6 +22,7 @@ Contract:
 from __future__ import annotations
 
 import os
+import platform
 import re
 import sys
 from collections.abc import Mapping, Sequence
@@ -66,6 +70,21 @@ class Target:
             tags=[str(t) for t in tags],
             markers={str(k): str(v) for k, v in markers.items()},
         )
+
+    @classmethod
+    def for_built_cpython(cls, version: str) -> Target:
+        """CPython ``version`` (``"3.9.2"``, or ``"3.9"``) built from source on this machine:
+        the tags and markers :func:`~mlpkg.resolver.interpreters.built_cpython` gives, with
+        the host-specific marker values (kernel release and version) of this machine."""
+        from mlpkg.resolver.interpreters import built_cpython
+
+        info, tags = built_cpython(version)
+        markers = {
+            **info["markers"],
+            "platform_release": platform.release(),
+            "platform_version": platform.version(),
+        }
+        return cls.for_interpreter(version, tags, dict(sorted(markers.items())))
 
     @property
     def python_full_version(self) -> Version:
