@@ -30,16 +30,23 @@ from mlpkg.recipes.model import AppSource, Recipe
 
 
 def _package_dirs(package: str) -> list[str]:
-    """Where the package ``package`` (dotted) lies on ``sys.path``, found without importing
-    anything: a name from a lockfile must not run a package's ``__init__`` here."""
-    from importlib.machinery import PathFinder
+    """Where the package ``package`` (dotted) lies, found without importing anything: a
+    name from a lockfile must not run a package's ``__init__`` here. The top-level package
+    is looked up by every finder of ``sys.meta_path`` (an editable install's too, which
+    finding a top-level name does not execute); its subpackages in its directories."""
+    import importlib.util
+    from importlib.machinery import ModuleSpec, PathFinder
 
     places: list[str] | None = None
     parts = package.split(".")
     if not all(p.isidentifier() for p in parts):
         return []
     for i in range(len(parts)):
-        spec = PathFinder.find_spec(".".join(parts[: i + 1]), places)
+        spec: ModuleSpec | None
+        if i == 0:
+            spec = importlib.util.find_spec(parts[0])
+        else:
+            spec = PathFinder.find_spec(".".join(parts[: i + 1]), places)
         if spec is None or not spec.submodule_search_locations:
             return []
         places = list(spec.submodule_search_locations)

@@ -299,3 +299,35 @@ def test_a_package_source_is_located_without_importing_anything(
     found = locate(AppSource(package="mlpkg_sidefx_pkg.sub", module="m"), None, "x")
     assert found == pkg / "sub"
     assert not marker.exists() and "mlpkg_sidefx_pkg" not in sys.modules
+
+
+def test_a_package_of_an_editable_install_is_located(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``pip install -e .`` puts mlpkg behind a finder of ``sys.meta_path``, not on
+    ``sys.path``: the harness app must still find ``mlpkg.harness`` (it did not, from any
+    directory but the checkout), and still without running its ``__init__``."""
+    import importlib.abc
+    import importlib.machinery
+
+    from mlpkg.recipes.appsource import locate
+    from mlpkg.recipes.model import AppSource
+
+    marker = tmp_path / "imported"
+    pkg = tmp_path / "elsewhere" / "mlpkg_editable_pkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    (pkg / "sub" / "__init__.py").write_text("")
+
+    class EditableFinder(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):  # type: ignore[no-untyped-def]
+            if name != "mlpkg_editable_pkg":
+                return None
+            spec = importlib.machinery.ModuleSpec(name, None, is_package=True)
+            spec.submodule_search_locations = [str(pkg)]
+            return spec
+
+    monkeypatch.setattr(sys, "meta_path", [*sys.meta_path, EditableFinder()])
+    found = locate(AppSource(package="mlpkg_editable_pkg.sub", module="m"), None, "x")
+    assert found == pkg / "sub"
+    assert not marker.exists() and "mlpkg_editable_pkg" not in sys.modules
