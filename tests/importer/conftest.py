@@ -15,7 +15,8 @@ HTTP proxy) are served too, and logged with ``proxied=True``.
 ``run_import(index, target, client, into, *requirements, **options)`` imports and returns the
 recipes written, parsed.
 
-``target311``: a CPython 3.11 manylinux x86_64 :class:`~mlpkg.importer.Target`.
+``target311``, ``target39``: CPython 3.11 and 3.9 manylinux x86_64
+:class:`~mlpkg.importer.Target` objects.
 """
 
 from __future__ import annotations
@@ -377,3 +378,19 @@ def target311() -> Target:
         *compatible_tags((3, 11), "cp311", PLATFORMS),
     ]
     return Target(python_version="3.11", tags=[str(t) for t in tags], markers=dict(MARKERS))
+
+
+@pytest.fixture
+def target39() -> Target:
+    """CPython 3.9 on manylinux x86_64 (tags as packaging computes them)."""
+    tags = [
+        *cpython_tags((3, 9), platforms=PLATFORMS),
+        *compatible_tags((3, 9), "cp39", PLATFORMS),
+    ]
+    markers = {
+        **MARKERS,
+        "implementation_version": "3.9.2",
+        "python_full_version": "3.9.2",
+        "python_version": "3.9",
+    }
+    return Target(python_version="3.9", tags=[str(t) for t in tags], markers=markers)

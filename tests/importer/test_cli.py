@@ -40,3 +40,26 @@ def test_import_of_an_unknown_project_is_bad_input(
     index = fake_index()
     r = mlpkg(tmp_path / "home", "import", "pypi", "no-such-thing", "--index-url", index.index_url)
     assert r.returncode == 2 and "no-such-thing" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_import_for_two_interpreters(fake_index: Callable[..., Any], tmp_path: Path) -> None:
+    """``--python 3.9 --python X.Y``: the machine's interpreter (probed) and CPython 3.9 as
+    it would be built here (no interpreter of that version needed); one recipe, a wheel
+    for each, that resolves for the machine's interpreter."""
+    from packaging.tags import platform_tags
+
+    mine = "{}{}".format(*sys.version_info[:2])
+    platform = next(iter(platform_tags()))
+    index = fake_index()
+    for py in ("39", mine):
+        index.publish("two-py", "1.0", tags=f"cp{py}-cp{py}-{platform}")
+    home = tmp_path / "home"
+    mine_dotted = "{}.{}".format(*sys.version_info[:2])
+    r = mlpkg(home, "import", "pypi", "two-py", "--index-url", index.index_url,
+              "--python", "3.9", "--python", f"python@{mine_dotted}")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    text = (home / "recipes" / "two-py" / "1.0.toml").read_text()
+    assert f'python = "python@3.9,{mine_dotted}"' in text and text.count("[[wheel.files]]") == 2
+    shown = mlpkg(home, "show", "two-py", "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert f"cp{mine}-cp{mine}" in shown.stdout
