@@ -128,7 +128,7 @@ def _image_detections(
             "score": score,
         }
         for x, y, bw, bh, score, label in zip(
-            xmin.tolist(), ymin.tolist(), w, h, groups[:, 5].tolist(), labels, strict=True
+            xmin.tolist(), ymin.tolist(), w, h, groups[:, 5].tolist(), labels
         )
     ]
 

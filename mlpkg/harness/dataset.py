@@ -175,7 +175,7 @@ class PreprocessedDataset:
             self.loaded, self.to_load = 0, len(todo)
         workers = max(1, min(8, os.cpu_count() or 1, len(todo)))
         with ThreadPoolExecutor(workers) as pool:
-            for i, sample in zip(todo, pool.map(self._read_or_none, todo), strict=True):
+            for i, sample in zip(todo, pool.map(self._read_or_none, todo)):
                 self._samples[i] = sample
         self.last_loaded = time.time()
 

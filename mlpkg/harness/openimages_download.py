@@ -164,7 +164,7 @@ def fetch_images(
         futures = [
             pool.submit(_fetch_image, f"{images_url}/{i}.jpg", data_dir / f"{i}.jpg") for i in ids
         ]
-        for n, (image_id, future) in enumerate(zip(ids, futures, strict=True), 1):
+        for n, (image_id, future) in enumerate(zip(ids, futures), 1):
             sizes[image_id] = future.result()
             if not quiet and (n % 100 == 0 or n == len(ids)):
                 print(f"images: {n}/{len(ids)}", file=sys.stderr, flush=True)

@@ -82,7 +82,7 @@ def _image_entry(entry: Any) -> dict[str, Any]:
     dims = {}
     for key in ("width", "height"):
         value = entry[key]
-        if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
             raise TypeError(f"image {key} {value!r} is not a whole number")
         dims[key] = int(value)
     return {"id": entry["id"], "file_name": entry["file_name"], **dims}

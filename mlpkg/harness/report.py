@@ -92,7 +92,7 @@ def parse_summary(path: Path) -> dict[str, Any] | None:
         "result": fields.get("Result is"),
         "scenario": fields.get("Scenario"),
         "mode": fields.get("Mode"),
-        "samples_per_second": rate if isinstance(rate, int | float) else None,
+        "samples_per_second": rate if isinstance(rate, (int, float)) else None,
         "latency_ns": latency,
         "parameters": parameters,
         "fields": fields,
@@ -112,7 +112,7 @@ def reference_line(
     values = np.percentile(latencies, PERCENTILES).tolist() if n else [0.0] * len(PERCENTILES)
     mean = float(np.mean(latencies)) if n else 0.0
     qps = n / took if took > 0 else 0.0
-    tiles = ",".join(f"{p}:{v:.4f}" for p, v in zip(PERCENTILES, values, strict=True))
+    tiles = ",".join(f"{p}:{v:.4f}" for p, v in zip(PERCENTILES, values))
     acc_str = ""
     if acc is not None:
         acc_str = f", acc={acc:.3f}%"
@@ -127,7 +127,7 @@ def reference_line(
         "mean": mean,
         "time": took,
         "queries": n,
-        "percentiles": {str(p): v for p, v in zip(PERCENTILES, values, strict=True)},
+        "percentiles": {str(p): v for p, v in zip(PERCENTILES, values)},
         "acc": acc,
         "mAP": None if map_fraction is None else 100.0 * map_fraction,
     }

@@ -283,7 +283,7 @@ def _overrides(lg: Any, opts: Options, settings: Any, est: Estimates) -> dict[st
 
 
 def _value(v: Any) -> Any:
-    if isinstance(v, bool | int | float | str) or v is None:
+    if isinstance(v, (bool, int, float, str)) or v is None:
         return v
     return str(v)
 

@@ -310,7 +310,7 @@ def calibrate(
         t.start()
     for t in threads:
         t.join()
-    rates = [c / t for c, t in zip(counts, spent, strict=True) if t > 0]
+    rates = [c / t for c, t in zip(counts, spent) if t > 0]
     return {"qps": sum(rates) if rates else None, "predictions": sum(counts), "seconds": max(spent)}
 
 
