@@ -7,19 +7,30 @@ Contract of :func:`import_packages`:
 * The index at ``index_url`` (see :func:`index_url_from_environment`) is read through the
   caller's ``client`` (its proxies and timeouts apply; every request sends
   ``User-Agent: mlpkg/<version>``): PEP 691 JSON, or PEP 503 HTML. Only wheels are used.
-* One version per project is chosen for ``target`` (:mod:`mlpkg.importer.resolve`); metadata
+* ``target`` is one :class:`Target` or several (one per ``X.Y``; the first given of a
+  version wins). One version per project is chosen for each target, in a resolution of
+  its own (:mod:`mlpkg.importer.resolve`; project pages and metadata are read once for
+  all); metadata
   comes from PEP 658 ``.metadata`` files or from the remote wheel by HTTP range requests
   (:mod:`mlpkg.importer.metadata`), never by downloading whole wheels unless the server
   ignores ``Range``.
-* One recipe per chosen release is written to ``<into>/<name>/<version>.toml``
-  (:mod:`mlpkg.importer.recipe`); files whose content is already identical are left alone.
+* One recipe per release any target chose is written to ``<into>/<name>/<version>.toml``
+  (:mod:`mlpkg.importer.recipe`): for one target exactly the one-file recipe a
+  one-interpreter import always wrote; a release chosen by several lists the wheel chosen
+  for each in ``[[wheel.files]]``, its inputs united
+  (:func:`~mlpkg.importer.release.combine`). A recipe already at that path is merged
+  (:func:`~mlpkg.importer.release.merge_existing`: its wheels for interpreters not
+  imported now are kept) and its hand edits kept; files whose content is already
+  identical are left alone.
   The return value lists the files written (created or changed), sorted.
 * Errors: :class:`~mlpkg.errors.UnknownPackage` (no such project; a pinned version that does
   not exist or has no wheel for the target, with the nearest usable versions in ``details``),
   :class:`~mlpkg.errors.ResolutionError` (requirements that cannot hold together, naming
   both requirers), :class:`~mlpkg.errors.FetchError` (network or index failures, naming the
   URL), :class:`~mlpkg.errors.BadInput` (a malformed requirement). Nothing is written unless
-  the whole tree resolved. Nothing is printed: progress goes to ``on_progress``.
+  the whole tree resolved for every target (a root only some targets can have takes a
+  marker: ``"onnxruntime==1.12.1; python_version < '3.11'"``). Nothing is printed:
+  progress goes to ``on_progress``.
 """
 
 from __future__ import annotations

@@ -14,7 +14,15 @@ Contract of :func:`render` (one node of a resolution → the recipe text):
 * ``[source]``: ``urls`` (the wheel's URL, without user info) and ``sha256`` (or ``md5``
   where the index gives only that). ``[wheel]``: ``filename`` and ``requires_python`` when
   the index or the metadata gives it.
+* :func:`render_release` writes an :class:`~mlpkg.importer.release.ImportedRelease` (what
+  :func:`release_of` makes of a node, or several interpreters' releases combined): the form
+  above for one interpreter and one file; else ``python = "python@3.9,3.11"``, no
+  ``[source]``, ``[wheel]`` with ``requires_python`` only, and one ``[[wheel.files]]``
+  entry a file (``filename``, ``urls``, ``sha256`` or ``md5``), in the order of the first
+  interpreter each serves.
 
+:func:`existing_recipe` reads the recipe already there (for
+:func:`~mlpkg.importer.release.merge_existing`, which decides what it keeps);
 :func:`write_recipe` writes ``<into>/<name>/<version>.toml`` atomically. A fresh file gets
 :func:`render`'s text as it is. Over an existing file it writes :func:`reimport`'s merge, and
 leaves the file alone (returning False) when that merge is the file's text unchanged:
@@ -23,11 +31,14 @@ leaves the file alone (returning False) when that merge is the file's text uncha
 * Above it, the file is edited in place through ``tomlkit``: only the generated keys are
   set to :func:`render`'s values (``GENERATED``: ``name``, ``version``, ``summary``,
   ``kind``, ``aliases`` at the top; every key of ``[inputs]``; ``urls``, ``sha256``, ``md5``
-  of ``[source]``; ``filename``, ``requires_python`` of ``[wheel]``), and a generated key the
-  new render leaves out is removed. A key whose value is unchanged keeps its line as it
-  is; a changed one keeps its trailing comment. A new key goes where :func:`render` puts
-  it, relative to the generated keys of its table. Everything else (comments, blank
-  lines, other keys, other tables such as ``[env]``) stays as written.
+  of ``[source]``; ``filename``, ``requires_python``, ``files`` of ``[wheel]``), and a
+  generated key the new render leaves out is removed (a ``[source]`` left empty goes too:
+  a one-file recipe becomes a ``[[wheel.files]]`` one in place). A ``[[wheel.files]]``
+  entry whose file name the old list has keeps its comments and other keys, its
+  ``filename``, ``urls``, ``sha256``, ``md5`` updated. A key whose value is unchanged
+  keeps its line as it is; a changed one keeps its trailing comment. A new key goes where
+  :func:`render` puts it, relative to the generated keys of its table. Everything else
+  (comments, blank lines, other keys, other tables such as ``[env]``) stays as written.
 """
 
 from __future__ import annotations
