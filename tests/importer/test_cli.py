@@ -63,3 +63,28 @@ def test_import_for_two_interpreters(fake_index: Callable[..., Any], tmp_path: P
     shown = mlpkg(home, "show", "two-py", "--json")
     assert shown.returncode == 0, shown.stderr
     assert f"cp{mine}-cp{mine}" in shown.stdout
+
+
+def test_a_python_recipe_built_from_source_is_a_target(
+    fake_index: Callable[..., Any], tmp_path: Path
+) -> None:
+    """``--python 3.9`` takes the version of the collection's source-built python 3.9.2
+    (a wheel needing Python >=3.9.1 fits it), not 3.9.0."""
+    from mlpkg.recipes.index import bundled_dir
+
+    recipes = tmp_path / "recipes" / "python"
+    recipes.mkdir(parents=True)
+    (recipes / "external.toml").write_text((bundled_dir() / "python" / "external.toml").read_text())
+    (recipes / "3.9.2.toml").write_text(
+        'name = "python"\nversion = "3.9.2"\nkind = "build"\n[build]\nscript = "mkdir $out"\n'
+    )
+    index = fake_index()
+    index.publish("picky", "1.0", index_attrs={"requires_python": ">=3.9.1"})
+    home = tmp_path / "home"
+    r = mlpkg(home, "import", "pypi", "picky", "--index-url", index.index_url, "--python",
+              "3.9", "--recipes", str(tmp_path / "recipes"))  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert 'python = "python@3.9"' in (home / "recipes" / "picky" / "1.0.toml").read_text()
+    r = mlpkg(home, "import", "pypi", "picky", "--index-url", index.index_url, "--python",
+              "3.8")  # fmt: skip
+    assert r.returncode == 2 and "requires Python >=3.9.1" in r.stderr, r.stderr
