@@ -173,9 +173,14 @@ def build_fingerprint(drv: Derivation, recipe: dict[str, Any] | None = None) -> 
 
 def wheel_fingerprint(drv: Derivation) -> dict[str, Any]:
     """``wheel``: as :func:`build_fingerprint`, with ``[source]`` reduced to its declared
-    hash: the file is pinned by it, so its URLs (mirrors) are not hashed."""
+    hash: the file is pinned by it, so its URLs (mirrors) are not hashed. (A recipe with
+    ``[[wheel.files]]`` is hashed once specialised to one file, as ``[source]``; were it
+    hashed whole, each file would count without its URLs.)"""
     content = drv.recipe.hashed_content()
-    content["source"].pop("urls", None)
+    if "source" in content:
+        content["source"].pop("urls", None)
+    for file in content.get("wheel", {}).get("files", []):
+        file.pop("urls", None)
     return build_fingerprint(drv, content)
 
 

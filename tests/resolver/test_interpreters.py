@@ -223,3 +223,16 @@ def test_a_lock_with_one_python_per_scope_is_up_to_date_and_updates(
         assert lock_changes(lock, plan) == []
         again = updated_lock(store, provider, lock, ["oldlib"], "bench.lock")
         assert sorted(str(n.path) for n in again.nodes) == sorted(str(n.path) for n in lock.nodes)
+
+
+def test_a_release_of_many_files_hashes_without_its_urls_even_unspecialised() -> None:
+    import tomllib
+
+    from mlpkg.recipes.model import Recipe
+    from mlpkg.resolver.derivation import Derivation
+
+    text = multi("fastlib", [OLD, MINE])
+    recipe = Recipe.model_validate(tomllib.loads(text))
+    mirrored = Recipe.model_validate(tomllib.loads(text.replace("example.org", "mirror.test")))
+    a = Derivation(recipe, {}, "x86_64-linux").path
+    assert a == Derivation(mirrored, {}, "x86_64-linux").path
