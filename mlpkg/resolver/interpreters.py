@@ -22,6 +22,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from packaging.version import Version
+
 from mlpkg.recipes.index import canonical
 from mlpkg.resolver.derivation import Derivation
 
@@ -102,35 +104,57 @@ def explain_choice(
 ) -> dict[str, Any] | None:
     """Why the closure's ``python`` is the one chosen: None when the closure has none;
     else ``{"chosen": "3.9.2", "built": True, "reason": ..., "excluded": {version:
-    [who asked what]}}`` for every interpreter tried before it (the machine's first, then
-    newest first), with the requirements that excluded it."""
-    name = "python"
-    chosen = resolution.pins.get(name)
-    if chosen is None:
-        return None
-    asked: list[tuple[str, Spec]] = [
-        ("the command line", s) for s in specs if canonical(s.name) == name
-    ]
-    for pin_name, cand in resolution.pins.items():
-        for key, target in resolution.edges.get(pin_name, {}).items():
-            if target == name:
-                asked.append((f"{pin_name} {cand.version}", cand.inputs[key]))
+    [why]}}`` for every interpreter tried before it (the machine's first, then newest
+    first). An interpreter is excluded by the command line's spec, or by a package of the
+    closure none of whose versions that the closure allows has a wheel for it (its
+    requirements as the closure states them are shown)."""
     from mlpkg.resolver.resolve import preference
 
+    chosen = resolution.pins.get("python")
+    if chosen is None:
+        return None
+    asked = [s for s in specs if provider.canonical_name(s.name) == "python"]
+    wanted = _requirements(provider, resolution, specs)
     excluded: dict[str, list[str]] = {}
-    for cand in sorted(provider.candidates(name), key=preference, reverse=True):
+    for cand in sorted(provider.candidates("python"), key=preference, reverse=True):
         if cand is chosen:
             break
         mine = " (this machine)" if getattr(cand, "preferred", False) else ""
-        excluded[f"{cand.version}{mine}"] = [
-            f"{who} asks {spec}" for who, spec in asked if not spec.matches(cand.version)
-        ]
+        why = [f"the command line asks {s}" for s in asked if not s.matches(cand.version)]
+        for pkg, reqs in wanted.items():
+            if pkg != "python" and not _allows(provider, pkg, reqs, cand.version):
+                allowed = ", ".join(sorted({str(r) for r in reqs}))
+                why.append(f"{pkg} has no wheel for it among the versions asked ({allowed})")
+        excluded[f"{cand.version}{mine}"] = why
     machine = bool(getattr(chosen, "preferred", False))
     if machine:
         reason = "this machine's interpreter, which every package of the closure can use"
-    elif any(who == "the command line" for who, _ in asked):
+    elif asked:
         reason = "asked for on the command line"
     else:
         reason = "the newest interpreter that every package of the closure has a wheel for"
     return {"chosen": str(chosen.version), "built": not machine, "reason": reason,
             "excluded": excluded}  # fmt: skip
+
+
+def _requirements(
+    provider: Provider, resolution: Resolution, specs: Sequence[Spec]
+) -> dict[str, list[Spec]]:
+    """Every spec on each package of the closure: the root specs and the dependants'."""
+    found: dict[str, list[Spec]] = {}
+    for spec in specs:
+        found.setdefault(provider.canonical_name(spec.name), []).append(spec)
+    for name, cand in resolution.pins.items():
+        for key, target in resolution.edges.get(name, {}).items():
+            found.setdefault(target, []).append(cand.inputs[key])
+    return found
+
+
+def _allows(provider: Provider, name: str, reqs: Sequence[Spec], python: Version) -> bool:
+    """Whether some version of ``name`` that ``reqs`` allow can use ``python``."""
+    for cand in provider.candidates(name):
+        if all(r.matches(cand.version) for r in reqs):
+            spec = cand.inputs.get("python")
+            if spec is None or spec.matches(python):
+                return True
+    return False
