@@ -139,7 +139,8 @@ def test_extensions_link_the_store_libraries_by_relative_run_paths(built: Built)
         ldd = run(["ldd", so]).stdout
         resolved = {}
         for line in ldd.splitlines():
-            soname, _, rest = line.strip().partition(" => ")
+            name, _, rest = line.strip().partition(" => ")
+            soname = os.path.basename(name.split(" (")[0])  # "/lib64/ld-linux-x86-64.so.2 (0x...)"
             target = rest.split(" (")[0] if rest else ""
             resolved[soname] = os.path.realpath(target) if target.startswith("/") else ""
             if not resolved[soname].startswith(str(store)):
