@@ -1,9 +1,11 @@
-"""CPython built from source as a store package (issue 12): recipes/cpython/<version>.toml,
+"""CPython built from source as a store package (issue 12): recipes/python/<version>.toml,
 with zlib, bzip2, liblzma (xz), libffi, SQLite, OpenSSL (and, for 3.13, libmpdec) built from source
 by recipes of their own, so that the interpreter's store path hash covers what it links.
 
 The fast tests plan the recipes offline (nothing is fetched or built). The slow ones build
-cpython@3.9.2 in a fresh MLPKG_HOME through the CLI: their sources come from Debian's
+python@3.9.2 in a fresh MLPKG_HOME through the CLI (or in MLPKG_TEST_INTERPRETER_HOME,
+which CI shares with tests/cli/test_old_stack.py so that CPython is built once): their
+sources come from Debian's
 archive (python.org is listed first and is unreachable here), so they are marked ``pypi``
 ("needs the network"), which the default suite deselects. docs/interpreters.md describes
 how the interpreter and its libraries are built and linked.
@@ -24,7 +26,7 @@ import pytest
 from tests.cli_support import CliResult
 
 REPO = Path(__file__).resolve().parents[2]
-SPEC = "cpython@3.9.2"
+SPEC = "python@3.9.2"
 LIBS = ("zlib", "bzip2", "xz", "libffi", "sqlite", "openssl")
 # What lib-dynload's extensions may take from the host: glibc's libraries only.
 HOST_OK = ("linux-vdso", "ld-linux", "libc.so", "libm.so", "libpthread.so", "libdl.so",
@@ -56,6 +58,9 @@ def mlpkg(home: Path, *args: str, timeout: float = 120) -> CliResult:
     """``mlpkg ARGS`` as a subprocess with its own MLPKG_HOME and the bundled recipes."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLPKG_")}
     env["MLPKG_HOME"] = str(home)
+    cache = os.environ.get("MLPKG_CACHE_DIR")  # a shared download cache, if CI gives one
+    if cache:
+        env["MLPKG_CACHE_DIR"] = cache
     p = subprocess.run([sys.executable, "-m", "mlpkg", *args], env=env, cwd=REPO,
                        capture_output=True, text=True, timeout=timeout)  # fmt: skip
     return CliResult(p.returncode, p.stdout, p.stderr, args)
@@ -64,17 +69,17 @@ def mlpkg(home: Path, *args: str, timeout: float = 120) -> CliResult:
 # --- offline: the recipes parse, hash and plan ---------------------------------------------
 
 
-@pytest.mark.parametrize("version", ["3.9.2", "3.13.5"])
+@pytest.mark.parametrize("version", ["3.9.2", "3.11.2", "3.13.5"])
 def test_the_interpreter_plans_offline_with_its_libraries(tmp_path: Path, version: str) -> None:
     home = tmp_path / "home"
-    shown = mlpkg(home, "show", "--json", f"cpython@{version}").ok().json()
+    shown = mlpkg(home, "show", "--json", f"python@{version}").ok().json()
     assert shown["valid"] is False
-    assert Path(shown["path"]).name.endswith(f"-cpython-{version}")
+    assert Path(shown["path"]).name.endswith(f"-python-{version}")
     libs = LIBS + (("mpdecimal",) if version.startswith("3.13") else ())
     assert set(shown["inputs"]) == {"src", "cc", *libs}
-    plan = mlpkg(home, "build", "--dry-run", "--json", f"cpython@{version}").ok().json()["plan"]
+    plan = mlpkg(home, "build", "--dry-run", "--json", f"python@{version}").ok().json()["plan"]
     names = {n["name"]: n["action"] for n in plan["nodes"]}
-    assert names["cpython-src"] == "fetch" and names["cpython"] == "build"
+    assert names["cpython-src"] == "fetch" and names["python"] == "build"
     for lib in libs:
         assert names[lib] == "build" and names[f"{lib}-src"] == "fetch", names
     assert not any((home / "store").iterdir())  # planning made nothing
@@ -93,6 +98,7 @@ def test_the_store_path_does_not_depend_on_the_home(tmp_path: Path) -> None:
 class Built:
     home: Path
     path: Path
+    deps: dict[str, Path]  # library name -> its store path, as the plan says
     seconds: float
 
     @property
@@ -102,10 +108,14 @@ class Built:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
-    home = tmp_path_factory.mktemp("cpython") / "home"
+    shared = os.environ.get("MLPKG_TEST_INTERPRETER_HOME")
+    home = Path(shared) if shared else tmp_path_factory.mktemp("cpython") / "home"
     start = time.monotonic()
     r = mlpkg(home, "build", SPEC, timeout=3 * 3600).ok()
-    return Built(home, Path(r.out.strip().splitlines()[-1]), time.monotonic() - start)
+    took = time.monotonic() - start
+    inputs = mlpkg(home, "show", "--json", SPEC).ok().json()["inputs"]
+    deps = {lib: Path(inputs[lib]) for lib in LIBS}
+    return Built(home, Path(r.out.strip().splitlines()[-1]), deps, took)
 
 
 def run(argv: list[str | Path], **kw: object) -> subprocess.CompletedProcess[str]:
@@ -130,7 +140,7 @@ def test_the_built_interpreter_imports_its_c_modules(built: Built) -> None:
 def test_extensions_link_the_store_libraries_by_relative_run_paths(built: Built) -> None:
     store = built.path.parent
     dynload = built.path / "lib" / "python3.9" / "lib-dynload"
-    deps = {lib: next(store.glob(f"*-{lib}-[0-9]*")) for lib in LIBS}
+    deps = built.deps
     for module, lib in LINKED.items():
         so = next(dynload.glob(f"{module}.cpython-39-*.so"))
         dyn = run(["readelf", "-d", so]).stdout
@@ -162,7 +172,7 @@ def test_nothing_names_the_store_and_a_copy_runs_elsewhere(built: Built, tmp_pat
     # finds its standard library from its own location.
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    for p in [built.path, *(next(built.path.parent.glob(f"*-{lib}-[0-9]*")) for lib in LIBS)]:
+    for p in [built.path, *built.deps.values()]:
         shutil.copytree(p, elsewhere / p.name, symlinks=True)
     copy = elsewhere / built.path.name
     r = run([copy / "bin" / "python3", "-c", "import sys, sqlite3, os; " + IMPORTS
