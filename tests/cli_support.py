@@ -48,3 +48,21 @@ def python_bin(where: Path) -> Path:
 def python_path(where: Path) -> dict[str, str]:
     """``env`` for the CLI: PATH starting with :func:`python_bin` at ``where``."""
     return {"PATH": f"{python_bin(where)}:/usr/local/bin:/usr/bin:/bin"}
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def mlpkg_in(home: Path, *args: str, timeout: float = 120) -> CliResult:
+    """``mlpkg ARGS`` as a subprocess with its own MLPKG_HOME and the bundled recipes (no
+    other MLPKG_ variable passes, except a download cache CI shares: MLPKG_CACHE_DIR)."""
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLPKG_")}
+    env["MLPKG_HOME"] = str(home)
+    cache = os.environ.get("MLPKG_CACHE_DIR")
+    if cache:
+        env["MLPKG_CACHE_DIR"] = cache
+    p = subprocess.run([sys.executable, "-m", "mlpkg", *args], env=env, cwd=REPO,
+                       capture_output=True, text=True, timeout=timeout)  # fmt: skip
+    return CliResult(p.returncode, p.stdout, p.stderr, args)

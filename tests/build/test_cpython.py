@@ -16,14 +16,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.cli_support import CliResult
+from tests.cli_support import CliResult, mlpkg_in
 
 REPO = Path(__file__).resolve().parents[2]
 SPEC = "python@3.9.2"
@@ -55,15 +54,7 @@ IMPORTS = (
 
 
 def mlpkg(home: Path, *args: str, timeout: float = 120) -> CliResult:
-    """``mlpkg ARGS`` as a subprocess with its own MLPKG_HOME and the bundled recipes."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLPKG_")}
-    env["MLPKG_HOME"] = str(home)
-    cache = os.environ.get("MLPKG_CACHE_DIR")  # a shared download cache, if CI gives one
-    if cache:
-        env["MLPKG_CACHE_DIR"] = cache
-    p = subprocess.run([sys.executable, "-m", "mlpkg", *args], env=env, cwd=REPO,
-                       capture_output=True, text=True, timeout=timeout)  # fmt: skip
-    return CliResult(p.returncode, p.stdout, p.stderr, args)
+    return mlpkg_in(home, *args, timeout=timeout)
 
 
 # --- offline: the recipes parse, hash and plan ---------------------------------------------

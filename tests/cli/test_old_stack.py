@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.cli_support import CliResult
+from tests.cli_support import CliResult, mlpkg_in
 
 pytestmark = [pytest.mark.pypi, pytest.mark.slow, pytest.mark.timeout(3600)]
 
@@ -30,14 +28,7 @@ OLD = ("--with", "onnxruntime=onnxruntime@1.12.1", "--with", "loadgen=mlcommons-
 
 
 def mlpkg(home: Path, *args: str, timeout: float = 1800) -> CliResult:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLPKG_")}
-    env["MLPKG_HOME"] = str(home)
-    cache = os.environ.get("MLPKG_CACHE_DIR")  # a shared download cache, if CI gives one
-    if cache:
-        env["MLPKG_CACHE_DIR"] = cache
-    p = subprocess.run([sys.executable, "-m", "mlpkg", *args], env=env, cwd=REPO,
-                       capture_output=True, text=True, timeout=timeout)  # fmt: skip
-    return CliResult(p.returncode, p.stdout, p.stderr, args)
+    return mlpkg_in(home, *args, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
