@@ -21,7 +21,6 @@ from tests.cli_support import CliResult, mlpkg_in
 
 pytestmark = [pytest.mark.pypi, pytest.mark.slow, pytest.mark.timeout(3600)]
 
-REPO = Path(__file__).resolve().parents[2]
 MAP_LINE = re.compile(r"^mAP=(\d+\.\d{3})%$", re.MULTILINE)
 CARD = ("loadgen@4.0", "onnxruntime@1.12.1")
 OLD = ("--with", "onnxruntime=onnxruntime@1.12.1", "--with", "loadgen=mlcommons-loadgen@4.0")
