@@ -98,7 +98,7 @@ def derive(
     (None without one). Pure: no store, no building.
 
     One version of each package per *scope*: the closure of the roots is one scope; the
-    inputs a build needs only while it runs (those outside its ``runtime_inputs``) form a
+    inputs a build needs only while it is built (those outside its ``runtime_inputs``) form a
     scope of their own, recursively. So a dataset pre-processed with the machine's Python
     and NumPy keeps its path when the benchmark that reads it moves to another
     interpreter or NumPy, as a Nix build's tools are not its users' closure."""
