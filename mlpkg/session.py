@@ -174,6 +174,10 @@ class Session:
             self.act(plan)
         return plan.to_json()
 
+    def _no_overrides_with_a_lock(self) -> None:
+        if self.overrides:
+            raise BadInput("--with changes a resolution; a lock is not resolved again.")
+
     def realise_lock(
         self, file: Path, allow_drift: bool = False, dry_run: bool = False
     ) -> dict[str, Any]:
@@ -183,8 +187,7 @@ class Session:
         from mlpkg.resolver.lockfile import check_valid_paths, to_plan
         from mlpkg.resolver.lockmake import read_lock
 
-        if self.overrides:
-            raise BadInput("--with changes a resolution; a lock is not resolved again.")
+        self._no_overrides_with_a_lock()
         lock = read_lock(file)
         detector = self.provider.detector
         plan, expected = to_plan(
@@ -205,8 +208,7 @@ class Session:
 
         expected: dict[StorePath, str] = {}
         if lock_file is not None:
-            if self.overrides:
-                raise BadInput("--with changes a resolution; a lock is not resolved again.")
+            self._no_overrides_with_a_lock()
             from mlpkg.resolver.lockmake import read_lock
 
             lock = read_lock(lock_file)

@@ -34,7 +34,7 @@ from typing import Any
 
 from mlpkg.errors import StoreError
 from mlpkg.resolver.derivation import Derivation
-from mlpkg.resolver.interpreters import interpreter_of
+from mlpkg.resolver.interpreters import Interpreter, interpreter_of
 from mlpkg.store.fs import fsync_dir, remove_tree, sync_tree
 from mlpkg.store.path import StorePath
 from mlpkg.store.store import Store
@@ -61,10 +61,12 @@ def _derivation(store: Store, path: StorePath) -> Derivation:
     return Derivation.from_json(info.deriver)
 
 
-def python_view(store: Store, python: StorePath, wheels: Sequence[StorePath]) -> Path:
-    """The Python view of an interpreter and wheels (made once, atomically)."""
-    interp = interpreter_of(_derivation(store, python))
-    if interp is None or not interp.executable:
+def python_view(
+    store: Store, python: StorePath, interp: Interpreter, wheels: Sequence[StorePath]
+) -> Path:
+    """The Python view of the interpreter ``python`` (``interp`` says what it is) and
+    wheels (made once, atomically)."""
+    if not interp.executable:
         raise StoreError(f"{python} is not a Python interpreter.")
     version, major_minor = interp.version, interp.major_minor
     base = str(store.real_path(python) / interp.executable) if interp.built else interp.executable
@@ -103,17 +105,18 @@ def activation(
     """The environment that activates the closure of ``roots`` (see the module docstring)."""
     order = store.closure_order(roots)
     drvs = {p: _derivation(store, p) for p in order}
-    pythons = [p for p in order if interpreter_of(drvs[p]) is not None]
+    interps = {p: i for p in order if (i := interpreter_of(drvs[p])) is not None}
     # Python packages: wheels, and anything built into the same prefix layout.
     wheels = [
         p
         for p in order
-        if p not in pythons and any((store.real_path(p) / "lib").glob("python*/site-packages"))
+        if p not in interps and any((store.real_path(p) / "lib").glob("python*/site-packages"))
     ]
     env: dict[str, str] = {"PYTHONNOUSERSITE": "1"}
     bins = [str(store.real_path(p) / "bin") for p in reversed(order)]
     bins = [b for b in bins if os.path.isdir(b)]
-    view = python_view(store, pythons[-1], wheels) if pythons else None
+    python = next(reversed(interps), None)  # the last in closure order
+    view = python_view(store, python, interps[python], wheels) if python else None
     if view is not None:
         bins.insert(0, str(view / "bin"))
         env["MLPKG_PYTHON_VIEW"] = str(view)
