@@ -10,6 +10,7 @@ Exit codes (design.md): ``BadInput`` → 2, every other :class:`MlpkgError` → 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 
 class MlpkgError(Exception):
@@ -104,6 +105,20 @@ class BuildError(MlpkgError):
 
 class VerifyError(MlpkgError):
     """``verify`` found problems (exit 1)."""
+
+
+class CacheError(MlpkgError):
+    """A binary cache failed us: unreachable, broken, or an entry that is not trusted
+    (exit 1). ``cache`` is the cache's URL as the user wrote it (no credentials)."""
+
+    def __init__(self, message: str, *, cache: str | None = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.cache = cache
+
+
+class CacheUnavailable(CacheError):
+    """A cache is down: refused or dropped the connection, timed out, or answered 5xx
+    (after retries). A substituter that raises it is skipped for the rest of the command."""
 
 
 class ExternalNotFound(MlpkgError):
