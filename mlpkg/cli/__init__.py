@@ -18,6 +18,7 @@ from mlpkg import __version__
 from mlpkg.cli import (
     build_cmds,
     import_cmds,
+    key_cmds,
     lock_cmds,
     profile_cmds,
     run_cmds,
@@ -40,6 +41,7 @@ def cli(ctx: click.Context) -> None:
 for command in (
     *build_cmds.COMMANDS,
     *import_cmds.COMMANDS,
+    *key_cmds.COMMANDS,
     *lock_cmds.COMMANDS,
     *profile_cmds.COMMANDS,
     *run_cmds.COMMANDS,
