@@ -34,6 +34,8 @@ from mlpkg.store.path import StorePath
 from mlpkg.store.store import Store
 
 if TYPE_CHECKING:
+    from mlpkg.cache.substitute import Substituters
+    from mlpkg.config import Config
     from mlpkg.resolver.lockfile import Lockfile
     from mlpkg.resolver.plan import Plan
     from mlpkg.resolver.provider import IndexProvider
@@ -59,6 +61,7 @@ class Session:
     recipe_dirs: list[Path] = field(default_factory=list)
     home: Path = field(default_factory=default_home)
     overrides: dict[str, str] = field(default_factory=dict)
+    substituter_urls: list[str] = field(default_factory=list)  # asked before the config's
 
     @cached_property
     def store(self) -> Store:
@@ -79,13 +82,38 @@ class Session:
 
         return IndexProvider(self.index)
 
+    @cached_property
+    def config(self) -> Config:
+        from mlpkg.config import load_config
+
+        return load_config(self.home)
+
+    @cached_property
+    def substituters(self) -> Substituters:
+        """The binary caches asked before anything is fetched or built: ``--substituter``
+        URLs, then ``MLPKG_SUBSTITUTERS`` or the config's (docs/caches.md)."""
+        from mlpkg.cache.keys import trusted_keys
+        from mlpkg.cache.substitute import Substituters
+
+        cfg = self.config
+        urls = [*self.substituter_urls, *cfg.substituters]
+        return Substituters(
+            urls, trusted_keys(cfg), self.home, self.warn, cfg.substituter_negative_ttl
+        )
+
     def close(self) -> None:
+        if "substituters" in self.__dict__:
+            self.substituters.close()
         if "store" in self.__dict__:
             self.store.close()
 
     def debug(self, text: str) -> None:
         """A note on what was decided (e.g. that the plan cache answered); a front end
         shows it when asked to say more."""
+
+    def warn(self, text: str) -> None:
+        """Something the user should know that does not stop the command (a cache that is
+        down, an entry that is not trusted); a front end shows it."""
 
     def reporter(self) -> Reporter:
         """Where realisation reports progress; a front end overrides this."""
@@ -143,17 +171,35 @@ class Session:
     # -- acting ---------------------------------------------------------------------------
 
     def act(
-        self, plan: Plan, expected: dict[StorePath, str] | None = None, keep_going: bool = False
+        self,
+        plan: Plan,
+        expected: dict[StorePath, str] | None = None,
+        keep_going: bool = False,
+        dry_run: bool = False,
     ) -> None:
-        """Realise the pending paths of ``plan`` (each locked archive hash in
-        ``expected`` checked), reporting to a fresh :meth:`reporter`."""
+        """Ask the substituters for the pending paths of ``plan`` (marking what each will
+        be: substituted, fetched, built, or skipped), then, unless ``dry_run``, realise
+        them (each locked archive hash in ``expected`` checked), reporting to a fresh
+        :meth:`reporter`."""
         if not plan.pending():
             return
-        from mlpkg.resolver.realise import realise_plan
+        from mlpkg.resolver.realise import realise_plan, schedule
 
+        substitution = None
+        if self.substituters:
+            substitution = schedule(plan, self.substituters, expected)
+        if dry_run:
+            return
         reporter = self.reporter()
         try:
-            realise_plan(plan, self.store, reporter, expected, keep_going=keep_going)
+            realise_plan(
+                plan,
+                self.store,
+                reporter,
+                expected,
+                keep_going=keep_going,
+                substitution=substitution,
+            )
         finally:
             reporter.close()
 
@@ -168,10 +214,9 @@ class Session:
                 self.debug("plan cache: every path is valid, nothing to do")
                 return cached
         plan = self.plan(specs)
-        if not dry_run:
-            if not plan.pending():
-                self.debug("every path is valid: nothing to do")
-            self.act(plan)
+        if not dry_run and not plan.pending():
+            self.debug("every path is valid: nothing to do")
+        self.act(plan, dry_run=dry_run)
         return plan.to_json()
 
     def _no_overrides_with_a_lock(self) -> None:
@@ -195,7 +240,7 @@ class Session:
         )
         if not dry_run:
             check_valid_paths(plan, self.store, expected)
-            self.act(plan, expected)
+        self.act(plan, expected, dry_run=dry_run)
         return plan.to_json()
 
     def realise_app(

@@ -17,6 +17,7 @@ import click
 from mlpkg import __version__
 from mlpkg.cli import (
     build_cmds,
+    cache_cmds,
     import_cmds,
     key_cmds,
     lock_cmds,
@@ -40,6 +41,7 @@ def cli(ctx: click.Context) -> None:
 
 for command in (
     *build_cmds.COMMANDS,
+    *cache_cmds.COMMANDS,
     *import_cmds.COMMANDS,
     *key_cmds.COMMANDS,
     *lock_cmds.COMMANDS,

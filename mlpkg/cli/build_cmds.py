@@ -19,6 +19,7 @@ from mlpkg.store.path import StorePath
 
 def print_plan(app: App, doc: dict[str, Any]) -> None:
     groups = {
+        "substitute": "will be substituted",
         "fetch": "will be fetched",
         "link": "will be linked",
         "install": "will be installed",
@@ -30,7 +31,11 @@ def print_plan(app: App, doc: dict[str, Any]) -> None:
             app.out(f"these {len(nodes)} paths {words}:")
             for n in nodes:
                 network = "  (network = true: reaches the network)" if n.get("network") else ""
-                app.out(f"  {app.store.dir / n['path']}{network}")
+                via = f"  (from {n['substituter']})" if n.get("substituter") else ""
+                app.out(f"  {app.store.dir / n['path']}{network}{via}")
+    skipped = doc["counts"].get("skip", 0)
+    if skipped:
+        app.out(f"{skipped} paths are not needed: only builds that a cache replaces use them.")
     app.out(f"{doc['counts']['valid']} of {len(doc['nodes'])} paths are valid already.")
     print_python_choice(app, doc.get("python"))
 

@@ -48,6 +48,10 @@ class App(Session):
         if self.verbose:
             click.echo(text, err=True)
 
+    def warn(self, text: str) -> None:
+        """A warning on stderr, shown even with -q and --json."""
+        click.echo(f"warning: {text}", err=True)
+
     def emit(self, data: Any) -> None:
         """The --json document."""
         click.echo(json.dumps(data, indent=2, sort_keys=True))
@@ -65,7 +69,8 @@ class App(Session):
 
 
 def common(func: F) -> F:
-    """The options every command takes: --with, --json, -v, -q, --no-sandbox, --recipes."""
+    """The options every command takes: --with, --json, -v, -q, --no-sandbox, --recipes,
+    --substituter."""
 
     @click.option(
         "--with",
@@ -90,6 +95,14 @@ def common(func: F) -> F:
         type=click.Path(file_okay=False, path_type=Path),
         help="An extra recipe directory, searched first (repeatable).",
     )
+    @click.option(
+        "--substituter",
+        "substituters",
+        multiple=True,
+        metavar="URL",
+        help="A binary cache to ask before fetching or building (repeatable; before "
+        "MLPKG_SUBSTITUTERS and the config's; see docs/caches.md).",
+    )
     @click.pass_context  # type: ignore[arg-type]
     @wraps(func)
     def wrapper(
@@ -100,6 +113,7 @@ def common(func: F) -> F:
         quiet: bool,
         no_sandbox: bool,
         recipe_dirs: tuple[Path, ...],
+        substituters: tuple[str, ...],
         **kwargs: Any,
     ) -> Any:
         app: App = ctx.ensure_object(App)
@@ -109,6 +123,7 @@ def common(func: F) -> F:
         app.verbose = app.verbose or verbose
         app.quiet = app.quiet or quiet
         app.recipe_dirs = [*app.recipe_dirs, *recipe_dirs]
+        app.substituter_urls = [*app.substituter_urls, *substituters]
         for item in with_overrides:
             name, sep, spec = item.partition("=")
             if not sep or not name or not spec:

@@ -76,7 +76,7 @@ class RichReporter(Reporter):
             self.bar.start()
             self.started = True
         label = f"[{index}/{total}] {node.action} {node.drv.name}-{node.drv.version}"
-        is_fetch = node.action == "fetch"
+        is_fetch = node.action in ("fetch", "substitute")
         self.tasks[str(node.path)] = self.bar.add_task(label, total=None, bytes=is_fetch)
 
     def progress(self, node: PlanNode, done: int, total: int | None) -> None:

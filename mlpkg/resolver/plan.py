@@ -40,7 +40,8 @@ def action_of(kind: str) -> str:
 class PlanNode:
     drv: Derivation
     path: StorePath
-    action: str  # valid | fetch | build | link
+    action: str  # valid | fetch | build | link | install | substitute | skip
+    via: str | None = None  # the cache a substituted path comes from
 
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -51,6 +52,8 @@ class PlanNode:
             "action": self.action,
             "inputs": {k: str(v) for k, v in sorted(self.drv.inputs.items())},
         }
+        if self.via is not None:
+            doc["substituter"] = self.via
         build = self.drv.recipe.build
         if build is not None and build.network:  # a build that reaches the network
             doc["network"] = True
@@ -71,12 +74,13 @@ class Plan:
         raise KeyError(str(path))
 
     def pending(self) -> list[PlanNode]:
-        return [n for n in self.nodes if n.action != "valid"]
+        """The nodes to make: neither valid nor skipped (see realise.schedule)."""
+        return [n for n in self.nodes if n.action not in ("valid", "skip")]
 
     def counts(self) -> dict[str, int]:
         counts = {"valid": 0, **dict.fromkeys((b.action for b in builders()), 0)}
         for n in self.nodes:
-            counts[n.action] += 1
+            counts[n.action] = counts.get(n.action, 0) + 1
         return counts
 
     def to_json(self) -> dict[str, Any]:

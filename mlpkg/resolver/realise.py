@@ -10,12 +10,14 @@ path from the record in the database, without the recipe collection.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import IO
 
 from mlpkg.build import BuildContext, builder_for
-from mlpkg.errors import BuildError, FetchError, MlpkgError
+from mlpkg.cache.substitute import Offer, Substituters
+from mlpkg.errors import BuildError, CacheError, CacheUnavailable, FetchError, MlpkgError
 from mlpkg.resolver.derivation import Derivation
-from mlpkg.resolver.plan import Plan, PlanNode
+from mlpkg.resolver.plan import Plan, PlanNode, action_of
 from mlpkg.store import sandbox
 from mlpkg.store.path import StorePath
 from mlpkg.store.store import Maker, PathInfo, Store
@@ -44,41 +46,151 @@ def realise_plan(
     expected: Mapping[StorePath, str] | None = None,
     *,
     keep_going: bool = False,
+    substitution: Substitution | None = None,
 ) -> list[PathInfo]:
     """Make every path of ``plan`` valid; return the infos of its roots.
 
     ``expected`` maps paths to the archive hash they must have (from a lockfile): a path
     whose content differs is not registered, and CheckError names both hashes.
 
+    With ``substitution`` (what :func:`schedule` found), the paths it offers are taken
+    from their caches; one whose substitution fails is taken from the next cache that has
+    it, else made as if no cache had it (its skipped inputs made first), with a note.
+
     With ``keep_going``, a path that cannot be fetched or built does not stop the paths
     that do not depend on it (as ``make -k``); afterwards one error names every failure,
     with the hint of each (so an offline user learns every missing file at once).
     """
-    expected = expected or {}
-    reporter = reporter or Reporter()
+    realiser = _Realiser(plan, store, reporter or Reporter(), expected or {}, substitution)
     store.protect(n.path for n in plan.nodes)
     # Validity is read again once the paths are protected: a collection that ran between
     # planning and now may have deleted some of them.
     valid = store.valid_among(n.path for n in plan.nodes)
-    pending = [n for n in plan.nodes if n.path not in valid]
+    pending = [n for n in plan.nodes if n.path not in valid and n.action != "skip"]
     failed: dict[StorePath, MlpkgError] = {}
     for i, node in enumerate(pending, 1):
         if failed and (set(node.drv.inputs.values()) & failed.keys()):
             failed[node.path] = _SKIPPED
             continue
-        reporter.start(node, i, len(pending))
+        realiser.reporter.start(node, i, len(pending))
         try:
-            info = realise_derivation(node.drv, store, reporter, node, expected.get(node.path))
+            info = realiser.make(node)
         except (FetchError, BuildError) as e:
             if not keep_going:
                 raise
             failed[node.path] = e
             continue
-        reporter.finish(node, info)
+        realiser.reporter.finish(node, info)
     if failed:
         raise _combined([e for e in failed.values() if e is not _SKIPPED])
     infos = [store.info(root) for root in plan.roots]
     return [i for i in infos if i is not None]
+
+
+@dataclass
+class Substitution:
+    """What the substituters offer for a plan (:func:`schedule`)."""
+
+    substituters: Substituters
+    offers: dict[StorePath, Offer]
+    expected: Mapping[StorePath, str]
+
+
+def schedule(
+    plan: Plan, substituters: Substituters, expected: Mapping[StorePath, str] | None = None
+) -> Substitution:
+    """Ask ``substituters`` for the plan's pending paths (externals are always made here)
+    and mark the plan: ``substitute`` for a path some cache offers, ``skip`` for a path
+    nothing needs any more (only the build of a substituted path needed it). A substituted
+    path needs its references; a path made here needs all its inputs."""
+    expected = expected or {}
+    wanted = [n.path for n in plan.nodes if n.action != "valid" and n.drv.kind != "external"]
+    offers = substituters.query(wanted, expected) if wanted else {}
+    by_path = {n.path: n for n in plan.nodes}
+    needed: set[StorePath] = set()
+    stack = list(plan.roots)
+    while stack:
+        path = stack.pop()
+        if path in needed:
+            continue
+        needed.add(path)
+        node = by_path[path]
+        if node.action == "valid":
+            continue
+        offer = offers.get(path)
+        if offer is not None:
+            node.action, node.via = "substitute", offer.substituter.url
+            stack += [r for r in offer.entry.references if r in by_path]
+        else:
+            stack += list(node.drv.inputs.values())
+    for node in plan.nodes:
+        if node.path not in needed:
+            node.action = "skip"
+    return Substitution(substituters, offers, expected)
+
+
+@dataclass
+class _Realiser:
+    plan: Plan
+    store: Store
+    reporter: Reporter
+    expected: Mapping[StorePath, str]
+    substitution: Substitution | None
+
+    def make(self, node: PlanNode) -> PathInfo:
+        """Make ``node`` valid: from a cache when one offers it, else by its builder."""
+        sub = self.substitution
+        offer = sub.offers.get(node.path) if sub is not None else None
+        while sub is not None and offer is not None:
+            try:
+                return self._substitute(sub, node, offer)
+            except CacheError as e:
+                if isinstance(e, CacheUnavailable):
+                    sub.substituters.mark_down(offer.substituter, e)
+                else:
+                    sub.substituters.warn(e.message)
+                after = offer.substituter
+                offer = sub.substituters.query([node.path], sub.expected, after=after).get(
+                    node.path
+                )
+        if sub is not None and node.path in sub.offers:
+            sub.substituters.warn(f"No cache could give {node.path}; it is made here instead.")
+            node.action = action_of(node.drv.kind)
+            self._inputs(node)
+        return realise_derivation(
+            node.drv, self.store, self.reporter, node, self.expected.get(node.path)
+        )
+
+    def _inputs(self, node: PlanNode) -> None:
+        """Make the inputs a build needs that were skipped because a cache had ``node``."""
+        for path in node.drv.inputs.values():
+            if not self.store.is_valid(path):
+                inp = self.plan.node(path)
+                if inp.action == "skip":
+                    inp.action = action_of(inp.drv.kind)
+                self.reporter.note(f"{inp.action} {inp.path}, an input of {node.path}")
+                self.make(inp)
+
+    def _substitute(self, sub: Substitution, node: PlanNode, offer: Offer) -> PathInfo:
+        drv = node.drv
+        return sub.substituters.substitute(
+            self.store,
+            offer,
+            kind=drv.kind,
+            deriver=drv.to_json(),
+            references=runtime_references(drv),
+            relocatable=is_relocatable(drv.kind),
+            progress=_ByteProgress(self.reporter, node, offer.entry.data_size),
+        )
+
+
+class _ByteProgress:
+    def __init__(self, reporter: Reporter, node: PlanNode, total: int) -> None:
+        self.reporter, self.node, self.total, self.done = reporter, node, total, 0
+
+    def __call__(self, n: int) -> None:
+        self.done += n
+        self.reporter.progress(self.node, self.done, self.total)
 
 
 _SKIPPED = MlpkgError("not attempted: an input failed")
@@ -143,9 +255,11 @@ def maker(drv: Derivation, store: Store, reporter: Reporter, node: PlanNode) -> 
 
 __all__ = [
     "Reporter",
+    "Substitution",
     "is_relocatable",
     "maker",
     "realise_derivation",
     "realise_plan",
     "runtime_references",
+    "schedule",
 ]

@@ -1,0 +1,332 @@
+"""Substituters: binary caches asked for a path before it is fetched or built.
+
+Contract:
+
+* Caches are asked in priority order (lower first: ``?priority=N`` on the URL, else the
+  cache's ``cache-info.json``); for many paths at once, each cache is asked for all the
+  paths the caches before it did not have, concurrently (:data:`QUERY_JOBS` requests).
+* An entry counts only when a trusted key signed its fingerprint
+  (:func:`mlpkg.cache.format.fingerprint`), checked before any data is downloaded; a
+  cache given with ``?trusted=true`` (``file://`` only) needs no signature. An entry whose
+  signature does not count, or whose archive hash differs from the lock's, is reported
+  once and passed over.
+* A cache that is down (refused, timed out, 5xx) is skipped for the rest of the command,
+  with one warning. A path a cache does not have is remembered for
+  ``substituter-negative-ttl`` seconds (:data:`NEGATIVE_TTL`), in
+  ``$MLPKG_HOME/cache/substituters/``, so that asking again soon costs nothing.
+* :meth:`Substituters.substitute` makes a path valid through
+  :meth:`mlpkg.store.Store.realise`: the tree is assembled at the store's temporary
+  location, every object checked by its name, and the archive hash compared with the
+  signed one before the path becomes valid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mlpkg.cache.format import (
+    CACHE_INFO_KEY,
+    CacheInfo,
+    Listing,
+    PathEntry,
+    info_key,
+    object_key,
+)
+from mlpkg.cache.keys import TrustedKeys
+from mlpkg.cache.restore import decode_listing, restore
+from mlpkg.cache.transport import Transport, open_transport, split_url
+from mlpkg.errors import BadInput, CacheError, CacheUnavailable, CheckError
+from mlpkg.store.fs import write_atomic_bytes
+from mlpkg.store.path import StorePath
+from mlpkg.store.store import PathInfo, Store
+
+QUERY_JOBS = 16
+NEGATIVE_TTL = 300.0
+
+Warn = Callable[[str], None]
+
+
+@dataclass
+class Substituter:
+    """One cache, opened on first use."""
+
+    url: str  # as given, without priority/trusted
+    transport: Transport
+    priority: int
+    trusted: bool  # accepts entries without a trusted signature
+    down: bool = False
+
+    def get(self, key: str) -> bytes:
+        """An object's bytes, one retry when the connection failed midway."""
+        for attempt in (1, 2):
+            try:
+                data = self.transport.get(key)
+            except CacheUnavailable:
+                if attempt == 2:
+                    raise
+                continue
+            if data is None:
+                raise CacheError(f"The cache {self.url} lacks the object {key}.", cache=self.url)
+            return data
+        raise AssertionError("unreachable")
+
+
+@dataclass
+class Offer:
+    """A trusted entry for a path in one cache."""
+
+    substituter: Substituter
+    entry: PathEntry
+
+
+@dataclass
+class _Negative:
+    """The paths a cache recently did not have (``$MLPKG_HOME/cache/substituters``)."""
+
+    file: Path
+    ttl: float
+    seen: dict[str, float] = field(default_factory=dict)
+    dirty: bool = False
+
+    @classmethod
+    def load(cls, home: Path, url: str, ttl: float) -> _Negative:
+        name = hashlib.sha256(url.encode()).hexdigest()[:32]
+        neg = cls(home / "cache" / "substituters" / f"{name}.json", ttl)
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            doc = json.loads(neg.file.read_text())
+            if doc.get("version") == 1 and doc.get("url") == url:
+                now = time.time()
+                neg.seen = {k: float(v) for k, v in doc["missing"].items() if now - float(v) < ttl}
+        return neg
+
+    def missing(self, path: StorePath) -> bool:
+        return time.time() - self.seen.get(str(path), -1e18) < self.ttl
+
+    def add(self, path: StorePath) -> None:
+        self.seen[str(path)] = time.time()
+        self.dirty = True
+
+    def save(self, url: str) -> None:
+        if not self.dirty or self.ttl <= 0:
+            return
+        doc = {"version": 1, "url": url, "missing": self.seen}
+        with contextlib.suppress(OSError):
+            self.file.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic_bytes(self.file, json.dumps(doc).encode())
+
+
+class Substituters:
+    """The caches one command asks, in priority order. Close it when done."""
+
+    def __init__(
+        self,
+        urls: Sequence[str],
+        keys: TrustedKeys,
+        home: Path,
+        warn: Warn,
+        negative_ttl: float = NEGATIVE_TTL,
+    ) -> None:
+        self.urls = list(dict.fromkeys(urls))
+        self.keys = keys
+        self.home = home
+        self.warn = warn
+        self.negative_ttl = negative_ttl
+        self._opened: list[Substituter] | None = None
+        self._negative: dict[str, _Negative] = {}
+        self._warned: set[tuple[str, str]] = set()
+
+    def __bool__(self) -> bool:
+        return bool(self.urls)
+
+    def close(self) -> None:
+        for sub in self._opened or []:
+            if sub.url in self._negative:
+                self._negative[sub.url].save(sub.url)
+            sub.transport.close()
+
+    # -- opening ----------------------------------------------------------------------------
+
+    def caches(self) -> list[Substituter]:
+        """The caches that answered, in priority order (opened on the first call)."""
+        if self._opened is None:
+            opened = [s for s in (self._open(u) for u in self.urls) if s is not None]
+            self._opened = sorted(opened, key=lambda s: s.priority)
+        return [s for s in self._opened if not s.down]
+
+    def _open(self, given: str) -> Substituter | None:
+        url, params = split_url(given)
+        trusted = params.get("trusted", "false").lower() in ("1", "true", "yes")
+        if trusted and not url.startswith(("file://", "/")):
+            raise BadInput(
+                f"The substituter {given} is marked trusted=true, which only a local "
+                "directory (file://) may be."
+            )
+        transport = open_transport(given)
+        try:
+            raw = transport.get(CACHE_INFO_KEY)
+            if raw is None:
+                raise CacheError(
+                    f"The cache {url} has no {CACHE_INFO_KEY}: it is not an mlpkg cache.", cache=url
+                )
+            info = CacheInfo.from_bytes(raw, url)
+        except CacheError as e:
+            transport.close()
+            self._down_warning(url, e)
+            return None
+        priority = info.priority
+        if "priority" in params:
+            try:
+                priority = int(params["priority"])
+            except ValueError:
+                raise BadInput(
+                    f"The substituter {given} has a priority that is not an integer."
+                ) from None
+        self._negative[url] = _Negative.load(self.home, url, self.negative_ttl)
+        return Substituter(url, transport, priority, trusted)
+
+    def _down_warning(self, url: str, e: CacheError) -> None:
+        self._warn_once(url, "down", f"{e.message} It is skipped for the rest of this command.")
+
+    def _warn_once(self, url: str, what: str, text: str) -> None:
+        if (url, what) not in self._warned:
+            self._warned.add((url, what))
+            self.warn(text)
+
+    def mark_down(self, sub: Substituter, e: CacheError) -> None:
+        sub.down = True
+        self._down_warning(sub.url, e)
+
+    # -- asking -----------------------------------------------------------------------------
+
+    def query(
+        self,
+        paths: Iterable[StorePath],
+        expected: Mapping[StorePath, str] | None = None,
+        after: Substituter | None = None,
+    ) -> dict[StorePath, Offer]:
+        """The first trusted offer for each of ``paths`` that some cache has (only caches
+        after ``after`` in priority order, when given). ``expected`` maps paths to the
+        archive hash a lock pins: an entry with another hash is passed over."""
+        remaining = list(dict.fromkeys(paths))
+        found: dict[StorePath, Offer] = {}
+        caches = self.caches()
+        if after is not None:
+            caches = caches[caches.index(after) + 1 :] if after in caches else caches
+        for sub in caches:
+            ask = [p for p in remaining if not self._negative[sub.url].missing(p)]
+            for path, entry in self._ask(sub, ask).items():
+                if self._acceptable(sub, entry, (expected or {}).get(path)):
+                    found[path] = Offer(sub, entry)
+            remaining = [p for p in remaining if p not in found]
+            if not remaining:
+                break
+        return found
+
+    def _ask(self, sub: Substituter, paths: list[StorePath]) -> dict[StorePath, PathEntry]:
+        if not paths:
+            return {}
+
+        def one(path: StorePath) -> tuple[StorePath, bytes | None]:
+            return path, sub.transport.get(info_key(path))
+
+        entries: dict[StorePath, PathEntry] = {}
+        try:
+            with ThreadPoolExecutor(QUERY_JOBS, thread_name_prefix="mlpkg-query") as pool:
+                for path, raw in pool.map(one, paths):
+                    if raw is None:
+                        self._negative[sub.url].add(path)
+                        continue
+                    try:
+                        entries[path] = PathEntry.from_bytes(raw, sub.url, path)
+                    except (CacheError, BadInput) as e:
+                        self._warn_once(sub.url, str(path), f"{e.message} Not used for {path}.")
+        except CacheUnavailable as e:
+            self.mark_down(sub, e)
+            return {}
+        return entries
+
+    def _acceptable(self, sub: Substituter, entry: PathEntry, expected: str | None) -> bool:
+        path = entry.path
+        if expected is not None and entry.archive_hash != expected:
+            self._warn_once(
+                sub.url,
+                str(path),
+                f"The cache {sub.url} has {path} with archive hash {entry.archive_hash}, but "
+                f"the lock pins {expected}; it is not used.",
+            )
+            return False
+        if sub.trusted or self.keys.verify(entry.fingerprint(), entry.signatures):
+            return True
+        signers = sorted({s.partition(":")[0] for s in entry.signatures}) or ["nobody"]
+        self._warn_once(
+            sub.url,
+            str(path),
+            f"The cache {sub.url} has {path}, but it is signed by no trusted key (signed by: "
+            f"{', '.join(signers)}); it is not used.",
+        )
+        return False
+
+    # -- substituting -----------------------------------------------------------------------
+
+    def substitute(
+        self,
+        store: Store,
+        offer: Offer,
+        *,
+        kind: str,
+        deriver: dict[str, object],
+        references: Sequence[StorePath],
+        relocatable: bool,
+        progress: Callable[[int], None] | None = None,
+    ) -> PathInfo:
+        """Make ``offer``'s path valid from its cache. The references the entry signs must
+        be ``references`` (the derivation's), and valid already. CacheError names the
+        cache and the path when the data is missing or corrupt; the store is unchanged."""
+        sub, entry = offer.substituter, offer.entry
+        if sorted(entry.references) != sorted(references):
+            raise CacheError(
+                f"The cache {sub.url} has {entry.path} with other references than its "
+                "derivation names; it is not used.",
+                cache=sub.url,
+            )
+        raw = decode_listing(sub.get(object_key(entry.listing)), entry.listing, sub.url)
+        listing = Listing.from_bytes(raw, sub.url, entry.path)
+
+        def fetch(digest: str) -> bytes:
+            return sub.get(object_key(digest))
+
+        def make(tmp: Path) -> None:
+            restore(listing, tmp, fetch, sub.url, progress=progress)
+
+        try:
+            return store.realise(
+                entry.path,
+                make,
+                kind=kind,
+                recipe_hash=entry.recipe_hash,
+                deriver=deriver,
+                references=references,
+                relocatable=relocatable,
+                expected_hash=entry.archive_hash,
+            )
+        except (CacheError, CheckError) as e:
+            cls = CacheUnavailable if isinstance(e, CacheUnavailable) else CacheError
+            raise cls(
+                f"Substituting {entry.path} from {sub.url} failed: {e.message}", cache=sub.url
+            ) from None
+
+
+def remove_stale(home: Path) -> None:
+    """Forget every remembered miss (``mlpkg cache forget``)."""
+    d = home / "cache" / "substituters"
+    for f in d.glob("*.json") if d.is_dir() else ():
+        with contextlib.suppress(OSError):
+            os.unlink(f)

@@ -1,0 +1,88 @@
+"""Commands about binary caches: push (and the ``cache`` group; docs/caches.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from mlpkg.cli.context import App, common
+from mlpkg.cli.store_cmds import human, resolve_path
+from mlpkg.errors import BadInput
+from mlpkg.store.path import HASH_CHARS, StorePath
+
+
+def _is_path(arg: str) -> bool:
+    return "/" in arg or (len(arg) > HASH_CHARS and arg[HASH_CHARS] == "-" and "@" not in arg)
+
+
+def push_roots(app: App, args: tuple[str, ...], lock_file: Path | None) -> list[StorePath]:
+    """The store paths to push: paths as given, specs and a lock realised first."""
+    roots: list[StorePath] = []
+    if lock_file is not None:
+        doc = app.realise_lock(lock_file)
+        roots += [StorePath.parse(r) for r in doc["roots"]]
+    specs = [a for a in args if not _is_path(a)]
+    if specs:
+        doc = app.realise(specs)
+        roots += [StorePath.parse(r) for r in doc["roots"]]
+    roots += [resolve_path(app, a) for a in args if _is_path(a)]
+    if not roots:
+        raise BadInput("Give what to push: SPECs, store PATHs or --lock FILE.")
+    return roots
+
+
+def signing_key(app: App, name: str | None) -> object:
+    from mlpkg.cache.keys import load_signing_key
+
+    name = name or app.config.signing_key
+    if name is None:
+        app.warn(
+            "no signing key (--key NAME, or signing-key in the config): the info files are "
+            "unsigned, and only a substituter marked trusted=true takes them."
+        )
+        return None
+    return load_signing_key(app.home, name)
+
+
+@click.command("push")
+@click.argument("args", nargs=-1, metavar="SPEC|PATH...")
+@click.option("--to", "url", required=True, metavar="URL",
+              help="The cache: file://DIR, http(s)://URL (PUT), s3://BUCKET/PREFIX.")  # fmt: skip
+@click.option("--lock", "lock_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Push the closure of a lockfile's roots (realised first).")  # fmt: skip
+@click.option("--key", "key_name", metavar="NAME|FILE",
+              help="The secret key that signs (default: signing-key in the config).")  # fmt: skip
+@click.option("--jobs", default=8, show_default=True, help="Uploads at once.")
+@common
+def push_cmd(
+    app: App,
+    args: tuple[str, ...],
+    url: str,
+    lock_file: Path | None,
+    key_name: str | None,
+    jobs: int,
+) -> None:
+    """Upload the closures of SPECs, PATHs or a lock's roots to a binary cache."""
+    from mlpkg.cache.keys import SecretKey
+    from mlpkg.cache.push import push
+    from mlpkg.cache.transport import open_transport
+
+    if jobs < 1:
+        raise BadInput("--jobs must be at least 1.")
+    key = signing_key(app, key_name)
+    assert key is None or isinstance(key, SecretKey)
+    roots = push_roots(app, args, lock_file)
+    with open_transport(url) as transport:
+        report = push(app.store, transport, roots, key, jobs=jobs)
+    if app.json:
+        app.emit(report.to_json())
+        return
+    app.out(
+        f"pushed {len(report.pushed)} paths to {report.cache} ({len(report.present)} were "
+        f"there): {report.objects_uploaded} objects, {human(report.bytes_uploaded)} "
+        f"uploaded; {report.objects_present} objects were there already."
+    )
+
+
+COMMANDS = [push_cmd]
