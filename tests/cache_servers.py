@@ -7,8 +7,11 @@
       server.start(); ...; server.url       # "http://127.0.0.1:PORT"
       server.stop(); server.start()         # down, then up again on the same port
 
-  It listens for HTTP/1.1 only: nginx 1.22's ``listen … http2`` without TLS is HTTP/2 with
-  prior knowledge and refuses HTTP/1.1, and httpx speaks HTTP/2 only over TLS (ALPN).
+  It listens twice: ``url`` speaks plain HTTP/1.1 (nginx 1.22's ``listen … http2`` without
+  TLS is HTTP/2 with prior knowledge only and refuses HTTP/1.1, and httpx speaks HTTP/2
+  only over TLS), ``https_url`` TLS with HTTP/2 by ALPN, with a self-signed certificate
+  for 127.0.0.1 in ``ca_file`` (clients trust it through ``SSL_CERT_FILE``). The access
+  log (``prefix/access.log``) shows each request's protocol.
 * :class:`MotoS3Server`: moto's S3 server in this process (``ThreadedMotoServer``).
 * :class:`BadCache`: a small HTTP/1.1 server for faults, switched by its ``mode``:
 
@@ -82,20 +85,64 @@ http {{
     uwsgi_temp_path {prefix}/tmp/uwsgi;
     scgi_temp_path {prefix}/tmp/scgi;
     default_type application/octet-stream;
+    root {root};
+    dav_methods PUT DELETE;
+    dav_access user:rw group:r all:r;
+    create_full_put_path on;
+    client_max_body_size 0;
+    autoindex on;
+    autoindex_format json;
     server {{
         listen {host}:{port};
-        root {root};
-        location / {{
-            dav_methods PUT DELETE;
-            dav_access user:rw group:r all:r;
-            create_full_put_path on;
-            client_max_body_size 0;
-            autoindex on;
-            autoindex_format json;
-        }}
+    }}
+    server {{
+        listen {host}:{tls_port} ssl http2;
+        ssl_certificate {prefix}/cert.pem;
+        ssl_certificate_key {prefix}/key.pem;
     }}
 }}
 """
+
+
+def write_self_signed(cert: Path, key: Path, host: str = LOOPBACK) -> None:
+    """A self-signed certificate for the IP address ``host``, valid for a day, as PEM
+    (also usable as the CA file: ``SSL_CERT_FILE=cert``), and its key."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    private = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    now = datetime.datetime.now(datetime.UTC)
+    ski = x509.SubjectKeyIdentifier.from_public_key(private.public_key())
+    built = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(private.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(host))]), False
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .add_extension(ski, False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), False)
+        .sign(private, hashes.SHA256())
+    )
+    cert.write_bytes(built.public_bytes(serialization.Encoding.PEM))
+    key.write_bytes(
+        private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
 
 
 class NginxServer:
@@ -110,20 +157,35 @@ class NginxServer:
         self.prefix = prefix
         self.root = prefix / "root"
         self.port = 0
+        self.tls_port = 0
+        self.ca_file = prefix / "cert.pem"
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
+        """The plain HTTP/1.1 listener."""
         return f"http://{LOOPBACK}:{self.port}"
+
+    @property
+    def https_url(self) -> str:
+        """The TLS listener (HTTP/2 by ALPN, or HTTP/1.1); its certificate is ``ca_file``."""
+        return f"https://{LOOPBACK}:{self.tls_port}"
 
     def _write_conf(self) -> Path:
         (self.prefix / "tmp").mkdir(parents=True, exist_ok=True)
         self.root.mkdir(parents=True, exist_ok=True)
         conf = self.prefix / "nginx.conf"
         user = "user root;" if os.geteuid() == 0 else ""
+        if not self.ca_file.exists():
+            write_self_signed(self.ca_file, self.prefix / "key.pem")
         conf.write_text(
             _NGINX_CONF.format(
-                user=user, prefix=self.prefix, host=LOOPBACK, port=self.port, root=self.root
+                user=user,
+                prefix=self.prefix,
+                host=LOOPBACK,
+                port=self.port,
+                tls_port=self.tls_port,
+                root=self.root,
             )
         )
         return conf
@@ -133,6 +195,7 @@ class NginxServer:
         accepts connections; RuntimeError with its error log if it does not."""
         for _ in range(3):
             self.port = self.port or free_port()
+            self.tls_port = self.tls_port or free_port()
             conf = self._write_conf()
             log = (self.prefix / "stderr.log").open("ab")
             self._proc = subprocess.Popen(
@@ -150,10 +213,11 @@ class NginxServer:
                 stderr=log,
             )
             log.close()
-            if _wait_listening(self.port, self._proc, time.monotonic() + timeout):
+            deadline = time.monotonic() + timeout
+            if all(_wait_listening(p, self._proc, deadline) for p in (self.port, self.tls_port)):
                 return
             self.stop()
-            self.port = 0  # the port was taken meanwhile: try another
+            self.port = self.tls_port = 0  # a port was taken meanwhile: try others
         errors = (self.prefix / "error.log").read_text(errors="replace")[-2000:]
         raise RuntimeError(f"nginx did not start:\n{errors}")
 

@@ -9,9 +9,10 @@ other query parameters are sent with every request.
 
 One ``httpx.Client`` (HTTP/2 where the server offers it through TLS) is shared by all
 threads. A key becomes the path below the URL's path, each component percent-encoded.
-Statuses 404, 403 and 410 mean absent; 408, 425, 429, 500, 502, 503 and 504 and broken
-connections are retried (:func:`mlpkg.cache.transport.retrying`) and then make the cache
-unavailable, as do other 5xx at once.
+Statuses 404, 403 and 410 mean absent, as does a redirect to a directory (``key/``);
+408, 425, 429, 500, 502, 503 and 504 and broken connections are retried
+(:func:`mlpkg.cache.transport.retrying`) and then make the cache unavailable, as do other
+5xx at once.
 """
 
 from __future__ import annotations
@@ -109,6 +110,12 @@ class HttpTransport(Transport):
         except _ServerError as exc:  # a 5xx that is not worth retrying
             raise self._down(what, exc) from exc
 
+    @staticmethod
+    def _absent(r: httpx.Response) -> bool:
+        """Whether an answer means "no such file": an absent status, or a redirect to a
+        directory (``key/``, as nginx answers for a key that names a directory)."""
+        return r.status_code in ABSENT or (bool(r.history) and r.url.path.endswith("/"))
+
     def _refused(self, what: str, r: httpx.Response) -> CacheError:
         return CacheError(
             f"The cache {self.url} refused {what}: HTTP {r.status_code} {r.reason_phrase}.",
@@ -118,7 +125,7 @@ class HttpTransport(Transport):
     def get(self, key: str) -> bytes | None:
         check_key(key)
         r = self._send("GET", key, f"reading {key}")
-        if r.status_code in ABSENT:
+        if self._absent(r):
             return None
         if r.status_code != 200:
             raise self._refused(f"reading {key}", r)
@@ -142,7 +149,7 @@ class HttpTransport(Transport):
         except _ServerError as exc:
             raise self._down(what, exc) from exc
         try:
-            if r.status_code in ABSENT:
+            if self._absent(r):
                 raise CacheError(f"The cache {self.url} has no {key}.", cache=self.url)
             if r.status_code != 200:
                 raise self._refused(what, r)
@@ -158,7 +165,7 @@ class HttpTransport(Transport):
 
     def _exists(self, key: str) -> bool:
         r = self._send("HEAD", key, f"looking up {key}")
-        if r.status_code in ABSENT:
+        if self._absent(r):
             return False
         if r.status_code != 200:
             raise self._refused(f"looking up {key}", r)

@@ -6,6 +6,8 @@ One nginx and one moto server run per session; each test gets its own empty cach
   serves for it), ``.server`` (the :class:`NginxServer`: ``stop()``/``start()`` take the
   cache down and up; it is running again after the test). Skipped where nginx is not
   installed (CI installs it: .ci/run).
+* ``https_cache``: the same through nginx's TLS listener, which speaks HTTP/2 (ALPN); sets
+  ``SSL_CERT_FILE`` to its self-signed certificate.
 * ``s3_cache``: ``.url`` (``s3://cache-N/pre?endpoint=…&region=us-east-1``), ``.bucket``,
   ``.prefix``, ``.client`` (a boto3 client of the server, to look behind the transport),
   ``.root`` None. Sets moto's dummy AWS credentials in the environment. Skipped without
@@ -61,6 +63,17 @@ def nginx_cache(nginx_server: NginxServer) -> Iterator[CacheHandle]:
     yield CacheHandle(url=f"{nginx_server.url}/{name}", root=root, server=nginx_server)
     if not nginx_server.running:
         nginx_server.start()
+
+
+@pytest.fixture
+def https_cache(nginx_server: NginxServer, monkeypatch: pytest.MonkeyPatch) -> CacheHandle:
+    """As ``nginx_cache``, through nginx's TLS listener (HTTP/2), whose self-signed
+    certificate ``SSL_CERT_FILE`` makes trusted."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(nginx_server.ca_file))
+    name = f"t{next(_counter)}"
+    root = nginx_server.root / name
+    root.mkdir()
+    return CacheHandle(url=f"{nginx_server.https_url}/{name}", root=root, server=nginx_server)
 
 
 @pytest.fixture(scope="session")

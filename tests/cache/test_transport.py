@@ -20,7 +20,7 @@ MIB = 1 << 20
 BAD_KEYS = ["", "/abs", "a/../b", "..", "a//b", "a/", "a\\b", "./a", "a/./b"]
 
 
-@pytest.fixture(params=["file", "nginx", "s3"])
+@pytest.fixture(params=["file", "nginx", "https", "s3"])
 def cache(request: pytest.FixtureRequest) -> object:
     """Each backend's empty cache in turn."""
     return request.getfixturevalue(f"{request.param}_cache")
@@ -163,6 +163,25 @@ def test_file_cache_details(file_cache: object, tmp_path: Path) -> None:
     assert [p.name for p in (root / "deep/er").iterdir() if p.name != ".key.1234abcd.part"] == [
         "key"
     ]
+
+
+# --- http(s):// ----------------------------------------------------------------------------
+
+
+def test_https_speaks_http2(https_cache: object) -> None:
+    server = https_cache.server  # type: ignore[attr-defined]
+    with open_transport(https_cache.url) as t:  # type: ignore[attr-defined]
+        t.put("info/h2.json", b"{}")
+        assert t.has(["info/h2.json", "info/no.json"]) == {"info/h2.json"}
+    log = (server.prefix / "access.log").read_text()
+    assert "PUT /t" in log and "/info/h2.json HTTP/2.0" in log
+
+
+def test_http_get_of_a_directory_is_none(nginx_cache: object) -> None:
+    with open_transport(nginx_cache.url) as t:  # type: ignore[attr-defined]
+        t.put("objects/ab/ab1", b"x")
+        assert t.get("objects/ab") is None
+        assert t.has(["objects/ab"]) == set()
 
 
 # --- s3:// ---------------------------------------------------------------------------------
