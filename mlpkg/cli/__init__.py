@@ -18,6 +18,7 @@ from mlpkg import __version__
 from mlpkg.cli import (
     build_cmds,
     cache_cmds,
+    cachegroup_cmds,
     import_cmds,
     key_cmds,
     lock_cmds,
@@ -42,6 +43,7 @@ def cli(ctx: click.Context) -> None:
 for command in (
     *build_cmds.COMMANDS,
     *cache_cmds.COMMANDS,
+    *cachegroup_cmds.COMMANDS,
     *import_cmds.COMMANDS,
     *key_cmds.COMMANDS,
     *lock_cmds.COMMANDS,
