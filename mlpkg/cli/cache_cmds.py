@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -45,6 +47,40 @@ def signing_key(app: App, name: str | None) -> object:
     return load_signing_key(app.home, name)
 
 
+class _PushProgress:
+    """A rich progress line of the bytes uploaded (when stderr is a terminal, without -q)."""
+
+    def __init__(self, app: App, url: str) -> None:
+        self.app, self.url = app, url
+        self.bar: Any = None
+        self.lock = threading.Lock()
+
+    def __enter__(self) -> _PushProgress:
+        if self.app.interactive:
+            from rich.progress import (
+                DownloadColumn,
+                Progress,
+                SpinnerColumn,
+                TextColumn,
+                TransferSpeedColumn,
+            )
+
+            columns = (SpinnerColumn(), TextColumn("{task.description}"), DownloadColumn())
+            self.bar = Progress(*columns, TransferSpeedColumn(), transient=True)
+            self.bar.start()
+            self.task = self.bar.add_task(f"pushing to {self.url}", total=None)
+        return self
+
+    def __call__(self, what: str, n: int) -> None:
+        if self.bar is not None:
+            with self.lock:
+                self.bar.advance(self.task, n)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
 @click.command("push")
 @click.argument("args", nargs=-1, metavar="SPEC|PATH...")
 @click.option("--to", "url", required=True, metavar="URL",
@@ -73,8 +109,8 @@ def push_cmd(
     key = signing_key(app, key_name)
     assert key is None or isinstance(key, SecretKey)
     roots = push_roots(app, args, lock_file)
-    with open_transport(url) as transport:
-        report = push(app.store, transport, roots, key, jobs=jobs)
+    with open_transport(url) as transport, _PushProgress(app, transport.url) as progress:
+        report = push(app.store, transport, roots, key, jobs=jobs, progress=progress)
     if app.json:
         app.emit(report.to_json())
         return
