@@ -28,8 +28,17 @@ Fetch = Callable[[str], bytes]
 
 
 def decode(data: bytes, digest: str, length: int, cache: str) -> bytes:
-    """The content of an object, checked: ``length`` bytes whose sha256 is ``digest``."""
+    """The content of an object, checked: ``length`` bytes whose sha256 is ``digest``.
+    A frame whose header states another size is refused before it is decompressed (the
+    decompressor would otherwise allocate what the header says, whatever ``length``)."""
     try:
+        stated = zstandard.frame_content_size(data)
+        if stated not in (-1, length):
+            raise CacheError(
+                f"The cache {cache} has a corrupt object {digest}: its frame holds {stated} "
+                f"bytes, not {length}.",
+                cache=cache,
+            )
         out = zstandard.ZstdDecompressor().decompress(data, max_output_size=length)
     except zstandard.ZstdError as e:
         raise CacheError(
@@ -144,11 +153,23 @@ class _Stream:
         return not self.pack and next(self.chunks, None) is None
 
 
-def _child(dest: Path, rel: str, dirs: set[str]) -> Path:
+def _child(dest: Path, rel: str, dirs: set[str], seen: set[str]) -> Path:
+    """Where entry ``rel`` goes: a new name in a directory the listing made (so never
+    outside ``dest``, nor through a symlink)."""
     parent, _, name = rel.rpartition("/")
-    if parent not in dirs or name in ("", ".", "..") or "\x00" in name or "\\" in name:
+    if (
+        parent not in dirs
+        or rel.startswith("/")
+        or name in ("", ".", "..")
+        or "\x00" in name
+        or "\\" in name
+    ):
         raise ValueError(f"the entry {rel!r} is not inside a directory of the listing")
-    return dest / rel
+    if rel in seen:
+        raise ValueError(f"the entry {rel!r} appears twice")
+    seen.add(rel)
+    # Joined name by name: ``dest / "/x"`` would be ``/x``.
+    return (dest / parent / name) if parent else dest / name
 
 
 def restore(
@@ -178,10 +199,11 @@ def _write(
     if not entries or entries[0].path != "":
         raise ValueError("the first entry is not the root")
     dirs: set[str] = set()
+    seen: set[str] = set()
     for i, e in enumerate(entries):
-        target = dest if i == 0 else _child(dest, e.path, dirs)
         if i and e.path == "":
             raise ValueError("the root appears twice")
+        target = dest if i == 0 else _child(dest, e.path, dirs, seen)
         if e.type == "d":
             os.mkdir(target)
             dirs.add(e.path)
