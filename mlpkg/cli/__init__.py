@@ -17,6 +17,7 @@ import click
 from mlpkg import __version__
 from mlpkg.cli import (
     build_cmds,
+    bundle_cmds,
     cache_cmds,
     cachegroup_cmds,
     import_cmds,
@@ -42,6 +43,7 @@ def cli(ctx: click.Context) -> None:
 
 for command in (
     *build_cmds.COMMANDS,
+    *bundle_cmds.COMMANDS,
     *cache_cmds.COMMANDS,
     *cachegroup_cmds.COMMANDS,
     *import_cmds.COMMANDS,
