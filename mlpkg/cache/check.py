@@ -123,8 +123,9 @@ def read_cache_info(transport: Transport) -> CacheInfo:
 def _reason(exc: CacheError | FormatVersionError, url: str) -> str:
     """The part of a format error that is not the cache's name."""
     text = exc.message.removeprefix(f"The cache {url} ")
-    if text.startswith("has a malformed") and ": " in text:
-        return "malformed: " + text.split(": ", 1)[1].rstrip(".")
+    for what in ("malformed", "corrupt"):
+        if text.startswith(f"has a {what}") and ": " in text:
+            return f"{what}: " + text.split(": ", 1)[1].rstrip(".")
     return text.rstrip(".")
 
 

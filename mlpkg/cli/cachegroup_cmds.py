@@ -48,10 +48,10 @@ def verify_cmd(app: App, url: str, full: bool, count: int | None) -> None:
     else:
         for problem in report.problems:
             app.out(problem.line())
-    what = "every object" if full else "the listings and a sample of objects"
+    what = "every object" if full else "the listings and a sample"
     summary = (
-        f"{report.paths} paths, {report.objects} objects, {report.objects_checked} objects' "
-        f"contents checked ({what})"
+        f"{report.paths} paths, {report.objects} chunk objects; the contents of "
+        f"{report.objects_checked} objects checked ({what})"
     )
     if report.problems:
         n = len(report.problems)
