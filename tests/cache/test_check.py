@@ -334,3 +334,68 @@ def test_gc_without_modification_times_needs_grace_0(
     assert r.json()["removed_keys"] == [stray]
     assert p.files() == before - {stray}
     verify(mlpkg_cli, p, "--full").ok()
+
+
+class _Hooked(Transport):
+    """A directory cache seen through another transport: modification times come from a
+    ``list_mtimes`` method (the hook gc uses where a backend offers it), and the second
+    listing of ``info/`` first runs ``before_relist`` (a push finishing meanwhile)."""
+
+    def __init__(self, inner: Transport, before_relist: Any = None) -> None:
+        self.inner, self.url = inner, inner.url
+        self.before_relist = before_relist
+        self.info_lists = 0
+        self.hook_calls = 0
+
+    def get(self, key: str) -> bytes | None:
+        return self.inner.get(key)
+
+    def stream(self, key: str) -> Any:
+        return self.inner.stream(key)
+
+    def has(self, keys: Any) -> set[str]:
+        return self.inner.has(keys)
+
+    def put(self, key: str, source: bytes | Path) -> None:
+        self.inner.put(key, source)
+
+    def list(self, prefix: str = "") -> Iterator[tuple[str, int]]:
+        if prefix == "info":
+            self.info_lists += 1
+            if self.info_lists == 2 and self.before_relist is not None:
+                self.before_relist()
+        return self.inner.list(prefix)
+
+    def delete(self, key: str) -> None:
+        self.inner.delete(key)
+
+    def list_mtimes(self, prefix: str) -> Iterator[tuple[str, int, float]]:
+        self.hook_calls += 1
+        root = getattr(self.inner, "root")  # noqa: B009 - a FileTransport
+        for key, size in self.inner.list(prefix):
+            yield key, size, (root / key).stat().st_mtime
+
+
+def test_gc_keeps_what_an_info_file_written_meanwhile_names(pushed: Pushed) -> None:
+    from mlpkg.cache.collect import gc
+
+    dep_info = info_key(pushed.dep)
+    dep_objects = {
+        object_key(d) for d in [pushed.entry(pushed.dep).listing, *pushed.chunks(pushed.dep)]
+    }
+    assert pushed.cache.root is not None
+    for key in pushed.files():
+        if key.startswith("objects/"):
+            os.utime(pushed.cache.root / key, (0, 0))  # all old: the grace keeps none
+    with pushed.transport() as t:
+        saved = t.get(dep_info)
+        assert saved is not None
+        t.delete(dep_info)  # dep's objects are now named by nothing...
+        hooked = _Hooked(t)
+        report = gc(hooked, dry_run=True)
+        assert hooked.hook_calls == 1 and {k for k, _ in report.removed} == dep_objects
+        hooked = _Hooked(t, lambda: t.put(dep_info, saved))  # ...until a push writes it again
+        report = gc(hooked)
+    assert hooked.info_lists == 2
+    assert report.removed == [] and report.paths == 2
+    assert dep_objects <= pushed.files()
