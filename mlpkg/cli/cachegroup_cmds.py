@@ -38,7 +38,9 @@ def verify_cmd(app: App, url: str, full: bool, count: int | None) -> None:
     trusted = split_url(url)[1].get("trusted", "false").lower() in TRUE
     keys = trusted_keys(app.config)
     if not keys and not trusted:
-        app.warn("no trusted keys (mlpkg key trust KEY): every signed entry will be reported.")
+        app.warn(
+            "no trusted keys (mlpkg key trust KEY): every entry will be reported as untrusted."
+        )
     with open_transport(url) as transport:
         report = verify(
             transport, keys, trusted=trusted, full=full, count=SAMPLE if count is None else count
