@@ -297,13 +297,13 @@ class Substituters:
                 "derivation names; it is not used.",
                 cache=sub.url,
             )
-        raw = decode_listing(sub.get(object_key(entry.listing)), entry.listing, sub.url)
-        listing = Listing.from_bytes(raw, sub.url, entry.path)
 
         def fetch(digest: str) -> bytes:
             return sub.get(object_key(digest))
 
         def make(tmp: Path) -> None:
+            raw = decode_listing(fetch(entry.listing), entry.listing, sub.url)
+            listing = Listing.from_bytes(raw, sub.url, entry.path)
             restore(listing, tmp, fetch, sub.url, progress=progress)
 
         try:

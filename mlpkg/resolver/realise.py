@@ -107,6 +107,14 @@ def schedule(
     wanted = [n.path for n in plan.nodes if n.action != "valid" and n.drv.kind != "external"]
     offers = substituters.query(wanted, expected) if wanted else {}
     by_path = {n.path: n for n in plan.nodes}
+    for path, given in list(offers.items()):
+        # What the plan needs follows the entry's references: they must be the derivation's.
+        if sorted(given.entry.references) != sorted(runtime_references(by_path[path].drv)):
+            substituters.warn(
+                f"The cache {given.substituter.url} has {path} with other references than "
+                "its derivation names; it is not used."
+            )
+            del offers[path]
     needed: set[StorePath] = set()
     stack = list(plan.roots)
     while stack:

@@ -1,0 +1,110 @@
+"""``mlpkg push`` then substitution, through the CLI, on real caches: a directory, nginx
+(WebDAV) and S3 (moto). Home A builds and pushes; an empty home B substitutes every path
+with no build and no fetch, and gets A's archive hashes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mlpkg.cache.format import object_key
+from tests.cache.flow import (
+    Team,
+    cache_keys,
+    check_consistent,
+    entries,
+    listing_of,
+    made,
+    warnings,
+)
+
+
+@pytest.fixture
+def team(tmp_path: Path, make_mlpkg_cli: Callable[..., Any]) -> Team:
+    return Team(tmp_path, make_mlpkg_cli)
+
+
+@pytest.fixture(params=["file", "nginx", "s3"])
+def cache_url(request: pytest.FixtureRequest) -> str:
+    handle = request.getfixturevalue(f"{request.param}_cache")
+    url: str = handle.url
+    return url
+
+
+def test_push_then_substitute_into_an_empty_home(team: Team, cache_url: str) -> None:
+    report = team.push(cache_url, "top")
+    a_hashes = team.a.hashes("top")
+    assert sorted(p.split("-", 1)[1] for p in report["pushed"]) == ["base-1.0", "top-1.0"]
+    assert report["present"] == []
+    assert report["objects_uploaded"] > 0 and report["bytes_uploaded"] > 0
+    assert check_consistent(cache_url) == 2
+
+    b = team.home("b")
+    plan = b.plan("--substituter", cache_url, "top")
+    assert plan == {"base": ("substitute", cache_url), "top": ("substitute", cache_url)}
+
+    result = b("build", "--substituter", cache_url, "top").ok()
+    assert made(result) == {"base": "substitute", "top": "substitute"}
+    assert warnings(result) == []
+    assert b.hashes("top") == a_hashes
+    assert b.logs() == []  # nothing was built
+    assert not any((b.path / "partial").iterdir())  # nothing was downloaded
+    assert not [n for n in b.store_names() if n.startswith(".")]  # no debris
+
+    # B's paths work like A's: the symlink, the executable, the empty directory.
+    store = b.path / "store"
+    (base,) = store.glob("*-base-1.0")
+    assert (base / "weights").resolve() == (base / "share/weights.bin").resolve()
+    assert (base / "bin/run").stat().st_mode & 0o111 and (base / "var/empty").is_dir()
+
+    # Everything is there already: a second push uploads nothing.
+    again = team.push(cache_url, "top")
+    assert again["pushed"] == [] and len(again["present"]) == 2
+    assert again["objects_uploaded"] == 0 and again["bytes_uploaded"] == 0
+
+
+def test_a_second_closure_uploads_only_its_new_objects(team: Team, file_cache: Any) -> None:
+    url = file_cache.url
+    team.push(url, "top")
+    before = set(cache_keys(url))
+    report = team.push(url, "other")
+    after = set(cache_keys(url))
+    (entry,) = [e for name, e in entries(url).items() if name == "other"]
+    objects = {object_key(d) for d, _ in listing_of(url, entry).objects()}
+    shared = objects & before
+    assert len(shared) == 1  # shared.bin: the same bytes as base's and top's big file
+    new_objects = objects - before
+    assert report["objects_uploaded"] == len(new_objects) >= 2  # new.bin and the pack
+    assert report["objects_present"] == 1
+    assert after - before == new_objects | {object_key(entry.listing), f"info/{entry.path.hash_part}.json"}  # fmt: skip
+
+
+def test_closures_sharing_an_object_both_substitute(team: Team, file_cache: Any) -> None:
+    url = file_cache.url
+    team.push(url, "top")
+    team.push(url, "other")
+    b = team.home("b")
+    b("build", "--substituter", url, "top", "other").ok()
+    assert b.hashes("other") == team.a.hashes("other")
+
+
+def test_push_and_substitute_a_lock(team: Team, nginx_cache: Any, tmp_path: Path) -> None:
+    lock = tmp_path / "top.lock"
+    team.a("lock", "--realise", "-o", str(lock), "top").ok()
+    report = team.a("push", "--json", "--to", nginx_cache.url, "--key", "team", "--lock", str(lock))
+    assert len(report.ok().json()["pushed"]) == 2
+    b = team.home("b")
+    result = b("build", "--substituter", nginx_cache.url, "--lock", str(lock)).ok()
+    assert made(result) == {"base": "substitute", "top": "substitute"}
+    assert b.hashes("top") == team.a.hashes("top")
+
+
+def test_push_of_a_store_path_and_unknown_targets(team: Team, file_cache: Any) -> None:
+    path = team.a("build", "top").ok().out.strip()
+    report = team.a("push", "--json", "--to", file_cache.url, "--key", "team", path).ok().json()
+    assert len(report["pushed"]) == 2
+    bad = team.a("push", "--to", "ftp://example.invalid/x", "--key", "team", "top")
+    assert bad.code == 2 and "ftp://example.invalid/x" in bad.err

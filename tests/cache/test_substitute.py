@@ -1,0 +1,235 @@
+"""Substitution accepts only what a trusted key signed and what hashes to what was signed.
+
+Each test pushes A's closure of ``top`` (``base`` is its reference) to a directory cache,
+breaks the cache the way an attacker or a failing disk would, and has an empty home B
+build ``top`` from it: what the cache cannot vouch for is built instead (the recipes are
+deterministic, so the result is A's), with a warning naming the cache and the path, and
+nothing invalid enters B's store.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mlpkg.cache.format import PathEntry, info_key, object_key
+from mlpkg.cache.keys import SecretKey, load_signing_key
+from tests.cache.flow import Home, Team, edit_info, entries, listing_of, made, warnings
+
+
+@pytest.fixture
+def team(tmp_path: Path, make_mlpkg_cli: Callable[..., Any]) -> Team:
+    return Team(tmp_path, make_mlpkg_cli)
+
+
+@pytest.fixture
+def pushed(team: Team, file_cache: Any) -> tuple[Team, Path, str]:
+    """A's closure of top in a directory cache: the team, the cache's root and URL."""
+    team.push(file_cache.url, "top")
+    return team, file_cache.root, file_cache.url
+
+
+def build_b(b: Home, url: str) -> tuple[dict[str, str], list[str]]:
+    """B builds top from ``url``: what it did to each path (``substitute`` only when no
+    build followed), and its warnings."""
+    result = b("build", "--substituter", url, "top").ok()
+    did = made(result)
+    for name in b.built():
+        did[name] = "build"
+    return did, warnings(result)
+
+
+def assert_same_as_a(team: Team, b: Home) -> None:
+    assert b.hashes("top") == team.a.hashes("top")
+    assert not [n for n in b.store_names() if n.startswith(".")]
+
+
+# -- signatures -----------------------------------------------------------------------------
+
+
+def test_unsigned_entries_are_used_only_from_a_trusted_directory(
+    team: Team, file_cache: Any
+) -> None:
+    push = team.a("push", "--json", "--to", file_cache.url, "top").ok()
+    assert "unsigned" in push.err
+    url = file_cache.url
+    b = team.home("b")
+    assert b.plan("--substituter", url, "top") == {"base": ("build", None), "top": ("build", None)}
+    did, warned = build_b(b, url)
+    assert did == {"base": "build", "top": "build"}
+    assert len(warned) == 2 and all(url in w and "no trusted key" in w for w in warned)
+    assert any("-base-1.0" in w for w in warned) and any("-top-1.0" in w for w in warned)
+    assert_same_as_a(team, b)
+
+    c = team.home("c", trust=None)
+    did, warned = build_b(c, f"{url}?trusted=true")
+    assert did == {"base": "substitute", "top": "substitute"} and warned == []
+    assert_same_as_a(team, c)
+
+
+def test_only_a_directory_may_be_marked_trusted(team: Team) -> None:
+    b = team.home("b")
+    result = b("build", "--substituter", "http://127.0.0.1:9/cache?trusted=true", "top")
+    assert result.code == 2, str(result)
+    assert "http://127.0.0.1:9/cache?trusted=true" in result.err and "trusted" in result.err
+    assert b.store_names() == []
+
+
+def test_a_signature_by_an_untrusted_key_is_passed_over(pushed: tuple[Team, Path, str]) -> None:
+    team, _, url = pushed
+    stranger = str(SecretKey.generate("stranger").public())
+    b = team.home("b", trust=stranger)
+    did, warned = build_b(b, url)
+    assert did == {"base": "build", "top": "build"}
+    assert len(warned) == 2
+    assert all(url in w and "signed by: team" in w for w in warned)
+    assert_same_as_a(team, b)
+
+
+def test_a_valid_signature_over_another_hash_is_passed_over(
+    pushed: tuple[Team, Path, str],
+) -> None:
+    team, root, url = pushed
+    top = entries(url)["top"]
+    edit_info(root, top, lambda d: d.update(archive_hash="sha256:" + "0" * 64))
+    b = team.home("b")
+    did, warned = build_b(b, url)
+    assert did == {"base": "substitute", "top": "build"}
+    assert len(warned) == 1 and str(top.path) in warned[0] and url in warned[0]
+    assert_same_as_a(team, b)
+
+
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("path", "../../etc/x"),
+        ("path", "/etc/passwd"),
+        ("references", ["../../etc/x"]),
+        ("references", ["0aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-a/../../x"]),
+        ("listing", "../../../etc/passwd"),
+        ("signatures", "team:not-a-list"),
+        ("version", 2),
+    ],
+)
+def test_a_malformed_info_file_is_not_used(
+    pushed: tuple[Team, Path, str], field: str, value: object
+) -> None:
+    team, root, url = pushed
+    top = entries(url)["top"]
+    edit_info(root, top, lambda d: d.update({field: value}))
+    b = team.home("b")
+    did, warned = build_b(b, url)
+    assert did == {"base": "substitute", "top": "build"}
+    assert any(url in w and str(top.path) in w for w in warned), warned
+    assert_same_as_a(team, b)
+    assert not (b.path / "etc").exists() and not (b.path.parent / "etc").exists()
+
+
+def test_an_info_file_for_another_path_is_not_used(pushed: tuple[Team, Path, str]) -> None:
+    """The info file of top holds base's entry, validly signed: not top's."""
+    team, root, url = pushed
+    found = entries(url)
+    (root / info_key(found["top"].path)).write_bytes(found["base"].to_bytes())
+    b = team.home("b")
+    did, warned = build_b(b, url)
+    assert did == {"base": "substitute", "top": "build"}
+    assert any("another path" in w and url in w for w in warned), warned
+    assert_same_as_a(team, b)
+
+
+def _resign(team: Team, root: Path, entry: PathEntry, **changes: Any) -> None:
+    """Rewrite ``entry`` with ``changes``, signed again by the team's own key."""
+    doc = json.loads(entry.to_bytes()) | changes
+    changed = PathEntry.from_bytes(json.dumps(doc).encode(), "test")
+    changed.signatures = [load_signing_key(team.a.path, "team").sign(changed.fingerprint())]
+    (root / info_key(entry.path)).write_bytes(changed.to_bytes())
+
+
+def test_signed_references_must_be_the_derivations(pushed: tuple[Team, Path, str]) -> None:
+    team, root, url = pushed
+    _resign(team, root, entries(url)["top"], references=[])
+    b = team.home("b")
+    assert b.plan("--substituter", url, "top")["top"] == ("build", None)
+    did, warned = build_b(b, url)
+    assert did == {"base": "substitute", "top": "build"}
+    assert any("other references" in w and url in w for w in warned), warned
+    assert_same_as_a(team, b)
+
+
+def test_a_signed_hash_the_data_does_not_have_is_not_registered(
+    pushed: tuple[Team, Path, str],
+) -> None:
+    """Top's entry, signed by the team, names base's listing: the tree is assembled but
+    its archive hash is not the signed one, so it never becomes valid."""
+    team, root, url = pushed
+    found = entries(url)
+    _resign(team, root, found["top"], listing=found["base"].listing)
+    b = team.home("b")
+    did, warned = build_b(b, url)
+    assert did == {"base": "substitute", "top": "build"}
+    assert any(str(found["top"].path) in w and url in w for w in warned), warned
+    assert_same_as_a(team, b)
+
+
+# -- missing and broken data ----------------------------------------------------------------
+
+
+def _big_object(url: str, root: Path) -> Path:
+    """The file of base's 700 kB chunk (top holds the same bytes)."""
+    base = entries(url)["base"]
+    chunks = [e.chunks for e in listing_of(url, base).entries if e.path == "share/weights.bin"]
+    ((digest, _),) = chunks[0] or []
+    return root / object_key(digest)
+
+
+BREAKS: dict[str, Callable[[Path], object]] = {
+    "deleted": lambda f: f.unlink(),
+    "truncated": lambda f: f.write_bytes(f.read_bytes()[: f.stat().st_size // 2]),
+    "flipped": lambda f: f.write_bytes(
+        (lambda b: b[:100] + bytes([b[100] ^ 0x10]) + b[101:])(f.read_bytes())
+    ),
+    "emptied": lambda f: f.write_bytes(b""),
+}
+
+
+@pytest.mark.parametrize("how", sorted(BREAKS))
+def test_a_broken_object_falls_back_to_building(pushed: tuple[Team, Path, str], how: str) -> None:
+    team, root, url = pushed
+    BREAKS[how](_big_object(url, root))
+    b = team.home("b")
+    did, warned = build_b(b, url)
+    assert did == {"base": "build", "top": "build"}
+    base, top = entries(url)["base"].path, entries(url)["top"].path
+    for path in (base, top):
+        assert any(f"Substituting {path} from {url} failed" in w for w in warned), warned
+    assert_same_as_a(team, b)
+
+
+def test_a_missing_listing_falls_back_to_building(pushed: tuple[Team, Path, str]) -> None:
+    team, root, url = pushed
+    top = entries(url)["top"]
+    (root / object_key(top.listing)).unlink()
+    b = team.home("b")
+    did, warned = build_b(b, url)
+    assert did == {"base": "substitute", "top": "build"}
+    assert any(f"Substituting {top.path} from {url} failed" in w for w in warned), warned
+    assert_same_as_a(team, b)
+
+
+def test_a_reference_missing_from_the_cache_is_built_here(
+    pushed: tuple[Team, Path, str],
+) -> None:
+    team, root, url = pushed
+    (root / info_key(entries(url)["base"].path)).unlink()
+    b = team.home("b")
+    assert b.plan("--substituter", url, "top") == {
+        "base": ("build", None),
+        "top": ("substitute", url),
+    }
+    did, warned = build_b(b, url)
+    assert did == {"base": "build", "top": "substitute"} and warned == []
+    assert_same_as_a(team, b)
