@@ -100,7 +100,7 @@ def import_cmd(
 ) -> None:
     """Make every path of the bundle FILE ('-': stdin) valid, after checking signatures
     and hashes; then `mlpkg run --lock LOCK` works without network."""
-    from mlpkg.cache.bundle import import_bundle, keep_lock
+    from mlpkg.cache.bundle_import import import_bundle, keep_lock
 
     def progress(status: str, path: StorePath) -> None:
         words = {"imported": "imported", "valid": "valid already", "made": "made here"}

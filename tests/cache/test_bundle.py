@@ -151,6 +151,16 @@ def test_bundle_of_a_lock_file(made: dict[str, Any], tmp_path: Path):
     b("run", "--lock", str(lock)).ok()
 
 
+def test_import_from_stdin(made: dict[str, Any], tmp_path: Path):
+    b = fresh(made, tmp_path / "b")
+    with made["bundle"].open("rb") as f:
+        r = subprocess.run([sys.executable, "-m", "mlpkg", "bundle", "import", "-", "--json"],
+                           env=b.env(), stdin=f, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["bundle"] == "stdin"
+    assert_consistent(b, made["a"])
+
+
 def test_bad_create_arguments(made: dict[str, Any], tmp_path: Path):
     a = made["a"]
     assert a("bundle", "create", "-o", str(tmp_path / "x")).code == 2
