@@ -182,7 +182,8 @@ def _stage(info: PathInfo, real: Path, uploader: _Uploader, progress: Progress) 
     compressed = zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(raw)
     if not transport.has([object_key(digest)]):
         transport.put(object_key(digest), compressed)
-        uploader.report.bytes_uploaded += len(compressed)
+        with uploader.lock:  # stages run in several threads
+            uploader.report.bytes_uploaded += len(compressed)
     return PathEntry(
         path=path,
         archive_hash=info.archive_hash,

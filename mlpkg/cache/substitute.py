@@ -219,7 +219,11 @@ class Substituters:
         found: dict[StorePath, Offer] = {}
         caches = self.caches()
         if after is not None:
-            caches = caches[caches.index(after) + 1 :] if after in caches else caches
+            # By rank among every cache: ``after`` may be down now, and the caches before
+            # it were asked already.
+            order = [id(s) for s in self._opened or []]
+            rank = order.index(id(after)) if id(after) in order else -1
+            caches = [s for s in caches if order.index(id(s)) > rank]
         for sub in caches:
             ask = [p for p in remaining if not self._negative[sub.url].missing(p)]
             for path, entry in self._ask(sub, ask).items():

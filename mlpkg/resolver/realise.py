@@ -150,17 +150,16 @@ class _Realiser:
         sub = self.substitution
         offer = sub.offers.get(node.path) if sub is not None else None
         while sub is not None and offer is not None:
-            try:
-                return self._substitute(sub, node, offer)
-            except CacheError as e:
-                if isinstance(e, CacheUnavailable):
-                    sub.substituters.mark_down(offer.substituter, e)
-                else:
-                    sub.substituters.warn(e.message)
-                after = offer.substituter
-                offer = sub.substituters.query([node.path], sub.expected, after=after).get(
-                    node.path
-                )
+            if not offer.substituter.down:  # a cache that went down since it was asked
+                try:
+                    return self._substitute(sub, node, offer)
+                except CacheError as e:
+                    if isinstance(e, CacheUnavailable):
+                        sub.substituters.mark_down(offer.substituter, e)
+                    else:
+                        sub.substituters.warn(e.message)
+            after = offer.substituter
+            offer = sub.substituters.query([node.path], sub.expected, after=after).get(node.path)
         if sub is not None and node.path in sub.offers:
             sub.substituters.warn(f"No cache could give {node.path}; it is made here instead.")
             node.action = action_of(node.drv.kind)
