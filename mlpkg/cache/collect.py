@@ -13,8 +13,16 @@ push) that a push under way has just found present and decided not to upload aga
 removed before that push writes the info file naming it. So run gc when no push to the
 cache runs, or ``mlpkg cache verify`` after it.
 
-Modification times come from :func:`list_times`; where a transport cannot give them, only
-``grace=0`` is accepted.
+Modification times come from :meth:`Transport.list_mtimes
+<mlpkg.cache.transport.Transport.list_mtimes>` (:func:`list_times`): file:// stats, s3's
+LastModified, the ``mtime`` of nginx's JSON index; they are the cache's clock, so the grace
+period also absorbs a difference between its clock and this machine's. Where a transport
+cannot give them, only ``grace=0`` is accepted.
+
+On a file:// cache gc also removes the temporaries of puts (``.<name>.<random>.part``,
+anywhere in the cache) older than the grace period: a push that crashed left them, and
+:meth:`~mlpkg.cache.transport.Transport.list` hides them. A put under way writes to its
+temporary, which keeps it young.
 """
 
 from __future__ import annotations
@@ -40,26 +48,16 @@ DEFAULT_GRACE = 3600.0
 
 def list_times(transport: Transport, prefix: str) -> Iterator[tuple[str, int, float | None]]:
     """``(key, size, mtime)`` of the files under ``prefix`` (as :meth:`Transport.list`),
-    ``mtime`` in seconds since the epoch, or None where the transport cannot tell.
-
-    A :class:`FileTransport` is stat-ed; a transport with a ``list_mtimes(prefix)`` method
-    giving ``(key, size, mtime)`` triples (not part of the Transport API yet: for s3,
-    ``list_objects_v2``'s LastModified; for http, nginx's JSON index ``mtime``) uses it;
-    any other gives None for every file."""
-    hook = getattr(transport, "list_mtimes", None)
-    if isinstance(transport, FileTransport):
-        for key, _size in transport.list(prefix):
-            try:
-                st = (transport.root / key).stat()
-            except FileNotFoundError:  # removed meanwhile
-                continue
-            yield key, st.st_size, st.st_mtime
-    elif callable(hook):
-        listed: Iterator[tuple[str, int, float]] = hook(prefix)
-        yield from listed
-    else:
-        for key, size in transport.list(prefix):
-            yield key, size, None
+    ``mtime`` in seconds since the epoch, from :meth:`Transport.list_mtimes`; where the
+    transport cannot tell (NotImplementedError, when called or while listing), from
+    :meth:`Transport.list` with None for every ``mtime``. The whole listing is read before
+    the first file is given, so it is all of one kind."""
+    listed: list[tuple[str, int, float | None]]
+    try:
+        listed = list(transport.list_mtimes(prefix))
+    except NotImplementedError:
+        listed = [(key, size, None) for key, size in transport.list(prefix)]
+    return iter(listed)
 
 
 @dataclass
@@ -74,6 +72,7 @@ class GcReport:
     removed: list[tuple[str, int]] = field(default_factory=list)  # (key, size)
     recent: int = 0  # unnamed objects kept: younger than the grace period
     recent_bytes: int = 0
+    temporaries: list[tuple[str, int]] = field(default_factory=list)  # of puts (file://)
 
     @property
     def removed_bytes(self) -> int:
@@ -91,6 +90,8 @@ class GcReport:
             "removed_keys": sorted(k for k, _ in self.removed),
             "kept_recent": self.recent,
             "kept_recent_bytes": self.recent_bytes,
+            "removed_temporaries": sorted(k for k, _ in self.temporaries),
+            "removed_temporaries_bytes": sum(size for _, size in self.temporaries),
         }
 
 
@@ -129,11 +130,12 @@ def gc(
     now: float | None = None,
 ) -> GcReport:
     """Remove the objects no info file names that are older than ``grace`` seconds (see
-    the module docstring for the order that keeps a concurrent push safe); with
-    ``dry_run``, only report them. BadInput when ``grace`` > 0 and the transport cannot
-    tell modification times (:func:`list_times`): then only ``grace=0`` is possible, which
-    is safe when no push runs. CacheError when the cache is not a cache or an info file or
-    listing cannot be read (nothing is removed then)."""
+    the module docstring for the order that keeps a concurrent push safe), and on a
+    file:// cache the temporaries of puts older than that; with ``dry_run``, only report
+    them. BadInput when ``grace`` > 0 and the transport cannot tell modification times
+    (:func:`list_times`): then only ``grace=0`` is possible, which is safe when no push
+    runs. CacheError when the cache is not a cache or an info file or listing cannot be
+    read (nothing is removed then)."""
     if grace < 0:
         raise BadInput("--grace must be 0 or more seconds.")
     read_cache_info(transport)
@@ -145,6 +147,7 @@ def gc(
             "cannot keep those a push under way has just uploaded.",
             hint="Run it with --grace 0 when no push to this cache is running.",
         )
+    temporaries = list(transport.list_temporaries()) if isinstance(transport, FileTransport) else []
     seen = {k for k, _ in transport.list("info")}
     names = _names(transport, seen)
     now = time.time() if now is None else now
@@ -158,6 +161,9 @@ def gc(
         else:
             candidates.append((key, size))
     report.paths = len(seen)
+    report.temporaries = sorted(
+        (key, size) for key, size, mtime in temporaries if not (grace > 0 and now - mtime < grace)
+    )
     # Info files written since: what they name is kept (a push that finished meanwhile).
     new = {k for k, _ in transport.list("info")} - seen
     if new:
@@ -165,6 +171,6 @@ def gc(
         candidates = [(k, s) for k, s in candidates if _digest_of(k) not in late]
         report.paths += len(new)
     if not dry_run:
-        pmap(lambda ks: transport.delete(ks[0]), candidates, WORKERS)
+        pmap(lambda ks: transport.delete(ks[0]), candidates + report.temporaries, WORKERS)
     report.removed = sorted(candidates)
     return report

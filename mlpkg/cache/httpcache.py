@@ -4,8 +4,9 @@ Reading needs GET and HEAD; pushing needs PUT and DELETE that create directories
 (nginx: ``dav_methods PUT DELETE; create_full_put_path on; client_max_body_size 0;``;
 nginx writes a PUT body to a temporary file and renames it, so readers never see part of
 a file); listing needs JSON directory indexes (nginx: ``autoindex on; autoindex_format
-json;``). Credentials in the URL (``https://user:token@host/…``) are sent as basic auth;
-other query parameters are sent with every request.
+json;``), whose entries' ``mtime`` :meth:`HttpTransport.list_mtimes` gives. Credentials in
+the URL (``https://user:token@host/…``) are sent as basic auth; other query parameters are
+sent with every request.
 
 One ``httpx.Client`` (HTTP/2 where the server offers it through TLS) is shared by all
 threads. A key becomes the path below the URL's path, each component percent-encoded.
@@ -19,6 +20,8 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import datetime
+import email.utils
 import json
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -194,18 +197,36 @@ class HttpTransport(Transport):
             raise self._refused(f"deleting {key}", r)
 
     def list(self, prefix: str = "") -> Iterator[tuple[str, int]]:
+        for key, size, _mtime in self._walk(prefix):
+            yield key, size
+
+    def list_mtimes(self, prefix: str = "") -> Iterator[tuple[str, int, float]]:
+        """As :meth:`Transport.list_mtimes`: the ``mtime`` of nginx's JSON index entries
+        (an RFC 1123 date, whole seconds, by the server's clock). NotImplementedError,
+        while iterated, where the server's index gives a file no ``mtime`` (the server
+        cannot tell; :meth:`list` still works)."""
+        for key, size, mtime in self._walk(prefix):
+            if mtime is None:
+                raise NotImplementedError(
+                    f"The cache {self.url}'s directory index gives no modification time for {key}."
+                )
+            yield key, size, mtime
+
+    def _walk(self, prefix: str) -> Iterator[tuple[str, int, float | None]]:
+        """``(key, size, mtime or None)`` of the files under ``prefix``, directory by
+        directory."""
         todo = [_check_prefix(prefix)]
         while todo:
             directory = todo.pop()
-            for name, kind, size in self._index(directory):
+            for name, kind, size, mtime in self._index(directory):
                 key = f"{directory}/{name}" if directory else name
                 if kind == "directory":
                     todo.append(key)
                 elif kind == "file":
-                    yield key, size
+                    yield key, size, mtime
 
-    def _index(self, directory: str) -> builtins.list[tuple[str, str, int]]:
-        """``(name, type, size)`` of a directory's entries, from its JSON index."""
+    def _index(self, directory: str) -> builtins.list[tuple[str, str, int, float | None]]:
+        """``(name, type, size, mtime)`` of a directory's entries, from its JSON index."""
         what = f"listing {directory or 'the cache'}"
         r = self._send("GET", directory + "/" if directory else "", what)
         if r.status_code in ABSENT:
@@ -226,12 +247,27 @@ class HttpTransport(Transport):
         self._client.close()
 
 
-def _entry(entry: Any) -> tuple[str, str, int]:
-    """One entry of an nginx JSON index: ``{"name", "type", "mtime", "size"?}``."""
+def _entry(entry: Any) -> tuple[str, str, int, float | None]:
+    """One entry of an nginx JSON index: ``{"name", "type", "mtime", "size"?}``; its mtime
+    in POSIX seconds, or None where it is missing or not a date."""
     name, kind = entry["name"], entry["type"]
     if not isinstance(name, str) or not isinstance(kind, str) or "/" in name:
         raise ValueError(f"bad index entry {entry!r}")
     size = entry.get("size", 0)
     if not isinstance(size, int):
         raise ValueError(f"bad index entry {entry!r}")
-    return name, kind, size
+    return name, kind, size, _http_date(entry.get("mtime"))
+
+
+def _http_date(value: Any) -> float | None:
+    """POSIX seconds of an RFC 1123 date (``"Sun, 29 Nov 2026 19:31:36 GMT"``, as nginx's
+    index writes it), or None where ``value`` is not one. A date without a zone is UTC."""
+    if not isinstance(value, str):
+        return None
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (ValueError, TypeError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)
+    return when.timestamp()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import datetime
 import functools
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -60,6 +61,15 @@ def part_size(size: int) -> int:
     :data:`MAX_PARTS` parts are needed, at least :data:`MIN_PART`, in whole MiB."""
     wanted = max(MIN_PART, -(-size // MAX_PARTS))
     return -(-wanted // MIB) * MIB
+
+
+def _timestamp(item: Any) -> float:
+    """The POSIX time of an object listed by ``list_objects_v2`` (its LastModified, a
+    datetime that botocore gives in UTC; a naive one is taken as UTC)."""
+    when: datetime.datetime = item["LastModified"]
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)
+    return when.timestamp()
 
 
 def _status(exc: Any) -> tuple[str, int]:
@@ -256,6 +266,12 @@ class S3Transport(Transport):
             raise
 
     def list(self, prefix: str = "") -> Iterator[tuple[str, int]]:
+        for key, size, _mtime in self.list_mtimes(prefix):
+            yield key, size
+
+    def list_mtimes(self, prefix: str = "") -> Iterator[tuple[str, int, float]]:
+        """As :meth:`Transport.list_mtimes`: ``list_objects_v2``'s LastModified (when the
+        object was last written, by the server's clock)."""
         sub = _check_prefix(prefix)
         base = f"{self._prefix}/" if self._prefix else ""
         full = f"{base}{sub}/" if sub else base
@@ -270,7 +286,7 @@ class S3Transport(Transport):
             except self._errors.ClientError as exc:
                 raise self._refused(what, exc) from exc
             for item in page.get("Contents", []):
-                yield item["Key"][len(base) :], int(item["Size"])
+                yield item["Key"][len(base) :], int(item["Size"]), _timestamp(item)
             token = page.get("NextContinuationToken")
             if not page.get("IsTruncated") or not token:
                 return

@@ -214,6 +214,20 @@ class Transport(ABC):
         prefix with nothing under it yields nothing. A cache that cannot be listed is
         CacheError."""
 
+    def list_mtimes(self, prefix: str = "") -> Iterator[tuple[str, int, float]]:
+        """``(key, size, mtime)`` of every file under ``prefix``: the files :meth:`list`
+        gives, each with the time it was last written (a put that replaced it included), in
+        POSIX seconds (UTC, since the epoch). The time is the cache's own: the server's
+        clock, not this machine's, and in whole seconds on http (nginx's index). It is
+        what ``mlpkg cache gc`` compares with its grace period
+        (:mod:`mlpkg.cache.collect`), so a transport must not guess it.
+
+        A transport that cannot tell modification times keeps this default, which raises
+        NotImplementedError; one that finds out only while listing (an http server whose
+        index has no ``mtime``) raises NotImplementedError while iterated. Other failures
+        are those of :meth:`list`."""
+        raise NotImplementedError(f"{type(self).__name__} cannot tell modification times")
+
     @abstractmethod
     def delete(self, key: str) -> None:
         """Remove ``key``; an absent key is fine."""
@@ -239,7 +253,8 @@ class Transport(ABC):
 class FileTransport(Transport):
     """A cache in a local directory (``file:///abs/dir`` or ``/abs/dir``). Writes go to a
     hidden temporary file in the target's directory (``.<name>.<random>.part``), fsynced,
-    then renamed into place; :meth:`list` skips such temporaries."""
+    then renamed into place; :meth:`list` and :meth:`list_mtimes` skip such temporaries,
+    :meth:`list_temporaries` gives them (a crashed put leaves its temporary behind)."""
 
     def __init__(self, root: Path, url: str) -> None:
         self.root = root
@@ -296,17 +311,33 @@ class FileTransport(Transport):
                 tmp.unlink()
 
     def list(self, prefix: str = "") -> Iterator[tuple[str, int]]:
+        for key, size, _mtime in self._walk(prefix, temporaries=False):
+            yield key, size
+
+    def list_mtimes(self, prefix: str = "") -> Iterator[tuple[str, int, float]]:
+        return self._walk(prefix, temporaries=False)
+
+    def list_temporaries(self, prefix: str = "") -> Iterator[tuple[str, int, float]]:
+        """``(key, size, mtime)`` of the temporaries of puts (``.<name>.<random>.part``)
+        under ``prefix``: those of puts under way, and those crashed puts left. Each key
+        can be given to :meth:`delete`."""
+        return self._walk(prefix, temporaries=True)
+
+    def _walk(self, prefix: str, *, temporaries: bool) -> Iterator[tuple[str, int, float]]:
+        """``(key, size, mtime)`` of the files under ``prefix``: the temporaries of puts
+        only, or everything else."""
         prefix = _check_prefix(prefix)
         top = self.root / prefix if prefix else self.root
         for dirpath, _dirs, files in os.walk(top):
             rel = Path(dirpath).relative_to(self.root).as_posix()
             for name in files:
-                if name.startswith(".") and name.endswith(".part"):
+                if (name.startswith(".") and name.endswith(".part")) != temporaries:
                     continue
-                path = os.path.join(dirpath, name)
-                with contextlib.suppress(FileNotFoundError):
-                    size = os.stat(path).st_size
-                    yield (name if rel == "." else f"{rel}/{name}"), size
+                try:
+                    st = os.stat(os.path.join(dirpath, name))
+                except FileNotFoundError:  # removed (or renamed into place) meanwhile
+                    continue
+                yield (name if rel == "." else f"{rel}/{name}"), st.st_size, st.st_mtime
 
     def delete(self, key: str) -> None:
         try:

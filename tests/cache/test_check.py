@@ -277,7 +277,8 @@ def test_sample_is_deterministic_and_spread() -> None:
 
 
 def orphan(p: Pushed, content: bytes, age: float) -> str:
-    """An object no info file names, written ``age`` seconds ago (file caches only)."""
+    """An object no info file names, written ``age`` seconds ago (caches with a directory
+    behind them: file and nginx)."""
     digest = hashlib.sha256(content).hexdigest()
     key = object_key(digest)
     p.put(key, zstandard.ZstdCompressor().compress(content))
@@ -314,32 +315,75 @@ def test_gc_refuses_what_it_cannot_read(mlpkg_cli: MlpkgCli, pushed: Pushed) -> 
 
 
 @pytest.mark.parametrize("backend", ["nginx", "s3"])
-def test_gc_without_modification_times_needs_grace_0(
+def test_gc_keeps_young_orphans_on_every_backend(
     request: pytest.FixtureRequest,
     mlpkg_cli: MlpkgCli,
     tmp_path: Path,
     key: SecretKey,
     backend: str,
 ) -> None:
+    """Modification times from nginx's index and S3's LastModified: an orphan written now
+    is kept with the default grace and removed with --grace 0; on nginx, where the file
+    behind the server can be backdated, an old one goes with the default grace."""
     cache: CacheHandle = request.getfixturevalue(f"{backend}_cache")
     dep, app = push_to(tmp_path / "home-a", cache, key)
     p = Pushed(cache, key, dep, app)
     stray = object_key(hashlib.sha256(b"stray").hexdigest())
     p.put(stray, zstandard.ZstdCompressor().compress(b"stray"))
+    old = orphan(p, b"left by an interrupted push", 2 * HOUR) if backend == "nginx" else None
     before = p.files()
-    r = mlpkg_cli.run("cache", "gc", p.url)
-    assert r.code == 2 and "--grace 0" in r.err, r
+    r = mlpkg_cli.run("cache", "gc", p.url, "--dry-run", "--json").ok()
+    doc = r.json()
+    assert doc["kept_recent"] == 1 and doc["removed_keys"] == ([old] if old else []), doc
     assert p.files() == before
+    r = mlpkg_cli.run("cache", "gc", p.url).ok()
+    assert r.out.startswith(f"removed {1 if old else 0} objects"), r
+    assert "kept 1 unnamed objects" in r.out, r
+    assert p.files() == before - {old}
+    verify(mlpkg_cli, p, "--full").ok()
     r = mlpkg_cli.run("cache", "gc", p.url, "--grace", "0", "--json").ok()
-    assert r.json()["removed_keys"] == [stray]
-    assert p.files() == before - {stray}
+    assert r.json()["removed_keys"] == [stray] and r.json()["kept_recent"] == 0
+    assert p.files() == before - {old, stray}
     verify(mlpkg_cli, p, "--full").ok()
 
 
+def test_gc_removes_old_temporaries_of_puts(mlpkg_cli: MlpkgCli, pushed: Pushed) -> None:
+    """file:// puts write ``.<name>.<random>.part`` first; list() hides them, so gc looks
+    for them itself: those older than the grace (left by a crashed push) go."""
+    root = pushed.cache.root
+    assert root is not None
+    digest = pushed.chunks(pushed.dep)[0]
+    crashed = object_key(digest).rpartition("/")[0] + f"/.{digest}.0badf00d.part"
+    under_way = "info/.dep.json.1234abcd.part"
+    crashed_root = ".cache-info.json.feedf00d.part"
+    for rel in (crashed, under_way, crashed_root):
+        (root / rel).write_bytes(b"half a file")
+    then = time.time() - 2 * HOUR
+    os.utime(root / crashed, (then, then))
+    os.utime(root / crashed_root, (then, then))
+    before = pushed.files()
+    r = mlpkg_cli.run("cache", "gc", pushed.url, "--dry-run", "--json").ok()
+    doc = r.json()
+    assert doc["removed_temporaries"] == sorted([crashed, crashed_root]), doc
+    assert doc["removed_temporaries_bytes"] == 2 * len(b"half a file")
+    assert doc["removed_keys"] == [] and doc["kept_recent"] == 0
+    assert (root / crashed).exists()
+    r = mlpkg_cli.run("cache", "gc", pushed.url, "--json").ok()
+    assert r.json()["removed_temporaries"] == sorted([crashed, crashed_root])
+    assert not (root / crashed).exists() and not (root / crashed_root).exists()
+    assert (root / under_way).exists()
+    assert pushed.files() == before  # no object, info file or cache-info.json touched
+    r = mlpkg_cli.run("cache", "gc", pushed.url, "--grace", "0", "--json").ok()
+    assert r.json()["removed_temporaries"] == [under_way] and r.json()["removed_keys"] == []
+    assert not (root / under_way).exists()
+    assert pushed.files() == before
+    verify(mlpkg_cli, pushed, "--full").ok()
+
+
 class _Hooked(Transport):
-    """A directory cache seen through another transport: modification times come from a
-    ``list_mtimes`` method (the hook gc uses where a backend offers it), and the second
-    listing of ``info/`` first runs ``before_relist`` (a push finishing meanwhile)."""
+    """A directory cache seen through another transport: modification times come from its
+    ``list_mtimes`` (counted), and the second listing of ``info/`` first runs
+    ``before_relist`` (a push finishing meanwhile)."""
 
     def __init__(self, inner: Transport, before_relist: Any = None) -> None:
         self.inner, self.url = inner, inner.url
@@ -369,11 +413,47 @@ class _Hooked(Transport):
     def delete(self, key: str) -> None:
         self.inner.delete(key)
 
-    def list_mtimes(self, prefix: str) -> Iterator[tuple[str, int, float]]:
+    def list_mtimes(self, prefix: str = "") -> Iterator[tuple[str, int, float]]:
         self.hook_calls += 1
         root = getattr(self.inner, "root")  # noqa: B009 - a FileTransport
         for key, size in self.inner.list(prefix):
             yield key, size, (root / key).stat().st_mtime
+
+
+class _Timeless(_Hooked):
+    """As :class:`_Hooked`, with the Transport default: it cannot tell modification
+    times."""
+
+    list_mtimes = Transport.list_mtimes
+
+
+class _LateTimeless(_Hooked):
+    """Finds out only while listing that it cannot tell times (an http server whose
+    index has no mtime): one file first, then NotImplementedError."""
+
+    def list_mtimes(self, prefix: str = "") -> Iterator[tuple[str, int, float]]:
+        for key, size in self.inner.list(prefix):
+            yield key, size, time.time()
+            raise NotImplementedError("no mtime")
+
+
+@pytest.mark.parametrize("kind", [_Timeless, _LateTimeless])
+def test_gc_without_modification_times_needs_grace_0(pushed: Pushed, kind: type[_Hooked]) -> None:
+    from mlpkg.cache.collect import DEFAULT_GRACE, gc, list_times
+    from mlpkg.errors import BadInput
+
+    old = orphan(pushed, b"old", 2 * HOUR)
+    before = pushed.files()
+    with pushed.transport() as t:
+        timeless = kind(t)
+        assert {m for _, _, m in list_times(timeless, "objects")} == {None}
+        with pytest.raises(BadInput, match="does not tell when") as info:
+            gc(timeless, grace=DEFAULT_GRACE)
+        assert "--grace 0" in (info.value.hint or "")
+        assert pushed.files() == before
+        report = gc(timeless, grace=0)
+    assert [k for k, _ in report.removed] == [old]
+    assert pushed.files() == before - {old}
 
 
 def test_gc_keeps_what_an_info_file_written_meanwhile_names(pushed: Pushed) -> None:

@@ -3,16 +3,19 @@ nginx with WebDAV, moto's S3; and their failures against a faulty server (BadCac
 
 from __future__ import annotations
 
+import email.utils
 import os
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
-from mlpkg.cache import s3cache
-from mlpkg.cache.transport import CHUNK, Transport, open_transport, split_url
+from mlpkg.cache import httpcache, s3cache
+from mlpkg.cache.transport import CHUNK, FileTransport, Transport, open_transport, split_url
 from mlpkg.errors import BadInput, CacheError, CacheUnavailable
 from tests.cache_servers import BadCache
 
@@ -104,6 +107,36 @@ def test_list_under_a_prefix(transport: Transport) -> None:
     assert list(transport.list("nothing")) == []
 
 
+def test_list_mtimes(transport: Transport, cache: object) -> None:
+    """The files of list() with their modification times: a fresh put's is now (by the
+    server's clock, within a minute), and where the test can backdate the file behind the
+    transport (file and nginx), the time set."""
+    files = {"info/a.json": b"abc", "objects/ab/ab1": b"12345", "objects/cd/cd2": b"1234567"}
+    for key, data in {**files, "cache-info.json": b"{}"}.items():
+        transport.put(key, data)
+    now = time.time()
+    listed = list(transport.list_mtimes("objects"))
+    assert {(k, s) for k, s, _ in listed} == set(transport.list("objects"))
+    assert {(k, s) for k, s, _ in listed} == {("objects/ab/ab1", 5), ("objects/cd/cd2", 7)}
+    for key, _size, mtime in listed:
+        assert isinstance(mtime, float), key
+        assert abs(mtime - now) < 60, (key, mtime, now)
+    everything = {(k, s) for k, s, _ in transport.list_mtimes()}
+    assert everything == set(transport.list(""))
+    assert {k for k, _, _ in transport.list_mtimes("objects/ab/")} == {"objects/ab/ab1"}
+    assert list(transport.list_mtimes("nothing")) == []
+    root: Path | None = cache.root  # type: ignore[attr-defined]
+    if root is not None:
+        then = 1_500_000_000  # 2017-07-14, whole seconds as nginx tells them
+        os.utime(root / "objects/ab/ab1", (then, then))
+        got = {k: m for k, _, m in transport.list_mtimes("objects")}
+        assert got["objects/ab/ab1"] == then
+        assert abs(got["objects/cd/cd2"] - now) < 60
+    transport.put("objects/ab/ab1", b"replaced")  # a put that replaces a file: written now
+    [(_, size, mtime)] = [x for x in transport.list_mtimes("objects") if x[0].endswith("ab1")]
+    assert size == 8 and abs(mtime - time.time()) < 60
+
+
 def test_delete(transport: Transport) -> None:
     transport.put("info/d.json", b"x")
     transport.delete("info/d.json")
@@ -159,6 +192,12 @@ def test_file_cache_details(file_cache: object, tmp_path: Path) -> None:
         assert t.get("deep/er") is None  # a directory
         (root / "deep/er/.key.1234abcd.part").write_bytes(b"half")  # a put under way
         assert list(t.list("deep")) == [("deep/er/key", 1)]
+        assert [(k, s) for k, s, _ in t.list_mtimes("deep")] == [("deep/er/key", 1)]
+        assert isinstance(t, FileTransport)
+        [(tmp_key, size, mtime)] = t.list_temporaries()
+        assert (tmp_key, size) == ("deep/er/.key.1234abcd.part", 4)
+        assert mtime == (root / tmp_key).stat().st_mtime
+        assert list(t.list_temporaries("info")) == []
         assert t.url == str(root)
     assert [p.name for p in (root / "deep/er").iterdir() if p.name != ".key.1234abcd.part"] == [
         "key"
@@ -175,6 +214,48 @@ def test_https_speaks_http2(https_cache: object) -> None:
         assert t.has(["info/h2.json", "info/no.json"]) == {"info/h2.json"}
     log = (server.prefix / "access.log").read_text()
     assert "PUT /t" in log and "/info/h2.json HTTP/2.0" in log
+
+
+def test_http_dates() -> None:
+    stamp = 1_785_000_000.0
+    written = email.utils.formatdate(stamp, usegmt=True)  # as nginx writes them
+    assert httpcache._http_date(written) == stamp
+    assert httpcache._http_date(written.replace("GMT", "-0000")) == stamp  # a naive date
+    assert httpcache._http_date(written.replace("GMT", "+0100")) == stamp - 3600
+    for bad in (None, 17, "", "yesterday", "Sun, 99 Nov 2026 25:61:00 GMT"):
+        assert httpcache._http_date(bad) is None
+
+
+def test_http_index_without_mtime(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server whose JSON index gives no mtime: list() works, list_mtimes() cannot tell."""
+    index = {
+        "/c/": [{"name": "objects", "type": "directory"}],
+        "/c/objects/": [{"name": "ab1", "type": "file", "size": 3}],
+    }
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path in index:
+            return httpx.Response(200, json=index[request.url.path])
+        return httpx.Response(404)
+
+    with open_transport("http://cache.invalid/c") as t:
+        monkeypatch.setattr(t, "_client", httpx.Client(transport=httpx.MockTransport(answer)))
+        assert list(t.list()) == [("objects/ab1", 3)]
+        with pytest.raises(NotImplementedError, match="no modification time for objects/ab1"):
+            list(t.list_mtimes())
+
+
+def test_a_transport_that_cannot_tell_times(file_cache: object) -> None:
+    """The default of the ABC, for a transport that cannot tell modification times."""
+
+    class Timeless(FileTransport):
+        list_mtimes = Transport.list_mtimes
+
+    t = Timeless(file_cache.root, file_cache.url)  # type: ignore[attr-defined]
+    t.put("objects/ab/ab1", b"x")
+    assert list(t.list("objects")) == [("objects/ab/ab1", 1)]
+    with pytest.raises(NotImplementedError):
+        t.list_mtimes("objects")
 
 
 def test_http_get_of_a_directory_is_none(nginx_cache: object) -> None:
