@@ -43,7 +43,14 @@ from mlpkg.cache.format import (
 from mlpkg.cache.keys import TrustedKeys
 from mlpkg.cache.restore import decode_listing, restore
 from mlpkg.cache.transport import Transport, open_transport, split_url
-from mlpkg.errors import BadInput, CacheError, CacheUnavailable, CheckError
+from mlpkg.errors import (
+    BadInput,
+    CacheError,
+    CacheUnavailable,
+    CheckError,
+    FormatVersionError,
+    MlpkgError,
+)
 from mlpkg.store.fs import write_atomic_bytes
 from mlpkg.store.path import StorePath
 from mlpkg.store.store import PathInfo, Store
@@ -65,18 +72,12 @@ class Substituter:
     down: bool = False
 
     def get(self, key: str) -> bytes:
-        """An object's bytes, one retry when the connection failed midway."""
-        for attempt in (1, 2):
-            try:
-                data = self.transport.get(key)
-            except CacheUnavailable:
-                if attempt == 2:
-                    raise
-                continue
-            if data is None:
-                raise CacheError(f"The cache {self.url} lacks the object {key}.", cache=self.url)
-            return data
-        raise AssertionError("unreachable")
+        """An object's bytes. The transport retries a connection dropped midway
+        (:data:`~mlpkg.cache.transport.ATTEMPTS` in all); after that the cache is down."""
+        data = self.transport.get(key)
+        if data is None:
+            raise CacheError(f"The cache {self.url} lacks the object {key}.", cache=self.url)
+        return data
 
 
 @dataclass
@@ -177,7 +178,7 @@ class Substituters:
                     f"The cache {url} has no {CACHE_INFO_KEY}: it is not an mlpkg cache.", cache=url
                 )
             info = CacheInfo.from_bytes(raw, url)
-        except CacheError as e:
+        except (CacheError, FormatVersionError) as e:  # a newer cache: this mlpkg skips it
             transport.close()
             self._down_warning(url, e)
             return None
@@ -192,7 +193,7 @@ class Substituters:
         self._negative[url] = _Negative.load(self.home, url, self.negative_ttl)
         return Substituter(url, transport, priority, trusted)
 
-    def _down_warning(self, url: str, e: CacheError) -> None:
+    def _down_warning(self, url: str, e: MlpkgError) -> None:
         self._warn_once(url, "down", f"{e.message} It is skipped for the rest of this command.")
 
     def _warn_once(self, url: str, what: str, text: str) -> None:
@@ -307,7 +308,10 @@ class Substituters:
 
         def make(tmp: Path) -> None:
             raw = decode_listing(fetch(entry.listing), entry.listing, sub.url)
-            listing = Listing.from_bytes(raw, sub.url, entry.path)
+            try:
+                listing = Listing.from_bytes(raw, sub.url, entry.path)
+            except FormatVersionError as e:  # the listing is not signed: the cache's fault
+                raise CacheError(e.message, cache=sub.url) from None
             restore(listing, tmp, fetch, sub.url, progress=progress)
 
         try:

@@ -9,12 +9,14 @@ nothing invalid enters B's store.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+import zstandard
 
 from mlpkg.cache.format import PathEntry, info_key, object_key
 from mlpkg.cache.keys import SecretKey, load_signing_key
@@ -232,4 +234,39 @@ def test_a_reference_missing_from_the_cache_is_built_here(
     }
     did, warned = build_b(b, url)
     assert did == {"base": "build", "top": "substitute"} and warned == []
+    assert_same_as_a(team, b)
+
+
+def _put_object(root: Path, content: bytes) -> str:
+    digest = hashlib.sha256(content).hexdigest()
+    file = root / object_key(digest)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    file.write_bytes(zstandard.ZstdCompressor().compress(content))
+    return digest
+
+
+@pytest.mark.parametrize(
+    "listing",
+    [
+        {"format": "mlpkg-listing", "version": 2, "entries": [], "pack": []},
+        {"format": "mlpkg-listing", "version": 1, "entries": 5, "pack": []},
+        {"format": "mlpkg-listing", "version": 1, "entries": [["", "d"], ["x", "q"]], "pack": []},
+        {"format": "other", "version": 1},
+        [1, 2, 3],
+    ],
+    ids=["version-2", "entries-not-a-list", "unknown-type", "other-format", "not-an-object"],
+)
+def test_an_unsigned_listing_swapped_in_falls_back(
+    pushed: tuple[Team, Path, str], listing: object
+) -> None:
+    """The listing is not signed (the archive hash is): any listing an attacker names is
+    a failed substitution, never a failed command."""
+    team, root, url = pushed
+    digest = _put_object(root, json.dumps(listing).encode())
+    top = entries(url)["top"]
+    edit_info(root, top, lambda d: d.update(listing=digest))
+    b = team.home("b")
+    did, warned = build_b(b, url)
+    assert did == {"base": "substitute", "top": "build"}
+    assert any(f"Substituting {top.path} from {url} failed" in w for w in warned), warned
     assert_same_as_a(team, b)
