@@ -5,7 +5,8 @@ at a cache's files through its transport.
 * :data:`RECIPES`: ``base`` (a big file, 40 small ones, an executable, an empty file and
   directory, a symlink), ``top`` (its input ``base`` is a reference; it holds base's big
   file again), ``other`` (the same big file and a new one), ``many`` (150 files of
-  100 kB, one object each). Every build is deterministic (seeded ``random``), so a path
+  100 kB, one object each), ``app`` (its input ``tool`` is needed only to build it).
+  Every build is deterministic (seeded ``random``), so a path
   built again has the archive hash of the one pushed.
 * :class:`Team`: home A with the signing key ``team`` (``public``), and fresh homes
   (``team.home("b")``) that trust it (or ``trust=`` another key, or none).
@@ -59,6 +60,9 @@ _BODIES = {
         put("new.bin", noise(2, 300_000))
         put("note.txt", b"other\\n")
     """,
+    "tool": """
+        put("name.txt", b"tool\\n")
+    """,
     "many": """
         for i in range(150):
             put(f"d/f{i:03}.bin", noise(1000 + i, 100_000))
@@ -78,6 +82,11 @@ def _recipe(name: str) -> str:
 
 
 RECIPES = {name: _recipe(name) for name in _BODIES}
+RECIPES["app"] = (
+    'name = "app"\nversion = "1.0"\nkind = "build"\n[inputs]\ntool = "tool@1.0"\n'
+    "[build]\nruntime_inputs = []\n"
+    """script = 'mkdir -p "$out"; cp "$tool/name.txt" "$out/from-tool.txt"'\n"""
+)
 
 
 @dataclass

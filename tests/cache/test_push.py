@@ -108,3 +108,11 @@ def test_push_of_a_store_path_and_unknown_targets(team: Team, file_cache: Any) -
     assert len(report["pushed"]) == 2
     bad = team.a("push", "--to", "ftp://example.invalid/x", "--key", "team", "top")
     assert bad.code == 2 and "ftp://example.invalid/x" in bad.err
+
+
+def test_install_substitutes_too(team: Team, file_cache: Any) -> None:
+    team.push(file_cache.url, "top")
+    b = team.home("b")
+    result = b("install", "--substituter", file_cache.url, "top").ok()
+    assert made(result) == {"base": "substitute", "top": "substitute"}
+    assert b.built() == set() and b.hashes("top") == team.a.hashes("top")

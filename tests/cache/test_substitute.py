@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import zstandard
 from mlpkg.cache.format import PathEntry, info_key, object_key
 from mlpkg.cache.keys import SecretKey, load_signing_key
 from tests.cache.flow import Home, Team, edit_info, entries, listing_of, made, warnings
+from tests.cache_servers import BadCache
 
 
 @pytest.fixture
@@ -81,15 +83,33 @@ def test_only_a_directory_may_be_marked_trusted(team: Team) -> None:
     assert b.store_names() == []
 
 
-def test_a_signature_by_an_untrusted_key_is_passed_over(pushed: tuple[Team, Path, str]) -> None:
+@pytest.mark.parametrize("name", ["stranger", "team"])
+def test_a_signature_by_an_untrusted_key_is_passed_over(
+    pushed: tuple[Team, Path, str], name: str
+) -> None:
+    """Trusting another key, even one named like the signer's, counts for nothing."""
     team, _, url = pushed
-    stranger = str(SecretKey.generate("stranger").public())
+    stranger = str(SecretKey.generate(name).public())
     b = team.home("b", trust=stranger)
     did, warned = build_b(b, url)
     assert did == {"base": "build", "top": "build"}
     assert len(warned) == 2
     assert all(url in w and "signed by: team" in w for w in warned)
     assert_same_as_a(team, b)
+
+
+def test_signatures_are_checked_before_any_data_is_downloaded(
+    pushed: tuple[Team, Path, str], bad_cache: BadCache
+) -> None:
+    """The same cache served over HTTP, whose server records each request: an untrusted
+    entry costs its info file, never its listing or objects."""
+    team, root, _ = pushed
+    shutil.copytree(root, bad_cache.root, dirs_exist_ok=True)
+    b = team.home("b", trust=str(SecretKey.generate("stranger").public()))
+    did, _ = build_b(b, bad_cache.url)
+    assert did == {"base": "build", "top": "build"}
+    asked = {path for _, path in bad_cache.requests}
+    assert len(asked) == 3 and not [p for p in asked if p.startswith("/objects/")]
 
 
 def test_a_valid_signature_over_another_hash_is_passed_over(
@@ -270,3 +290,28 @@ def test_an_unsigned_listing_swapped_in_falls_back(
     assert did == {"base": "substitute", "top": "build"}
     assert any(f"Substituting {top.path} from {url} failed" in w for w in warned), warned
     assert_same_as_a(team, b)
+
+
+def test_an_input_needed_only_to_build_is_made_only_when_the_build_is(
+    team: Team, file_cache: Any
+) -> None:
+    """app's input tool has no run-time reference: substituting app skips it; when app's
+    data turns out broken, tool is made first and app built."""
+    url = file_cache.url
+    report = team.push(url, "app")
+    assert [p.split("-", 1)[1] for p in report["pushed"]] == ["app-1.0"]
+    b = team.home("b")
+    assert b.plan("--substituter", url, "app") == {
+        "tool": ("skip", None),
+        "app": ("substitute", url),
+    }
+    b("build", "--substituter", url, "app").ok()
+    assert b.built() == set() and not [n for n in b.store_names() if n.endswith("-tool-1.0")]
+
+    app = entries(url)["app"]
+    (file_cache.root / object_key(listing_of(url, app).pack[0][0])).unlink()
+    c = team.home("c")
+    result = c("build", "--substituter", url, "app").ok()
+    assert c.built() == {"tool", "app"}
+    assert any(f"Substituting {app.path} from {url} failed" in w for w in warnings(result))
+    assert c.hashes("app") == team.a.hashes("app")
