@@ -88,9 +88,9 @@ class _Uploader:
         if unknown:
             keys = {object_key(d): d for d in unknown}
             present = {keys[k] for k in self.transport.has(list(keys))}
-            with self.lock:
+            with self.lock:  # another path may have found some of them meanwhile
+                self.report.objects_present += len(present - self.known)
                 self.known |= present
-                self.report.objects_present += len(present)
         futures = []
         with self.lock:
             for d in digests:

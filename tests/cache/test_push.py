@@ -116,3 +116,18 @@ def test_install_substitutes_too(team: Team, file_cache: Any) -> None:
     result = b("install", "--substituter", file_cache.url, "top").ok()
     assert made(result) == {"base": "substitute", "top": "substitute"}
     assert b.built() == set() and b.hashes("top") == team.a.hashes("top")
+
+
+def test_objects_already_there_are_counted_once(team: Team, file_cache: Any) -> None:
+    """other's push stored the big file's chunk; base and top (pushed at once) both hold
+    it: it is present, counted once, and uploaded by neither."""
+    url = file_cache.url
+    team.push(url, "other")
+    before = set(cache_keys(url))
+    report = team.push(url, "top")
+    found = entries(url)
+    needed = set()
+    for name in ("base", "top"):
+        needed |= {object_key(d) for d, _ in listing_of(url, found[name]).objects()}
+    assert report["objects_present"] == len(needed & before) == 1
+    assert report["objects_uploaded"] == len(needed - before)
