@@ -78,6 +78,14 @@ MAX_OBJECT = 16 * 1024 * 1024  # no chunk decompresses to more
 MAX_LISTING = 256 * 1024 * 1024  # nor any listing (about 3 million chunks)
 
 
+def compressed_bound(length: int) -> int:
+    """The most bytes a zstd frame of ``length`` content bytes can take (zstd's
+    ``ZSTD_COMPRESSBOUND``, with room for the frame header and checksum): a reader refuses
+    an object bigger than its content could compress to."""
+    small = ((128 << 10) - length) >> 11 if length < 128 << 10 else 0
+    return length + (length >> 8) + small + 64
+
+
 def info_key(path: StorePath) -> str:
     return f"info/{path.hash_part}.json"
 

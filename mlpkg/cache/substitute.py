@@ -34,9 +34,11 @@ from pathlib import Path
 
 from mlpkg.cache.format import (
     CACHE_INFO_KEY,
+    MAX_LISTING,
     CacheInfo,
     Listing,
     PathEntry,
+    compressed_bound,
     info_key,
     object_key,
 )
@@ -71,13 +73,35 @@ class Substituter:
     trusted: bool  # accepts entries without a trusted signature
     down: bool = False
 
-    def get(self, key: str) -> bytes:
-        """An object's bytes. The transport retries a connection dropped midway
-        (:data:`~mlpkg.cache.transport.ATTEMPTS` in all); after that the cache is down."""
-        data = self.transport.get(key)
-        if data is None:
-            raise CacheError(f"The cache {self.url} lacks the object {key}.", cache=self.url)
-        return data
+    def get(self, key: str, limit: int) -> bytes:
+        """An object's bytes, read in pieces and refused past ``limit`` bytes, so that a
+        cache cannot make a reader hold more than an object can be. A connection dropped
+        midway is tried once more (the transport retries failures to connect); after
+        that the cache is down."""
+        for attempt in (1, 2):
+            opened = False
+            try:
+                with self.transport.stream(key) as pieces:
+                    opened = True
+                    return self._read(key, pieces, limit)
+            except CacheUnavailable:
+                if attempt == 2 or not opened:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _read(self, key: str, pieces: Iterable[bytes], limit: int) -> bytes:
+        parts: list[bytes] = []
+        total = 0
+        for piece in pieces:
+            total += len(piece)
+            if total > limit:
+                raise CacheError(
+                    f"The cache {self.url} has an object {key} of more than {limit} bytes, "
+                    "more than its content can compress to.",
+                    cache=self.url,
+                )
+            parts.append(piece)
+        return b"".join(parts)
 
 
 @dataclass
@@ -303,15 +327,20 @@ class Substituters:
                 cache=sub.url,
             )
 
-        def fetch(digest: str) -> bytes:
-            return sub.get(object_key(digest))
-
         def make(tmp: Path) -> None:
-            raw = decode_listing(fetch(entry.listing), entry.listing, sub.url)
+            limit = min(entry.listing_size, compressed_bound(MAX_LISTING))
+            raw = sub.get(object_key(entry.listing), limit)
             try:
-                listing = Listing.from_bytes(raw, sub.url, entry.path)
+                listing = Listing.from_bytes(
+                    decode_listing(raw, entry.listing, sub.url), sub.url, entry.path
+                )
             except FormatVersionError as e:  # the listing is not signed: the cache's fault
                 raise CacheError(e.message, cache=sub.url) from None
+            lengths = dict(listing.objects())
+
+            def fetch(digest: str) -> bytes:
+                return sub.get(object_key(digest), compressed_bound(lengths[digest]))
+
             restore(listing, tmp, fetch, sub.url, progress=progress)
 
         try:

@@ -19,7 +19,7 @@ import pytest
 import zstandard
 
 from mlpkg.cache.chunks import cut
-from mlpkg.cache.format import CHUNKING, MAX_OBJECT, Entry, Listing
+from mlpkg.cache.format import CHUNKING, MAX_OBJECT, Entry, Listing, compressed_bound
 from mlpkg.cache.restore import decode, decode_listing, read_order, restore
 from mlpkg.errors import CacheError
 from mlpkg.store.archive import scan
@@ -346,3 +346,12 @@ def test_a_missing_object_is_a_cache_error(tmp_path: Path) -> None:
 
     with pytest.raises(CacheError, match=digest):
         restore(listing, tmp_path / "dest", fetch, CACHE)
+
+
+@pytest.mark.parametrize("n", [0, 1, 100, 65_535, 131_071, 131_072, 1 << 20, MAX_OBJECT])
+def test_no_frame_of_n_bytes_is_bigger_than_the_bound(n: int) -> None:
+    data = noise(n, n)
+    for level in (1, 3, 19):
+        frame = zstandard.ZstdCompressor(level=level, write_checksum=True).compress(data)
+        assert len(frame) <= compressed_bound(n)
+    assert compressed_bound(n) < n + n // 128 + 1024

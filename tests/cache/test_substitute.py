@@ -209,6 +209,7 @@ def _big_object(url: str, root: Path) -> Path:
 
 
 BREAKS: dict[str, Callable[[Path], object]] = {
+    "oversized": lambda f: f.write_bytes(f.read_bytes() + bytes(8 << 20)),
     "deleted": lambda f: f.unlink(),
     "truncated": lambda f: f.write_bytes(f.read_bytes()[: f.stat().st_size // 2]),
     "flipped": lambda f: f.write_bytes(
@@ -228,6 +229,9 @@ def test_a_broken_object_falls_back_to_building(pushed: tuple[Team, Path, str], 
     base, top = entries(url)["base"].path, entries(url)["top"].path
     for path in (base, top):
         assert any(f"Substituting {path} from {url} failed" in w for w in warned), warned
+    if how == "oversized":  # refused as it arrives, not after 8 MB were read
+        failed = [w for w in warned if "Substituting" in w]
+        assert all("more than its content can compress to" in w for w in failed), warned
     assert_same_as_a(team, b)
 
 
