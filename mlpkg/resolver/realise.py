@@ -9,7 +9,7 @@ path from the record in the database, without the recipe collection.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import IO
 
@@ -146,11 +146,14 @@ class _Realiser:
     substitution: Substitution | None
 
     def make(self, node: PlanNode) -> PathInfo:
-        """Make ``node`` valid: from a cache when one offers it, else by its builder."""
+        """Make ``node`` valid: from a cache when one offers it, else by its builder. What
+        either needs and is not valid yet (inputs skipped because a cache had the path
+        that needed them) is made first."""
         sub = self.substitution
         offer = sub.offers.get(node.path) if sub is not None else None
         while sub is not None and offer is not None:
             if not offer.substituter.down:  # a cache that went down since it was asked
+                self._needs(node, runtime_references(node.drv))
                 try:
                     return self._substitute(sub, node, offer)
                 except CacheError as e:
@@ -163,18 +166,20 @@ class _Realiser:
         if sub is not None and node.path in sub.offers:
             sub.substituters.warn(f"No cache could give {node.path}; it is made here instead.")
             node.action = action_of(node.drv.kind)
-            self._inputs(node)
+        self._needs(node, node.drv.inputs.values())
         return realise_derivation(
             node.drv, self.store, self.reporter, node, self.expected.get(node.path)
         )
 
-    def _inputs(self, node: PlanNode) -> None:
-        """Make the inputs a build needs that were skipped because a cache had ``node``."""
-        for path in node.drv.inputs.values():
+    def _needs(self, node: PlanNode, paths: Iterable[StorePath]) -> None:
+        """Make those of ``paths`` (inputs of ``node``) that are not valid: inputs that
+        were skipped because a cache had what needed them, until it failed to give it."""
+        for path in paths:
             if not self.store.is_valid(path):
                 inp = self.plan.node(path)
                 if inp.action == "skip":
-                    inp.action = action_of(inp.drv.kind)
+                    offered = self.substitution is not None and path in self.substitution.offers
+                    inp.action = "substitute" if offered else action_of(inp.drv.kind)
                 self.reporter.note(f"{inp.action} {inp.path}, an input of {node.path}")
                 self.make(inp)
 

@@ -5,7 +5,7 @@ at a cache's files through its transport.
 * :data:`RECIPES`: ``base`` (a big file, 40 small ones, an executable, an empty file and
   directory, a symlink), ``top`` (its input ``base`` is a reference; it holds base's big
   file again), ``other`` (the same big file and a new one), ``many`` (150 files of
-  100 kB, one object each), ``app`` (its input ``tool`` is needed only to build it).
+  100 kB, one object each), ``app`` (its input ``tool``, which refers to ``toolbase``, is needed only to build it).
   Every build is deterministic (seeded ``random``), so a path
   built again has the archive hash of the one pushed.
 * :class:`Team`: home A with the signing key ``team`` (``public``), and fresh homes
@@ -60,6 +60,9 @@ _BODIES = {
         put("new.bin", noise(2, 300_000))
         put("note.txt", b"other\\n")
     """,
+    "toolbase": """
+        put("lib.txt", b"toolbase\\n")
+    """,
     "tool": """
         put("name.txt", b"tool\\n")
     """,
@@ -68,7 +71,7 @@ _BODIES = {
             put(f"d/f{i:03}.bin", noise(1000 + i, 100_000))
     """,
 }
-_INPUTS = {"top": {"base": "base@1.0"}}
+_INPUTS = {"top": {"base": "base@1.0"}, "tool": {"toolbase": "toolbase@1.0"}}
 
 
 def _recipe(name: str) -> str:

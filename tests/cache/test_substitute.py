@@ -299,23 +299,44 @@ def test_an_unsigned_listing_swapped_in_falls_back(
 def test_an_input_needed_only_to_build_is_made_only_when_the_build_is(
     team: Team, file_cache: Any
 ) -> None:
-    """app's input tool has no run-time reference: substituting app skips it; when app's
-    data turns out broken, tool is made first and app built."""
+    """app's input tool (and tool's toolbase) is no run-time reference: substituting app
+    skips both; when app's data turns out broken, both are made first and app built."""
     url = file_cache.url
     report = team.push(url, "app")
     assert [p.split("-", 1)[1] for p in report["pushed"]] == ["app-1.0"]
     b = team.home("b")
     assert b.plan("--substituter", url, "app") == {
+        "toolbase": ("skip", None),
         "tool": ("skip", None),
         "app": ("substitute", url),
     }
     b("build", "--substituter", url, "app").ok()
-    assert b.built() == set() and not [n for n in b.store_names() if n.endswith("-tool-1.0")]
+    assert b.built() == set() and [n.split("-", 1)[1] for n in b.store_names()] == ["app-1.0"]
 
     app = entries(url)["app"]
     (file_cache.root / object_key(listing_of(url, app).pack[0][0])).unlink()
     c = team.home("c")
     result = c("build", "--substituter", url, "app").ok()
-    assert c.built() == {"tool", "app"}
+    assert c.built() == {"toolbase", "tool", "app"}
     assert any(f"Substituting {app.path} from {url} failed" in w for w in warnings(result))
     assert c.hashes("app") == team.a.hashes("app")
+
+
+def test_skipped_inputs_come_from_the_cache_when_it_has_them(team: Team, file_cache: Any) -> None:
+    """As above, with tool and toolbase in the cache too: when app fails, tool and its
+    reference toolbase (both skipped) are substituted, and only app is built."""
+    url = file_cache.url
+    team.push(url, "app")
+    team.push(url, "tool")
+    app = entries(url)["app"]
+    (file_cache.root / object_key(app.listing)).unlink()
+    b = team.home("b")
+    assert b.plan("--substituter", url, "app") == {
+        "toolbase": ("skip", None),
+        "tool": ("skip", None),
+        "app": ("substitute", url),
+    }
+    result = b("build", "--substituter", url, "app").ok()
+    assert b.built() == {"app"}, result.err
+    assert b.hashes("app") == team.a.hashes("app")
+    assert b.hashes("tool") == team.a.hashes("tool")
