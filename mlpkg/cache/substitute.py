@@ -277,7 +277,7 @@ class Substituters:
                         entries[path] = PathEntry.from_bytes(raw, sub.url, path)
                     except (CacheError, BadInput) as e:
                         self._warn_once(sub.url, str(path), f"{e.message} Not used for {path}.")
-        except CacheUnavailable as e:
+        except CacheError as e:  # down, or refusing (e.g. 401): no use for this command
             self.mark_down(sub, e)
             return {}
         return entries

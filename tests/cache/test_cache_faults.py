@@ -256,3 +256,21 @@ def test_a_cache_this_mlpkg_cannot_read_is_skipped(
     assert b.built() == {"base", "top"}
     (warned,) = warnings(result)
     assert file_cache.url in warned and "skipped for the rest of this command" in warned
+
+
+@pytest.mark.parametrize("status", [401, 400, 418])
+def test_a_cache_refusing_info_files_is_skipped(team: Team, http_server: Any, status: int) -> None:
+    """cache-info.json answers; every info file is refused with a 4xx that does not mean
+    absent (a cache behind authentication): the cache is skipped, the paths built."""
+    http_server.route(f"/c/{CACHE_INFO_KEY}", body=CacheInfo().to_bytes())
+    team.a("build", "top").ok()
+    docs = team.a("path-info", "--closure", "--json", "top").ok().json()
+    for doc in docs:
+        name = Path(doc["path"]).name
+        http_server.route(f"/c/info/{name.split('-', 1)[0]}.json", status=status)
+    url = http_server.url("/c")
+    b = team.home("b")
+    result = b("build", "--substituter", url, "top")
+    assert result.code == 0, str(result)
+    assert b.built() == {"base", "top"}
+    assert len(warnings(result)) == 1 and url in warnings(result)[0]
