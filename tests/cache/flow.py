@@ -5,7 +5,8 @@ at a cache's files through its transport.
 * :data:`RECIPES`: ``base`` (a big file, 40 small ones, an executable, an empty file and
   directory, a symlink), ``top`` (its input ``base`` is a reference; it holds base's big
   file again), ``other`` (the same big file and a new one), ``many`` (150 files of
-  100 kB, one object each), ``app`` (its input ``tool``, which refers to ``toolbase``, is needed only to build it).
+  100 kB, one object each), ``app`` (its input ``tool``, which refers to ``toolbase``, is needed only to build it), ``withpy`` (refers to the external
+  ``python``, a link to this machine's).
   Every build is deterministic (seeded ``random``), so a path
   built again has the archive hash of the one pushed.
 * :class:`Team`: home A with the signing key ``team`` (``public``), and fresh homes
@@ -85,6 +86,10 @@ def _recipe(name: str) -> str:
 
 
 RECIPES = {name: _recipe(name) for name in _BODIES}
+RECIPES["withpy"] = (
+    'name = "withpy"\nversion = "1.0"\nkind = "build"\n[inputs]\npython = "python"\n'
+    """[build]\nscript = 'mkdir -p "$out"; echo py > "$out/x"'\n"""
+)
 RECIPES["app"] = (
     'name = "app"\nversion = "1.0"\nkind = "build"\n[inputs]\ntool = "tool@1.0"\n'
     "[build]\nruntime_inputs = []\n"

@@ -131,3 +131,19 @@ def test_objects_already_there_are_counted_once(team: Team, file_cache: Any) -> 
         needed |= {object_key(d) for d, _ in listing_of(url, found[name]).objects()}
     assert report["objects_present"] == len(needed & before) == 1
     assert report["objects_uploaded"] == len(needed - before)
+
+
+def test_an_external_reference_is_made_here(team: Team, file_cache: Any) -> None:
+    """withpy refers to the machine's python (an external link): the push stores an entry
+    for it, so that withpy's references exist in the cache; B links its own."""
+    report = team.push(file_cache.url, "withpy")
+    assert len(report["pushed"]) == 2
+    assert check_consistent(file_cache.url) == 2
+    b = team.home("b")
+    assert b.plan("--substituter", file_cache.url, "withpy") == {
+        "python": ("link", None),
+        "withpy": ("substitute", file_cache.url),
+    }
+    result = b("build", "--substituter", file_cache.url, "withpy").ok()
+    assert made(result) == {"python": "link", "withpy": "substitute"}
+    assert b.hashes("withpy") == team.a.hashes("withpy")
