@@ -311,13 +311,16 @@ class Substituters:
         offer: Offer,
         *,
         kind: str,
+        recipe_hash: str,
         deriver: dict[str, object],
         references: Sequence[StorePath],
         relocatable: bool,
         progress: Callable[[int], None] | None = None,
     ) -> PathInfo:
-        """Make ``offer``'s path valid from its cache. The references the entry signs must
-        be ``references`` (the derivation's), and valid already. CacheError names the
+        """Make ``offer``'s path valid from its cache, registered with the derivation's
+        ``kind``, ``recipe_hash`` and ``deriver`` (not the entry's, which nothing signs).
+        The references the entry signs must be ``references`` (the derivation's), and
+        valid already. CacheError names the
         cache and the path when the data is missing or corrupt; the store is unchanged."""
         sub, entry = offer.substituter, offer.entry
         if sorted(entry.references) != sorted(references):
@@ -348,7 +351,7 @@ class Substituters:
                 entry.path,
                 make,
                 kind=kind,
-                recipe_hash=entry.recipe_hash,
+                recipe_hash=recipe_hash,
                 deriver=deriver,
                 references=references,
                 relocatable=relocatable,

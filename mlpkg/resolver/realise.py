@@ -189,6 +189,7 @@ class _Realiser:
             self.store,
             offer,
             kind=drv.kind,
+            recipe_hash=drv.recipe_hash,
             deriver=drv.to_json(),
             references=runtime_references(drv),
             relocatable=is_relocatable(drv.kind),

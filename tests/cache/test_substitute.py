@@ -340,3 +340,21 @@ def test_skipped_inputs_come_from_the_cache_when_it_has_them(team: Team, file_ca
     assert b.built() == {"app"}, result.err
     assert b.hashes("app") == team.a.hashes("app")
     assert b.hashes("tool") == team.a.hashes("tool")
+
+
+def test_the_store_records_the_plans_derivation_not_the_entrys(
+    pushed: tuple[Team, Path, str],
+) -> None:
+    """recipe_hash, kind and deriver are not signed: B records its own plan's."""
+    team, root, url = pushed
+    top = entries(url)["top"]
+    forged = {"recipe_hash": "sha256:" + "e" * 64, "kind": "fetch", "deriver": {"x": 1}}
+    edit_info(root, top, lambda d: d.update(forged))
+    b = team.home("b")
+    did, warned = build_b(b, url)
+    assert did == {"base": "substitute", "top": "substitute"} and warned == []
+    mine = {d["path"]: d for d in b("path-info", "--json", "top").ok().json()}
+    theirs = {d["path"]: d for d in team.a("path-info", "--json", "top").ok().json()}
+    assert [(d["recipe_hash"], d["kind"], d["archive_hash"]) for d in mine.values()] == [
+        (d["recipe_hash"], d["kind"], d["archive_hash"]) for d in theirs.values()
+    ]
