@@ -161,6 +161,51 @@ def test_import_from_stdin(made: dict[str, Any], tmp_path: Path):
     assert_consistent(b, made["a"])
 
 
+TOOL_TOML = """
+name = "tool"
+version = "1.0"
+kind = "build"
+[build]
+script = '''mkdir "$out"; echo tool > "$out/tool"'''
+"""
+MADE_TOML = """
+name = "made"
+version = "1.0"
+kind = "build"
+[inputs]
+tool = "tool@1.0"
+[build]
+script = '''mkdir "$out"; cp "$tool/tool" "$out/made"'''
+runtime_inputs = []
+"""
+
+
+def test_inputs_a_cache_let_the_host_skip_are_bundled(made: dict[str, Any], tmp_path: Path):
+    """Home A2 substitutes ``made`` from a cache, so its build-only input ``tool`` is not
+    needed there; the bundle still carries it, so that ``build --lock`` on the target
+    makes nothing."""
+    recipes = made["root"] / "recipes"
+    for name, text in (("tool", TOOL_TOML), ("made", MADE_TOML)):
+        (recipes / name).mkdir(exist_ok=True)
+        (recipes / name / "1.0.toml").write_text(text.lstrip())
+    a = made["a"]
+    cache = tmp_path / "cache"
+    a("push", "--to", cache.as_uri(), "--key", "alice", "made").ok()
+    a2 = fresh(made, tmp_path / "a2")
+    a2("build", "made", "--substituter", cache.as_uri()).ok()
+    tool = next(p for p in valid_paths(a) if p.endswith("-tool-1.0"))
+    assert tool not in valid_paths(a2)
+    bundle = tmp_path / "made.bundle"
+    a2("key", "generate", "bob").ok()
+    a2("bundle", "create", "made", "-o", str(bundle), "--key", "bob").ok()
+    assert tool in manifest(bundle)["paths"]
+    b = fresh(made, tmp_path / "b")
+    lock = tmp_path / "made.lock"
+    b("bundle", "import", "--trust", str(bundle), "-o", str(lock)).ok()
+    plan = b("build", "--lock", str(lock), "--dry-run", "--json").ok().json()["plan"]
+    assert plan["counts"]["valid"] == len(plan["nodes"])
+
+
 def test_bad_create_arguments(made: dict[str, Any], tmp_path: Path):
     a = made["a"]
     assert a("bundle", "create", "-o", str(tmp_path / "x")).code == 2
