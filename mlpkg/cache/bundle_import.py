@@ -5,12 +5,14 @@ did not deliver."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
 import shutil
 import tarfile
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,12 +28,13 @@ from mlpkg.cache.bundle import (
     Manifest,
     damaged,
 )
-from mlpkg.cache.format import CacheInfo, Listing, PathEntry, object_key
+from mlpkg.cache.format import MAX_LISTING, CacheInfo, Listing, PathEntry, object_key
 from mlpkg.cache.keys import TrustedKeys, trusted_keys
 from mlpkg.cache.restore import decode_listing, restore
 from mlpkg.cache.transport import CHUNK
-from mlpkg.errors import BadInput, CacheError, CheckError
+from mlpkg.errors import BadInput, CacheError, CheckError, LockError, RecipeError, StoreError
 from mlpkg.store.fs import write_atomic
+from mlpkg.store.locks import FileLock, lock_existing
 from mlpkg.store.path import StorePath
 
 if TYPE_CHECKING:
@@ -40,6 +43,9 @@ if TYPE_CHECKING:
 
 _OBJECT_RE = re.compile(r"objects/([0-9a-f]{2})/(\1[0-9a-f]{62})")
 _INFO_RE = re.compile(r"info/([0-9a-z]{32})\.json")
+
+MAX_OBJECT_MEMBER = MAX_LISTING + MAX_LISTING // 64 + (1 << 20)  # zstd's bound, and more
+STALE_AFTER = 60.0  # seconds untouched before an unlocked staging directory is removed
 
 Progress = Callable[[str, StorePath], None]
 """Told ``("imported" | "valid" | "made", path)`` for each path an import handles."""
@@ -112,6 +118,7 @@ class _Importer:
         self.expected: dict[StorePath, str] = {}
         self.report: ImportReport | None = None
         self.last = ""  # the last member read whole
+        self.done: set[StorePath] = set()  # paths imported or found valid
 
     def read(self, f: IO[bytes]) -> str:
         """Read the bundle; how it ended: ``"end"``, ``"cut"`` or ``"damaged"``."""
@@ -170,6 +177,8 @@ class _Importer:
         return data
 
     def _object(self, tar: tarfile.TarFile, m: tarfile.TarInfo) -> None:
+        if m.size > MAX_OBJECT_MEMBER:
+            raise damaged(self.name, f"its object {m.name!r} is {m.size} bytes, too many")
         dest = self.staging / m.name
         dest.parent.mkdir(parents=True, exist_ok=True)
         part = dest.with_name(dest.name + ".part")
@@ -191,7 +200,12 @@ class _Importer:
             self.lock_text = raw.decode("utf-8")
         except UnicodeDecodeError:
             raise damaged(self.name, f"its {LOCK_MEMBER} is not UTF-8 text") from None
-        lock = parse(self.lock_text, f"{self.name} ({LOCK_MEMBER})")
+        try:
+            lock = parse(self.lock_text, f"{self.name} ({LOCK_MEMBER})")
+        except (LockError, RecipeError) as e:  # a newer lock version is FormatVersionError
+            why = f"its {LOCK_MEMBER} is not a valid lock"
+            raise damaged(self.name, why, details=[e.message]) from None
+
         plan, self.expected = to_plan(
             lock, self.store, self.session.provider.detector,
             allow_external_drift=self.allow_drift, trusted=self.session.index,
@@ -220,15 +234,17 @@ class _Importer:
         except CacheError as e:
             raise self._bad_copy(path, e.message) from None
         node = self.nodes[path]
-        if node.drv.kind == "external":
-            return  # made here from the lock
+        if node.drv.kind == "external" or path in self.done:
+            return  # made here from the lock, or a second copy
         if self.store.is_valid(path):
             self.report.valid_already.append(path)
+            self.done.add(path)
             self.progress("valid", path)
             return
         self._check(entry, node)
         self._realise(entry, node)
         self.report.imported.append(path)
+        self.done.add(path)
         self.progress("imported", path)
 
     def _check(self, entry: PathEntry, node: PlanNode) -> None:
@@ -327,9 +343,7 @@ def import_bundle(
     """Make every path of the bundle read from ``f`` (named ``name`` in messages) valid in
     ``session``'s store; see the module docstring for the checks. With ``trust``, info
     files need no trusted signature (the user trusts this file)."""
-    parent = session.home / BUNDLES_DIR
-    parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=parent))
+    staging, lock = _staging(session.home / BUNDLES_DIR)
     try:
         importer = _Importer(session, name, staging, trust, allow_drift)
         if progress is not None:
@@ -337,6 +351,26 @@ def import_bundle(
         return importer.finish(importer.read(f))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        lock.release()
+
+
+def _staging(parent: Path) -> tuple[Path, FileLock]:
+    """A new staging directory ``parent/.staging-*``, locked while this import runs. Those
+    of imports that died (unlocked, and untouched for a minute) are removed first."""
+    parent.mkdir(parents=True, exist_ok=True)
+    for old in parent.glob(".staging-*"):
+        with contextlib.suppress(OSError):
+            if time.time() - old.stat().st_mtime < STALE_AFTER:
+                continue
+        stale = lock_existing(old)
+        if stale is not None:
+            shutil.rmtree(old, ignore_errors=True)
+            stale.release()
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=parent))
+    lock = lock_existing(staging)
+    if lock is None:
+        raise StoreError(f"Cannot lock the staging directory {staging}.")
+    return staging, lock
 
 
 def keep_lock(session: Session, report: ImportReport) -> tuple[Path, Path]:

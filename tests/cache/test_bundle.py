@@ -356,6 +356,43 @@ def test_a_member_outside_the_layout_is_refused(made: dict[str, Any], tmp_path: 
     assert_consistent(b, made["a"])
 
 
+def test_a_link_member_is_refused(made: dict[str, Any], tmp_path: Path):
+    bad = tmp_path / "link.bundle"
+    with tarfile.open(bad, "w", format=tarfile.PAX_FORMAT) as tar:
+        for name in ("bundle.json", "mlpkg.lock", "cache-info.json"):
+            data = read_member(made["bundle"], name)
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        link = tarfile.TarInfo("objects/aa/" + "a" * 64)
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        tar.addfile(link)
+    b = fresh(made, tmp_path / "b")
+    r = b("bundle", "import", str(bad))
+    assert r.code == 1 and "is not a regular file" in error_line(r), r
+
+
+def test_a_damaged_lock_is_refused(made: dict[str, Any], tmp_path: Path):
+    def edit(name: str, raw: bytes) -> list[tuple[str, bytes]]:
+        return [(name, b"version = 1\n[[[" if name == "mlpkg.lock" else raw)]
+
+    bad = rewrite(made["bundle"], tmp_path / "bad.bundle", edit)
+    b = fresh(made, tmp_path / "b")
+    r = b("bundle", "import", str(bad))
+    assert r.code == 1 and "mlpkg.lock is not a valid lock" in error_line(r), r
+    assert valid_paths(b) == {}
+
+
+def test_the_staging_of_a_dead_import_is_removed(made: dict[str, Any], tmp_path: Path):
+    b = fresh(made, tmp_path / "b")
+    dead = b.home / "bundles" / ".staging-dead"
+    (dead / "objects" / "aa").mkdir(parents=True)
+    (dead / "objects" / "aa" / "x").write_bytes(b"x")
+    os.utime(dead, (time.time() - 3600, time.time() - 3600))
+    b("bundle", "import", str(made["bundle"])).ok()
+    assert not dead.exists()
+
+
 def test_an_info_file_for_another_path_is_refused(made: dict[str, Any], tmp_path: Path):
     """An info file whose content names another path than its member name."""
     paths = manifest(made["bundle"])["paths"]
