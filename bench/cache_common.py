@@ -121,6 +121,7 @@ def substitute_path(store: Store, url: str, path: StorePath, keys: TrustedKeys) 
             store,
             offer,
             kind=e.kind,
+            recipe_hash=e.recipe_hash,
             deriver=e.deriver,
             references=e.references,
             relocatable=is_relocatable(e.kind),

@@ -176,7 +176,8 @@ def main() -> int:
             t_push, r = timed(lambda: mlpkg(env_a, "push", "--json", "--to", url, "--key", KEY,
                                             *[str(p) for p in roots]))  # fmt: skip
             pushed = json.loads(r.stdout)
-            time_pip(work, work / "wheels", reqs, -1)  # warm the page cache (untimed)
+            if not args.quick:  # warm pip's imports (untimed); the wheels were just copied
+                time_pip(work, work / "wheels", reqs, -1)
             times: dict[str, list[float]] = {
                 "mlpkg build --substituter (closure)": [],
                 "pip install --no-index": [],
