@@ -50,6 +50,7 @@ def create_cmd(
     if lock_file is not None:
         from mlpkg.resolver.lockmake import read_lock
 
+        _no_overrides(app)
         lock_bytes = _read(lock_file, "lockfile")
         lock = read_lock(lock_file)
         app.realise_lock(lock_file, allow_external_drift)
@@ -68,6 +69,11 @@ def create_cmd(
         f"wrote {output}: {len(report.paths)} paths, {human(report.size)} ({signed}); "
         f"import it with `mlpkg bundle import {output}`."
     )
+
+
+def _no_overrides(app: App) -> None:
+    if app.overrides:
+        raise BadInput("--with changes a resolution; a lock is not resolved again.")
 
 
 def _read(file: Path, what: str) -> bytes:
@@ -106,6 +112,7 @@ def import_cmd(
         words = {"imported": "imported", "valid": "valid already", "made": "made here"}
         app.info(f"{words.get(status, status)}: {app.store.real_path(path)}")
 
+    _no_overrides(app)
     name = "stdin" if file == "-" else file
     f = _open(file)
     try:
