@@ -201,6 +201,14 @@ def verdict(target: str, ok: bool, measured: str) -> str:
     return f"target {target}: {'PASS' if ok else 'FAIL'} (measured {measured})"
 
 
+_LOAD_AT_START = os.getloadavg()
+
+
 def machine() -> str:
-    load = os.getloadavg()
-    return f"{os.cpu_count()} CPUs, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
+    """CPUs and the load averages when the benchmark started and now (other work on the
+    machine skews every figure)."""
+    a, b = _LOAD_AT_START, os.getloadavg()
+    return (
+        f"{os.cpu_count()} CPUs, load average at start {a[0]:.2f} {a[1]:.2f} {a[2]:.2f}, "
+        f"at end {b[0]:.2f} {b[1]:.2f} {b[2]:.2f}"
+    )
