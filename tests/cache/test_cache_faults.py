@@ -136,33 +136,35 @@ def test_each_cache_is_tried_once_before_building(
 # -- a push killed midway -------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("kind", ["file", "nginx"])
 def test_a_killed_push_leaves_a_consistent_cache_and_the_next_completes(
-    team: Team, file_cache: Any
+    team: Team, request: pytest.FixtureRequest, kind: str
 ) -> None:
+    cache = request.getfixturevalue(f"{kind}_cache")
+    url, root = cache.url, cache.root
     team.a("build", "many").ok()
     proc = team.a.cli.popen(
-        "push", "--to", file_cache.url, "--key", "team", "--jobs", "1", "many",
-        env=team.a.env,
+        "push", "--to", url, "--key", "team", "--jobs", "1", "many", env=team.a.env
     )  # fmt: skip
     deadline = time.monotonic() + 60
-    while count_objects(file_cache.root) < 10:
+    while count_objects(root) < 10:
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline
         time.sleep(0.005)
     os.kill(proc.pid, signal.SIGKILL)
     proc.communicate(timeout=30)
-    assert not (file_cache.root / "info").is_dir() or not any((file_cache.root / "info").iterdir())
-    assert check_consistent(file_cache.url) == 0
-    left = count_objects(file_cache.root)
+    assert not (root / "info").is_dir() or not any((root / "info").iterdir())
+    assert check_consistent(url) == 0
+    left = count_objects(root)
     assert 10 <= left < 150
 
-    report = team.push(file_cache.url, "many")
+    report = team.push(url, "many")
     assert len(report["pushed"]) == 1
     assert report["objects_present"] >= 10 and report["objects_uploaded"] <= 150 - 10
     assert report["objects_present"] + report["objects_uploaded"] == 150
-    assert check_consistent(file_cache.url) == 1
+    assert check_consistent(url) == 1
     b = team.home("b")
-    b("build", "--substituter", file_cache.url, "many").ok()
+    b("build", "--substituter", url, "many").ok()
     assert b.built() == set() and b.hashes("many") == team.a.hashes("many")
 
 

@@ -351,7 +351,7 @@ def test_a_missing_object_is_a_cache_error(tmp_path: Path) -> None:
 @pytest.mark.parametrize("n", [0, 1, 100, 65_535, 131_071, 131_072, 1 << 20, MAX_OBJECT])
 def test_no_frame_of_n_bytes_is_bigger_than_the_bound(n: int) -> None:
     data = noise(n, n)
-    for level in (1, 3, 19):
+    for level in (1, 3, 19) if n <= 1 << 20 else (1, 3):
         frame = zstandard.ZstdCompressor(level=level, write_checksum=True).compress(data)
         assert len(frame) <= compressed_bound(n)
     assert compressed_bound(n) < n + n // 128 + 1024
