@@ -1,5 +1,5 @@
 """``mlpkg push`` then substitution, through the CLI, on real caches: a directory, nginx
-(WebDAV) and S3 (moto). Home A builds and pushes; an empty home B substitutes every path
+(WebDAV, plain and TLS with HTTP/2) and S3 (moto). Home A builds and pushes; an empty home B substitutes every path
 with no build and no fetch, and gets A's archive hashes."""
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def team(tmp_path: Path, make_mlpkg_cli: Callable[..., Any]) -> Team:
     return Team(tmp_path, make_mlpkg_cli)
 
 
-@pytest.fixture(params=["file", "nginx", "s3"])
+@pytest.fixture(params=["file", "nginx", "https", "s3"])
 def cache_url(request: pytest.FixtureRequest) -> str:
     handle = request.getfixturevalue(f"{request.param}_cache")
     url: str = handle.url
