@@ -1,6 +1,6 @@
 """``mlpkg push`` then substitution, through the CLI, on real caches: a directory, nginx
-(WebDAV, plain and TLS with HTTP/2) and S3 (moto). Home A builds and pushes; an empty home B substitutes every path
-with no build and no fetch, and gets A's archive hashes."""
+(WebDAV, plain and TLS with HTTP/2) and S3 (moto). Home A builds and pushes; an empty
+home B substitutes every path with no build and no fetch, and gets A's archive hashes."""
 
 from __future__ import annotations
 
