@@ -355,3 +355,19 @@ def test_no_frame_of_n_bytes_is_bigger_than_the_bound(n: int) -> None:
         frame = zstandard.ZstdCompressor(level=level, write_checksum=True).compress(data)
         assert len(frame) <= compressed_bound(n)
     assert compressed_bound(n) < n + n // 128 + 1024
+
+
+def test_unusual_names_come_back(tmp_path: Path) -> None:
+    """Any name a Linux tree may hold: spaces, a newline, a backslash, non-ASCII, bytes
+    that are not UTF-8, a leading dash or dot."""
+    src = tmp_path / "src"
+    src.mkdir()
+    names = [b"with space", b"new\nline", b"back\\slash", "caf\u00e9".encode(), b"\xff\xfe",
+             b"-dash", b".hidden", b"..dots", b"a:b"]  # fmt: skip
+    for i, raw in enumerate(names):
+        (src / os.fsdecode(raw)).write_bytes(noise(i, 10 + i))
+    sub = src / os.fsdecode(b"dir \xe9")
+    sub.mkdir()
+    (sub / "inner").write_bytes(b"x")
+    round_trip(src, tmp_path / "dest")
+    assert sorted(os.listdir(os.fsencode(tmp_path / "dest"))) == sorted([*names, b"dir \xe9"])
