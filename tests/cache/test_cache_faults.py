@@ -276,3 +276,34 @@ def test_a_cache_refusing_info_files_is_skipped(team: Team, http_server: Any, st
     assert result.code == 0, str(result)
     assert b.built() == {"base", "top"}
     assert len(warnings(result)) == 1 and url in warnings(result)[0]
+
+
+def test_a_cache_that_stalls_mid_object_moves_to_the_next(
+    team: Team, file_cache: Any, slow_http_server: Any
+) -> None:
+    """Every file of the cache served over HTTP, the big chunk so slowly that the read
+    times out midway (MLPKG_CACHE_TIMEOUT=1): the next cache gives the paths, fast."""
+    team.push(file_cache.url, "top")
+    chunk = big_chunk(file_cache.url)
+    for file in file_cache.root.rglob("*"):
+        if file.is_file():
+            key = file.relative_to(file_cache.root).as_posix()
+            slow = key == chunk
+            slow_http_server.route(
+                f"/c/{key}", file.read_bytes(), chunk=4096 if slow else 1 << 24,
+                delay=5 if slow else 0,
+            )  # fmt: skip
+    stalling = f"http://127.0.0.1:{slow_http_server.port}/c"
+    b = team.home("b")
+    started = time.monotonic()
+    result = b(
+        "build", "--substituter", f"{stalling}?priority=1",
+        "--substituter", f"{file_cache.url}?priority=2", "top",
+        env={"MLPKG_CACHE_TIMEOUT": "1"},
+    ).ok()  # fmt: skip
+    assert time.monotonic() - started < 12
+    assert b.built() == set()
+    (warned,) = warnings(result)
+    assert stalling in warned and "skipped for the rest of this command" in warned
+    assert slow_http_server.hits[f"/c/{chunk}"] <= ATTEMPTS
+    assert b.hashes("top") == team.a.hashes("top")
