@@ -106,28 +106,42 @@ def push_paths(store: Store, url: str, paths: list[StorePath], key: SecretKey | 
         return push(store, transport, paths, key)
 
 
-def substitute_path(store: Store, url: str, path: StorePath, keys: TrustedKeys) -> PathInfo:
-    """Make ``path`` valid in ``store`` from the cache at ``url`` (what ``mlpkg build
-    --substituter`` does for one path: query, signature check, restore, archive check;
-    relocatable as its kind's builder says)."""
+def substitute_paths(
+    store: Store, url: str, paths: list[StorePath], keys: TrustedKeys
+) -> list[PathInfo]:
+    """Make ``paths`` (in closure order: references first) valid in ``store`` from the
+    cache at ``url``, as ``mlpkg build --substituter`` does: one client for the cache, the
+    info files asked for all at once, then each path in turn (signature check, restore,
+    archive hash check), relocatable as its kind's builder says."""
     warnings: list[str] = []
     subs = Substituters([url], keys, store.home, warnings.append, negative_ttl=0)
     try:
-        offer = subs.query([path]).get(path)
-        if offer is None:
-            raise SystemExit(f"the cache {url} did not offer {path}: {warnings}")
-        e = offer.entry
-        return subs.substitute(
-            store,
-            offer,
-            kind=e.kind,
-            recipe_hash=e.recipe_hash,
-            deriver=e.deriver,
-            references=e.references,
-            relocatable=is_relocatable(e.kind),
-        )
+        offers = subs.query(paths)
+        out = []
+        for path in paths:
+            offer = offers.get(path)
+            if offer is None:
+                raise SystemExit(f"the cache {url} did not offer {path}: {warnings}")
+            e = offer.entry
+            out.append(
+                subs.substitute(
+                    store,
+                    offer,
+                    kind=e.kind,
+                    recipe_hash=e.recipe_hash,
+                    deriver=e.deriver,
+                    references=e.references,
+                    relocatable=is_relocatable(e.kind),
+                )
+            )
+        return out
     finally:
         subs.close()
+
+
+def substitute_path(store: Store, url: str, path: StorePath, keys: TrustedKeys) -> PathInfo:
+    """:func:`substitute_paths` of one path."""
+    return substitute_paths(store, url, [path], keys)[0]
 
 
 def new_key(name: str = "bench-cache") -> tuple[SecretKey, TrustedKeys]:

@@ -51,7 +51,7 @@ from cache_common import (
     median,
     nginx,
     row,
-    substitute_path,
+    substitute_paths,
     timed,
     verdict,
 )
@@ -119,13 +119,13 @@ def time_mlpkg_wheels(
     work: Path, url: str, paths: list[StorePath], keys: TrustedKeys, i: int
 ) -> float:
     """Substitute ``paths`` (the wheels' closure, in order: the interpreter's external path
-    too) in this process, one after the other."""
+    too) in this process, one after the other, as mlpkg build does, without its start-up,
+    planning and the other paths of the closure."""
     home = work / f"home-w{i}"
 
     def run() -> None:
         with Store(home) as store:
-            for p in paths:
-                substitute_path(store, url, p, keys)
+            substitute_paths(store, url, paths, keys)
 
     t, _ = timed(run)
     drop_tree(home)
