@@ -25,6 +25,8 @@ from mlpkg.errors import CacheError
 
 Fetch = Callable[[str], bytes]
 """Returns the compressed object named by a digest (raises CacheError when it cannot)."""
+Local = Callable[[str, int], bytes | None]
+"""Returns a chunk's content, checked, from somewhere local (None: fetch it)."""
 
 
 def decode(data: bytes, digest: str, length: int, cache: str) -> bytes:
@@ -100,15 +102,22 @@ def read_order(listing: Listing) -> list[ChunkRef]:
 
 
 def _ahead(
-    order: list[ChunkRef], fetch: Fetch, cache: str, workers: int, window: int
+    order: list[ChunkRef],
+    fetch: Fetch,
+    cache: str,
+    workers: int,
+    window: int,
+    local: Local | None = None,
 ) -> Iterator[bytes]:
-    """The decoded chunks of ``order``, in order, fetched up to ``window`` ahead."""
+    """The decoded chunks of ``order``, in order, fetched up to ``window`` ahead (taken
+    from ``local`` where it has them)."""
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mlpkg-fetch") as pool:
         pending: deque[Future[bytes]] = deque()
         todo = iter(order)
 
         def job(ref: ChunkRef) -> bytes:
-            return decode(fetch(ref[0]), ref[0], ref[1], cache)
+            found = local(*ref) if local is not None else None
+            return found if found is not None else decode(fetch(ref[0]), ref[0], ref[1], cache)
 
         try:
             for ref in todo:
@@ -180,13 +189,15 @@ def restore(
     workers: int = 4,
     window: int = 8,
     progress: Callable[[int], None] | None = None,
+    local: Local | None = None,
 ) -> None:
     """Write the tree of ``listing`` at ``dest`` (which must not exist), fetching objects
-    with ``fetch``. A malformed listing or a corrupt object raises CacheError naming
-    ``cache``; what was written is left for the caller to remove."""
+    with ``fetch`` (chunks ``local`` gives are not fetched). A malformed listing or a
+    corrupt object raises CacheError naming ``cache``; what was written is left for the
+    caller to remove."""
     try:
-        order = read_order(listing)
-        _write(listing, dest, _Stream(_ahead(order, fetch, cache, workers, window)), progress)
+        chunks = _ahead(read_order(listing), fetch, cache, workers, window, local)
+        _write(listing, dest, _Stream(chunks), progress)
     except ValueError as e:
         raise CacheError(f"The cache {cache} has a malformed listing: {e}.", cache=cache) from None
 

@@ -44,6 +44,7 @@ from mlpkg.cache.format import (
 )
 from mlpkg.cache.keys import TrustedKeys
 from mlpkg.cache.restore import decode_listing, restore
+from mlpkg.cache.reuse import LocalChunks
 from mlpkg.cache.transport import Transport, open_transport, split_url
 from mlpkg.errors import (
     BadInput,
@@ -167,6 +168,7 @@ class Substituters:
         self._opened: list[Substituter] | None = None
         self._negative: dict[str, _Negative] = {}
         self._warned: set[tuple[str, str]] = set()
+        self._local = LocalChunks(home)
 
     def __bool__(self) -> bool:
         return bool(self.urls)
@@ -320,8 +322,9 @@ class Substituters:
         """Make ``offer``'s path valid from its cache, registered with the derivation's
         ``kind``, ``recipe_hash`` and ``deriver`` (not the entry's, which nothing signs).
         The references the entry signs must be ``references`` (the derivation's), and
-        valid already. CacheError names the
-        cache and the path when the data is missing or corrupt; the store is unchanged."""
+        valid already. Chunks of big files this store holds already are read here
+        (:mod:`mlpkg.cache.reuse`), not downloaded. CacheError names the cache and the
+        path when the data is missing or corrupt; the store is unchanged."""
         sub, entry = offer.substituter, offer.entry
         if sorted(entry.references) != sorted(references):
             raise CacheError(
@@ -329,25 +332,11 @@ class Substituters:
                 "derivation names; it is not used.",
                 cache=sub.url,
             )
-
-        def make(tmp: Path) -> None:
-            limit = min(entry.listing_size, compressed_bound(MAX_LISTING))
-            raw = sub.get(object_key(entry.listing), limit)
-            try:
-                listing = Listing.from_bytes(
-                    decode_listing(raw, entry.listing, sub.url), sub.url, entry.path
-                )
-            except FormatVersionError as e:  # the listing is not signed: the cache's fault
-                raise CacheError(e.message, cache=sub.url) from None
-            lengths = dict(listing.objects())
-
-            def fetch(digest: str) -> bytes:
-                return sub.get(object_key(digest), compressed_bound(lengths[digest]))
-
-            restore(listing, tmp, fetch, sub.url, progress=progress)
-
+        self._local.load(store)
+        kept: list[bytes] = []  # the listing object, once fetched
+        make = self._maker(offer, kept, progress)
         try:
-            return store.realise(
+            info = store.realise(
                 entry.path,
                 make,
                 kind=kind,
@@ -362,6 +351,35 @@ class Substituters:
             raise cls(
                 f"Substituting {entry.path} from {sub.url} failed: {e.message}", cache=sub.url
             ) from None
+        if kept:  # not when another process made it meanwhile
+            self._local.keep(store, entry.path, entry.listing, kept[-1])
+        return info
+
+    def _maker(
+        self, offer: Offer, kept: list[bytes], progress: Callable[[int], None] | None
+    ) -> Callable[[Path], None]:
+        """What writes ``offer``'s tree at a temporary location (appending the listing
+        object it fetched to ``kept``)."""
+        sub, entry = offer.substituter, offer.entry
+
+        def make(tmp: Path) -> None:
+            limit = min(entry.listing_size, compressed_bound(MAX_LISTING))
+            raw = sub.get(object_key(entry.listing), limit)
+            kept.append(raw)
+            try:
+                listing = Listing.from_bytes(
+                    decode_listing(raw, entry.listing, sub.url), sub.url, entry.path
+                )
+            except FormatVersionError as e:  # the listing is not signed: the cache's fault
+                raise CacheError(e.message, cache=sub.url) from None
+            lengths = dict(listing.objects())
+
+            def fetch(digest: str) -> bytes:
+                return sub.get(object_key(digest), compressed_bound(lengths[digest]))
+
+            restore(listing, tmp, fetch, sub.url, progress=progress, local=self._local.read)
+
+        return make
 
 
 def remove_stale(home: Path) -> None:

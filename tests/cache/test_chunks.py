@@ -21,6 +21,7 @@ import zstandard
 from mlpkg.cache.chunks import cut
 from mlpkg.cache.format import CHUNKING, MAX_OBJECT, Entry, Listing, compressed_bound
 from mlpkg.cache.restore import decode, decode_listing, read_order, restore
+from mlpkg.cache.reuse import LocalChunks
 from mlpkg.errors import CacheError
 from mlpkg.store.archive import scan
 from mlpkg.store.path import StorePath
@@ -371,3 +372,30 @@ def test_unusual_names_come_back(tmp_path: Path) -> None:
     (sub / "inner").write_bytes(b"x")
     round_trip(src, tmp_path / "dest")
     assert sorted(os.listdir(os.fsencode(tmp_path / "dest"))) == sorted([*names, b"dir \xe9"])
+
+
+def test_chunks_held_locally_are_used_only_while_they_hash_right(tmp_path: Path) -> None:
+    big = noise(11, 2 * 1024 * 1024)
+    src = write_tree(tmp_path / "src", {"w.bin": big, "small": "s\n"})
+    listing, objects = upload(src)
+    local = LocalChunks(tmp_path / "home")
+    local.add(src, listing)
+    fetched: list[str] = []
+
+    def fetch(digest: str) -> bytes:
+        fetched.append(digest)
+        return objects[digest]
+
+    restore(listing, tmp_path / "one", fetch, CACHE, local=local.read)
+    assert sorted(fetched) == sorted(d for d, _ in listing.pack)  # only the small files' pack
+    (src / "w.bin").write_bytes(big[:-1] + b"!")  # the local copy's last chunk changed
+    fetched.clear()
+    restore(listing, tmp_path / "two", fetch, CACHE, local=local.read)
+    assert scan(tmp_path / "two").hash == scan(tmp_path / "one").hash
+    (entry,) = [e for e in listing.entries if e.path == "w.bin"]
+    assert entry.chunks is not None and len(entry.chunks) > 1
+    assert sorted(fetched) == sorted([entry.chunks[-1][0], *(d for d, _ in listing.pack)])
+    (src / "w.bin").unlink()  # gone
+    fetched.clear()
+    restore(listing, tmp_path / "three", fetch, CACHE, local=local.read)
+    assert sorted(fetched) == sorted(objects)

@@ -4,6 +4,7 @@ home B substitutes every path with no build and no fetch, and gets A's archive h
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -147,3 +148,26 @@ def test_an_external_reference_is_made_here(team: Team, file_cache: Any) -> None
     result = b("build", "--substituter", file_cache.url, "withpy").ok()
     assert made(result) == {"python": "link", "withpy": "substitute"}
     assert b.hashes("withpy") == team.a.hashes("withpy")
+
+
+def test_chunks_this_store_holds_are_not_downloaded_again(
+    team: Team, file_cache: Any, bad_cache: Any
+) -> None:
+    """base, top and other all hold the same 700 kB file: served over HTTP (the server
+    records each request), its chunk is downloaded once, for base; top (same command)
+    and other (a later one) read it from base's file."""
+    team.push(file_cache.url, "top")
+    team.push(file_cache.url, "other")
+    shutil.copytree(file_cache.root, bad_cache.root, dirs_exist_ok=True)
+    found = entries(file_cache.url)
+    listing = listing_of(file_cache.url, found["base"])
+    (chunks,) = [e.chunks for e in listing.entries if e.path == "share/weights.bin"]
+    chunk = object_key((chunks or [])[0][0])
+    b = team.home("b")
+    b("build", "--substituter", bad_cache.url, "top").ok()
+    b("build", "--substituter", bad_cache.url, "other").ok()
+    got = [p.lstrip("/") for m, p in bad_cache.requests if m == "GET"]
+    assert got.count(chunk) == 1
+    assert object_key(found["other"].listing) in got  # other was substituted, not built
+    assert b.built() == set() and b.hashes("other") == team.a.hashes("other")
+    assert b.hashes("top") == team.a.hashes("top")
