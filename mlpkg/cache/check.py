@@ -122,10 +122,12 @@ def read_cache_info(transport: Transport) -> CacheInfo:
 
 def _reason(exc: CacheError | FormatVersionError, url: str) -> str:
     """The part of a format error that is not the cache's name."""
-    text = exc.message.removeprefix(f"The cache {url} ")
+    text = exc.message.removeprefix(f"The cache {url} ").removeprefix(f"In the cache {url}, ")
     for what in ("malformed", "corrupt"):
         if text.startswith(f"has a {what}") and ": " in text:
             return f"{what}: " + text.split(": ", 1)[1].rstrip(".")
+        if f" is {what}: " in text:
+            return f"{what}: " + text.split(f" is {what}: ", 1)[1].rstrip(".")
     return text.rstrip(".")
 
 

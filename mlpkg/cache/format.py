@@ -235,7 +235,7 @@ class PathEntry:
             err = e.errors()[0]
             where = ".".join(str(p) for p in err["loc"])
             raise CacheError(
-                f"The cache {cache} has a malformed {key}: {where}: {err['msg']}.", cache=cache
+                f"In the cache {cache}, {key} is malformed: {where}: {err['msg']}.", cache=cache
             ) from None
         if m.compression != COMPRESSION:
             raise CacheError(
@@ -248,7 +248,7 @@ class PathEntry:
             refs = [StorePath.parse(r) for r in m.references]
         except BadInput as e:
             raise CacheError(
-                f"The cache {cache} has a malformed {key}: {e.message}", cache=cache
+                f"In the cache {cache}, {key} is malformed: {e.message}", cache=cache
             ) from None
         if expected is not None and path != expected:
             raise CacheError(
@@ -371,17 +371,17 @@ def _json_object(data: bytes, cache: str, what: str) -> dict[str, Any]:
     try:
         doc = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CacheError(f"The cache {cache} has a malformed {what}: {e}.", cache=cache) from None
+        raise CacheError(f"In the cache {cache}, {what} is malformed: {e}.", cache=cache) from None
     if not isinstance(doc, dict):
-        raise CacheError(f"The cache {cache} has a malformed {what}: not an object.", cache=cache)
+        raise CacheError(
+            f"In the cache {cache}, {what} is malformed: not a JSON object.", cache=cache
+        )
     return doc
 
 
 def _check_version(doc: dict[str, Any], fmt: str, cache: str, what: str) -> None:
     if doc.get("format") != fmt:
-        raise CacheError(
-            f"The cache {cache} has a {what} that is not an {fmt} document.", cache=cache
-        )
+        raise CacheError(f"In the cache {cache}, {what} is not an {fmt} document.", cache=cache)
     if doc.get("version") != VERSION:
         raise FormatVersionError(
             f"The cache {cache} has {what} in format version {doc.get('version')}; this mlpkg "
