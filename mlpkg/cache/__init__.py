@@ -10,7 +10,8 @@ One module per concept:
   signed info file per store path, its listing, and the fingerprint that is signed.
 * :mod:`~mlpkg.cache.chunks` — a store path to content-defined chunks (FastCDC, zstd),
   and chunks back into a tree.
-* :mod:`~mlpkg.cache.restore` — objects back into a tree, streamed and checked.
+* :mod:`~mlpkg.cache.restore` — objects back into a tree, streamed and checked;
+  :mod:`~mlpkg.cache.reuse` — chunks this store already holds, read instead of fetched.
 * :mod:`~mlpkg.cache.push` and :mod:`~mlpkg.cache.substitute` — uploading closures and
   making paths valid from caches; :mod:`~mlpkg.cache.bundle` and
   :mod:`~mlpkg.cache.bundle_import` — the same through one file, for offline machines.
