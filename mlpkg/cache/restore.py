@@ -11,8 +11,10 @@ so that nothing is written outside it, whatever the listing says.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -22,6 +24,11 @@ import zstandard
 
 from mlpkg.cache.format import MAX_LISTING, ChunkRef, Listing
 from mlpkg.errors import CacheError
+from mlpkg.store.archive import StreamScan
+
+Progress = Callable[[int], None] | None
+SYNC_JOBS = 4  # files fsynced at once while a tree is restored
+SYNC_AHEAD = 64  # files written but not yet fsynced, at most (each holds a descriptor)
 
 Fetch = Callable[[str], bytes]
 """Returns the compressed object named by a digest (raises CacheError when it cannot)."""
@@ -190,24 +197,83 @@ def restore(
     window: int = 8,
     progress: Callable[[int], None] | None = None,
     local: Local | None = None,
+    scan: StreamScan | None = None,
 ) -> None:
     """Write the tree of ``listing`` at ``dest`` (which must not exist), fetching objects
     with ``fetch`` (chunks ``local`` gives are not fetched). A malformed listing or a
     corrupt object raises CacheError naming ``cache``; what was written is left for the
-    caller to remove."""
+    caller to remove. With ``scan``, every entry and byte written is fed to it, in
+    archive order (a listing in any other order is malformed), so that its result is the
+    scan of ``dest`` without reading it again."""
     try:
         chunks = _ahead(read_order(listing), fetch, cache, workers, window, local)
-        _write(listing, dest, _Stream(chunks), progress)
+        with _Syncer() as syncer:
+            _write(listing, dest, _Stream(chunks), progress, syncer, scan)
     except ValueError as e:
         raise CacheError(f"The cache {cache} has a malformed listing: {e}.", cache=cache) from None
 
 
+class _Syncer:
+    """fsyncs files as they are finished, in the background, so that the store's own
+    sync of the tree before it becomes valid finds little left to do. Takes over the
+    file descriptors it is given (at most :data:`SYNC_AHEAD` open at once)."""
+
+    def __init__(self) -> None:
+        self.pool = ThreadPoolExecutor(SYNC_JOBS, thread_name_prefix="mlpkg-fsync")
+        self.slots = threading.BoundedSemaphore(SYNC_AHEAD)
+
+    def add(self, fd: int) -> None:
+        self.slots.acquire()
+        try:
+            self.pool.submit(self._sync, fd)
+        except BaseException:
+            self.slots.release()
+            os.close(fd)
+            raise
+
+    def _sync(self, fd: int) -> None:
+        try:
+            with contextlib.suppress(OSError):  # the store's sync_tree reports failures
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+            self.slots.release()
+
+    def __enter__(self) -> _Syncer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.pool.shutdown(wait=True)
+
+
+def _write_file(
+    fd: int, pieces: Iterable[bytes | memoryview], progress: Progress, scan: StreamScan | None
+) -> None:
+    for piece in pieces:
+        if scan is not None:
+            scan.data(piece)
+        view = memoryview(piece)
+        while view:
+            view = view[os.write(fd, view) :]
+        if progress is not None:
+            progress(len(piece))
+
+
 def _write(
-    listing: Listing, dest: Path, stream: _Stream, progress: Callable[[int], None] | None
+    listing: Listing,
+    dest: Path,
+    stream: _Stream,
+    progress: Progress,
+    syncer: _Syncer,
+    scan: StreamScan | None,
 ) -> None:
     entries = listing.entries
     if not entries or entries[0].path != "":
         raise ValueError("the first entry is not the root")
+    children: dict[str, list[str]] = {}
+    for e in entries[1:]:
+        parent, _, name = e.path.rpartition("/")
+        children.setdefault(parent, []).append(name)
     dirs: set[str] = set()
     seen: set[str] = set()
     for i, e in enumerate(entries):
@@ -217,19 +283,28 @@ def _write(
         if e.type == "d":
             os.mkdir(target)
             dirs.add(e.path)
+            if scan is not None:
+                scan.directory(e.path, children.get(e.path, []))
         elif e.type == "l":
             os.symlink(e.target, target)
+            if scan is not None:
+                scan.symlink(e.path, e.target)
         else:
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
             fd = os.open(target, flags, 0o755 if e.type == "x" else 0o644)
-            with os.fdopen(fd, "wb") as f:
-                if e.chunks is None:
-                    pieces: Iterable[bytes | memoryview] = stream.take_pack(e.size)
-                else:
-                    pieces = (stream.chunk() for _ in e.chunks)
-                for piece in pieces:
-                    f.write(piece)
-                    if progress is not None:
-                        progress(len(piece))
+            if e.chunks is None:
+                pieces: Iterable[bytes | memoryview] = stream.take_pack(e.size)
+            else:
+                pieces = (stream.chunk() for _ in e.chunks)
+            try:
+                if scan is not None:
+                    scan.file(e.path, e.type == "x", e.size)
+                _write_file(fd, pieces, progress, scan)
+                if scan is not None:
+                    scan.end_file()
+            except BaseException:
+                os.close(fd)
+                raise
+            syncer.add(fd)
     if not stream.exhausted():
         raise ValueError("the objects hold more bytes than the files")

@@ -54,6 +54,7 @@ from mlpkg.errors import (
     FormatVersionError,
     MlpkgError,
 )
+from mlpkg.store.archive import ArchiveInfo, StreamScan
 from mlpkg.store.fs import write_atomic_bytes
 from mlpkg.store.path import StorePath
 from mlpkg.store.store import PathInfo, Store
@@ -334,7 +335,9 @@ class Substituters:
             )
         self._local.load(store)
         kept: list[bytes] = []  # the listing object, once fetched
-        make = self._maker(offer, kept, progress)
+        scanned: list[ArchiveInfo] = []  # what the restore learnt while writing
+        forbid = store.forbidden_strings(relocatable)
+        make = self._maker(offer, kept, progress, forbid, scanned)
         try:
             info = store.realise(
                 entry.path,
@@ -345,6 +348,7 @@ class Substituters:
                 references=references,
                 relocatable=relocatable,
                 expected_hash=entry.archive_hash,
+                scanned=lambda: scanned[-1],
             )
         except (CacheError, CheckError) as e:
             cls = CacheUnavailable if isinstance(e, CacheUnavailable) else CacheError
@@ -356,10 +360,15 @@ class Substituters:
         return info
 
     def _maker(
-        self, offer: Offer, kept: list[bytes], progress: Callable[[int], None] | None
+        self,
+        offer: Offer,
+        kept: list[bytes],
+        progress: Callable[[int], None] | None,
+        forbid: list[bytes],
+        scanned: list[ArchiveInfo],
     ) -> Callable[[Path], None]:
         """What writes ``offer``'s tree at a temporary location (appending the listing
-        object it fetched to ``kept``)."""
+        object it fetched to ``kept``, and the scan of what it wrote to ``scanned``)."""
         sub, entry = offer.substituter, offer.entry
 
         def make(tmp: Path) -> None:
@@ -377,7 +386,13 @@ class Substituters:
             def fetch(digest: str) -> bytes:
                 return sub.get(object_key(digest), compressed_bound(lengths[digest]))
 
-            restore(listing, tmp, fetch, sub.url, progress=progress, local=self._local.read)
+            scan = StreamScan(forbid)
+            try:
+                restore(listing, tmp, fetch, sub.url, progress=progress, local=self._local.read,
+                        scan=scan)  # fmt: skip
+                scanned.append(scan.result())
+            finally:
+                scan.close()
 
         return make
 

@@ -23,6 +23,7 @@ import os
 import stat
 import struct
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -33,6 +34,7 @@ MAGIC = b"mlpkg-archive\x00"
 VERSION = 1
 _U64 = struct.Struct("<Q")
 _CHUNK = 1 << 20
+_THREADED = 64 * 1024  # pieces from this size on are hashed twice at once (two threads)
 
 Sink = Callable[[bytes | memoryview], object]
 
@@ -73,6 +75,7 @@ class _Writer:
         self.overlap = max((len(f) for f in self.forbid), default=1) - 1
         self.forbidden_in: list[str] = []
         self.buf = bytearray(_CHUNK)
+        self.hasher: ThreadPoolExecutor | None = None
 
     def put(self, data: bytes | memoryview) -> None:
         self.sink(data)
@@ -109,7 +112,6 @@ class _Writer:
         view = memoryview(self.buf)
         seen = 0
         tail = b""
-        forbid = self.forbid
         found = False
         with open(path, "rb", buffering=0) as f:
             while True:
@@ -117,13 +119,20 @@ class _Writer:
                 if not n:
                     break
                 chunk = view[:n]
-                self.sink(chunk)
-                if file_hash is not None:
+                # The file's own hash runs in a helper thread beside the archive's (hashlib
+                # lets go of the GIL): both read the buffer, neither changes it.
+                pending = None
+                if file_hash is not None and n >= _THREADED:
+                    pending = self._hasher().submit(file_hash.update, chunk)
+                elif file_hash is not None:
                     file_hash.update(chunk)
-                if forbid and not found:
-                    data = tail + bytes(chunk)
-                    found = any(f in data for f in forbid)
-                    tail = data[-self.overlap :] if self.overlap else b""
+                try:
+                    self.sink(chunk)
+                    if self.forbid and not found:
+                        found, tail = self._search(n, tail)
+                finally:
+                    if pending is not None:
+                        pending.result()
                 seen += n
         if seen != size:
             raise StoreError(f"'{path}' changed size while it was being archived.")
@@ -134,14 +143,38 @@ class _Writer:
             kind = "x" if executable else "f"
             self.manifest.append(ManifestEntry(rel, kind, size, file_hash.hexdigest()))
 
+    def _search(self, n: int, tail: bytes) -> tuple[bool, bytes]:
+        """Whether a forbidden string is in the first ``n`` bytes of the buffer, or spans
+        from ``tail`` (the end of the previous piece) into them; and the new tail."""
+        buf, k = self.buf, self.overlap
+        if any(buf.find(f, 0, n) != -1 for f in self.forbid):
+            return True, b""
+        seam = tail + bytes(buf[: min(k, n)])
+        if any(f in seam for f in self.forbid):
+            return True, b""
+        if not k:
+            return False, b""
+        return False, bytes(buf[n - k : n]) if n >= k else (tail + bytes(buf[:n]))[-k:]
+
+    def _hasher(self) -> ThreadPoolExecutor:
+        """The thread that hashes files while the archive is hashed (started on first use;
+        :func:`dump` shuts it down)."""
+        if self.hasher is None:
+            self.hasher = ThreadPoolExecutor(1, thread_name_prefix="mlpkg-hash")
+        return self.hasher
+
 
 def dump(
     path: Path, sink: Sink, *, manifest: bool = False, forbid: Sequence[bytes] = ()
 ) -> _Writer:
     """Write the archive of ``path`` to ``sink`` (called with successive byte chunks)."""
     writer = _Writer(sink, manifest, forbid)
-    writer.put(MAGIC + struct.pack("<I", VERSION))
-    writer.node(Path(path), "")
+    try:
+        writer.put(MAGIC + struct.pack("<I", VERSION))
+        writer.node(Path(path), "")
+    finally:
+        if writer.hasher is not None:
+            writer.hasher.shutdown()
     return writer
 
 
@@ -224,3 +257,127 @@ def restore(stream: BinaryIO, dest: Path) -> None:
     reader.node(Path(dest))
     if stream.read(1):
         raise StoreError("The archive has trailing data.")
+
+
+class StreamScan:
+    """What :func:`scan` learns of a tree, learnt from whoever writes the tree while it
+    writes it, so that the tree need not be read again (substitution: the restorer feeds
+    it the bytes it writes).
+
+    Entries come in archive order, each after its parent: :meth:`directory` (with the names
+    it will hold), :meth:`symlink`, or :meth:`file` followed by :meth:`data` pieces and
+    :meth:`end_file`. Any other order raises ValueError, so that :meth:`result` is exactly
+    what :func:`scan` of the written tree gives (hash, size, manifest, ``forbid`` hits).
+    """
+
+    def __init__(self, forbid: Sequence[bytes] = ()) -> None:
+        self.hash = hashlib.sha256()
+        self.size = 0
+        self.manifest: list[ManifestEntry] = []
+        self.forbidden_in: list[str] = []
+        self.forbid = [f for f in forbid if f]
+        self.overlap = max((len(f) for f in self.forbid), default=1) - 1
+        self.dirs: list[tuple[str, list[bytes], list[int]]] = []  # (rel, names, [next])
+        self.started = False
+        self.open: tuple[str, str, int] | None = None  # the file being written
+        self.remaining = 0
+        self.file_hash = hashlib.sha256()
+        self.tail = b""
+        self.found = False
+        self.hasher: ThreadPoolExecutor | None = None
+        self._put(MAGIC + struct.pack("<I", VERSION))
+
+    def close(self) -> None:
+        """Stop the helper thread (started for big pieces); the scan is unusable after."""
+        if self.hasher is not None:
+            self.hasher.shutdown()
+            self.hasher = None
+
+    def _put(self, data: bytes | memoryview) -> None:
+        self.hash.update(data)
+        self.size += len(data)
+
+    def _enter(self, rel: str) -> None:
+        if self.open is not None:
+            raise ValueError(f"{rel!r} begins before the file {self.open[0]!r} ends")
+        if not self.started:
+            if rel != "":
+                raise ValueError(f"the first entry is {rel!r}, not the root")
+            self.started = True
+            return
+        while self.dirs and self.dirs[-1][2][0] == len(self.dirs[-1][1]):
+            self.dirs.pop()
+        if not self.dirs:
+            raise ValueError(f"{rel!r} comes after the tree is complete")
+        parent, names, nxt = self.dirs[-1]
+        where, _, name = rel.rpartition("/")
+        raw = os.fsencode(name)
+        if where != parent or raw != names[nxt[0]]:
+            raise ValueError(f"{rel!r} is out of archive order")
+        nxt[0] += 1
+        self._put(_U64.pack(len(raw)) + raw)
+
+    def directory(self, rel: str, names: Sequence[str]) -> None:
+        self._enter(rel)
+        raw = sorted(os.fsencode(n) for n in names)
+        if len(set(raw)) != len(raw):
+            raise ValueError(f"the directory {rel!r} holds a name twice")
+        self._put(b"D" + _U64.pack(len(raw)))
+        self.manifest.append(ManifestEntry(rel, "d"))
+        self.dirs.append((rel, raw, [0]))
+
+    def symlink(self, rel: str, target: str) -> None:
+        self._enter(rel)
+        raw = os.fsencode(target)
+        self._put(b"S" + _U64.pack(len(raw)) + raw)
+        if any(f in raw for f in self.forbid):
+            self.forbidden_in.append(rel)
+        self.manifest.append(ManifestEntry(rel, "l", len(raw), target))
+
+    def file(self, rel: str, executable: bool, size: int) -> None:
+        self._enter(rel)
+        self._put(b"R" + (b"\x01" if executable else b"\x00") + _U64.pack(size))
+        self.open = (rel, "x" if executable else "f", size)
+        self.remaining = size
+        self.file_hash = hashlib.sha256()
+        self.tail, self.found = b"", False
+
+    def data(self, piece: bytes | memoryview) -> None:
+        if self.open is None or len(piece) > self.remaining:
+            raise ValueError("file data beyond the file's size")
+        buf = piece if isinstance(piece, bytes) else bytes(piece)
+        pending = None
+        if len(buf) >= _THREADED:  # the file's hash beside the archive's (as _Writer does)
+            if self.hasher is None:
+                self.hasher = ThreadPoolExecutor(1, thread_name_prefix="mlpkg-hash")
+            pending = self.hasher.submit(self.file_hash.update, buf)
+        else:
+            self.file_hash.update(buf)
+        try:
+            self._put(buf)
+            if self.forbid and not self.found:
+                k = self.overlap
+                seam = self.tail + buf[:k]
+                self.found = any(f in seam or f in buf for f in self.forbid)
+                self.tail = (self.tail + buf[-k:])[-k:] if k else b""
+        finally:
+            if pending is not None:
+                pending.result()
+        self.remaining -= len(buf)
+
+    def end_file(self) -> None:
+        if self.open is None or self.remaining:
+            raise ValueError("a file ends before its size")
+        rel, kind, size = self.open
+        if self.found:
+            self.forbidden_in.append(rel)
+        self.manifest.append(ManifestEntry(rel, kind, size, self.file_hash.hexdigest()))
+        self.open = None
+
+    def result(self) -> ArchiveInfo:
+        """The scan of the tree; ValueError if the tree is not complete."""
+        if self.open is not None or not self.started:
+            raise ValueError("the tree is not complete")
+        if any(nxt[0] != len(names) for _, names, nxt in self.dirs):
+            raise ValueError("a directory lacks entries it names")
+        return ArchiveInfo(self.hash.hexdigest(), self.size, self.manifest, self.forbidden_in)

@@ -9,6 +9,7 @@ import os
 import secrets
 import shutil
 import stat
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -228,6 +229,9 @@ def symlink_atomic(target: str, link: Path) -> None:
     fsync_dir(link.parent)
 
 
+_SYNC_JOBS = 8  # files fsynced at once by sync_tree
+
+
 def sync_tree(root: Path) -> None:
     """Make a tree's content durable before it is renamed into place: fsync every regular
     file and every directory of ``root`` (bottom-up, ``root`` last), never following a
@@ -239,12 +243,24 @@ def sync_tree(root: Path) -> None:
         return
     if not stat.S_ISDIR(st.st_mode):
         return
+    files: list[Path] = []
+    dirs: list[Path] = []
     for dirpath, _, filenames in os.walk(root, topdown=False):
         for name in filenames:
             p = os.path.join(dirpath, name)
             if stat.S_ISREG(os.lstat(p).st_mode):
-                _fsync_file(Path(p))
-        fsync_dir(Path(dirpath))
+                files.append(Path(p))
+        dirs.append(Path(dirpath))
+    # Files at once (fsync lets go of the GIL; the disk orders the writes better), then
+    # the directories, bottom-up.
+    if len(files) > 1:
+        with ThreadPoolExecutor(_SYNC_JOBS, thread_name_prefix="mlpkg-fsync") as pool:
+            list(pool.map(_fsync_file, files))
+    else:
+        for f in files:
+            _fsync_file(f)
+    for d in dirs:
+        fsync_dir(d)
 
 
 def _fsync_file(file: Path) -> None:

@@ -307,6 +307,7 @@ class Store:
         relocatable: bool = True,
         expected_hash: str | None = None,
         forbidden: Sequence[str] = (),
+        scanned: Callable[[], archive.ArchiveInfo] | None = None,
     ) -> PathInfo:
         """Make ``path`` valid by calling ``make`` unless it is valid already (invariant 2).
 
@@ -320,6 +321,12 @@ class Store:
         (which takes that lock before it deletes an entry, and reads the database again)
         cannot delete the path between its rename and its registration. A full disk
         raises StoreError naming the directory.
+
+        ``scanned``, when given, returns what :func:`mlpkg.store.archive.scan` would give
+        of the content ``make`` wrote, learnt while writing it (a
+        :class:`~mlpkg.store.archive.StreamScan` fed with :meth:`forbidden_strings`); it
+        replaces reading the content again. Only a writer that feeds it every byte it
+        writes, in archive order, may give it.
         """
         refs = sorted(set(references))
         self.protect([path, *refs])
@@ -334,16 +341,18 @@ class Store:
             if missing:
                 raise StoreError(f"Cannot make {path}: its input {missing[0]} is not valid.")
             self._clear_leftovers(path)
-            facts, scanned = self._make_in_place(path, make, relocatable, expected_hash, forbidden)
+            facts, result = self._make_in_place(
+                path, make, relocatable, expected_hash, forbidden, scanned
+            )
             info = PathInfo(
                 path=path,
                 kind=kind,
-                archive_hash=scanned.hash,
-                size=scanned.size,
+                archive_hash=result.hash,
+                size=result.size,
                 recipe_hash=recipe_hash,
                 deriver={**deriver, "facts": facts} if facts else deriver,
                 references=refs,
-                manifest=[[e.path, e.kind, e.size, e.digest] for e in scanned.manifest],
+                manifest=[[e.path, e.kind, e.size, e.digest] for e in result.manifest],
                 registered=time.time(),
             )
             self._db.register(info)
@@ -356,6 +365,7 @@ class Store:
         relocatable: bool,
         expected_hash: str | None,
         forbidden: Sequence[str],
+        scanned: Callable[[], archive.ArchiveInfo] | None = None,
     ) -> tuple[dict[str, object] | None, archive.ArchiveInfo]:
         """Make ``path``'s content at a fresh temporary location, check it, and rename it
         into place (for :meth:`realise`, which holds the path's lock and registers it after);
@@ -366,7 +376,8 @@ class Store:
             facts = make(tmp)
             if not os.path.lexists(tmp):
                 raise BuildError(f"Making {path.name} produced no output.", package=path.name)
-            scanned = self._check(tmp, path, relocatable, expected_hash, forbidden)
+            known = scanned() if scanned is not None else None
+            result = self._check(tmp, path, relocatable, expected_hash, forbidden, known)
             sync_tree(tmp)  # the content is on disk before the name makes it valid
             os.replace(tmp, self.real_path(path))
             fsync_dir(self.dir)
@@ -374,7 +385,16 @@ class Store:
             remove_tree(tmp)
             self._raise_if_full(e, f"making {path.name}")
             raise
-        return facts, scanned
+        return facts, result
+
+    def forbidden_strings(self, relocatable: bool, extra: Sequence[str] = ()) -> list[bytes]:
+        """What relocatable content must not contain (invariant 3): the store root and the
+        build directory, however reached, and ``extra``; nothing when not ``relocatable``."""
+        if not relocatable:
+            return []
+        roots = {str(self.dir), str(self.builds_dir)}
+        roots |= {os.path.realpath(r) for r in roots}  # MLPKG_HOME may be reached by a link
+        return [os.fsencode(f) for f in [*sorted(roots), *extra]]
 
     def _check(
         self,
@@ -383,12 +403,12 @@ class Store:
         relocatable: bool,
         expected_hash: str | None,
         extra_forbidden: Sequence[str] = (),
+        known: archive.ArchiveInfo | None = None,
     ) -> archive.ArchiveInfo:
         canonicalise(tmp)
-        roots = {str(self.dir), str(self.builds_dir)}
-        roots |= {os.path.realpath(r) for r in roots}  # MLPKG_HOME may be reached by a link
-        forbid = sorted(roots) + list(extra_forbidden) if relocatable else []
-        scanned = archive.scan(tmp, manifest=True, forbid=[os.fsencode(f) for f in forbid])
+        forbid_raw = self.forbidden_strings(relocatable, extra_forbidden)
+        forbid = [os.fsdecode(f) for f in forbid_raw]
+        scanned = known or archive.scan(tmp, manifest=True, forbid=forbid_raw)
         if scanned.forbidden_in:
             raise BuildError(
                 f"The output of {path.name} names the store or its build directory in "

@@ -78,6 +78,7 @@ def _substitutes_everything(team: Team, home: Path, url: str) -> None:
     hashes = team.archive_hashes(home)
     assert hashes == {p: team.hashes[p] for p in hashes}
     assert set(hashes) == set(team.hashes)
+    team.b(home, "verify", "--check-contents").ok()  # the recorded hashes are the content's
 
 
 def test_nginx_cache_gives_the_whole_closure(team: Team, nginx_cache) -> None:
