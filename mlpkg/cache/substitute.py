@@ -397,9 +397,13 @@ class Substituters:
         return make
 
 
-def remove_stale(home: Path) -> None:
-    """Forget every remembered miss (``mlpkg cache forget``)."""
+def forget_misses(home: Path) -> int:
+    """Forget every remembered miss (``mlpkg cache forget``); the number of caches whose
+    misses were forgotten."""
     d = home / "cache" / "substituters"
+    n = 0
     for f in d.glob("*.json") if d.is_dir() else ():
         with contextlib.suppress(OSError):
             os.unlink(f)
+            n += 1
+    return n

@@ -92,6 +92,27 @@ def gc_cmd(app: App, url: str, dry_run: bool, grace: float | None) -> None:
         f"kept {report.recent} unnamed objects ({human(report.recent_bytes)}) younger than "
         f"{report.grace:g} s."
     )
+    if report.temporaries:
+        size = sum(n for _, n in report.temporaries)
+        app.out(
+            f"{verb} {len(report.temporaries)} temporary files of interrupted writes "
+            f"({human(size)})."
+        )
+
+
+@cache_group.command("forget", short_help="Forget the paths caches were found not to have.")
+@common
+def forget_cmd(app: App) -> None:
+    """Forget every path a substituter answered it did not have (remembered for
+    substituter-negative-ttl seconds, docs/caches.md), so the next command asks again:
+    after a colleague pushed what you asked for a moment ago."""
+    from mlpkg.cache.substitute import forget_misses
+
+    n = forget_misses(app.home)
+    if app.json:
+        app.emit({"forgotten_caches": n})
+        return
+    app.out(f"forgot the misses remembered for {n} caches.")
 
 
 COMMANDS = [cache_group]

@@ -226,6 +226,10 @@ def test_a_404_is_remembered_for_the_ttl(team: Team, bad_cache: BadCache) -> Non
     time.sleep(2.1)
     assert sorted(_dry_run(b, bad_cache)) == sorted(first)  # forgotten
 
+    assert _dry_run(b, bad_cache) == []  # remembered again
+    assert b("cache", "forget", "--json").ok().json() == {"forgotten_caches": 1}
+    assert sorted(_dry_run(b, bad_cache)) == sorted(first)  # `cache forget`: asked again
+
     c = team.home("c")
     c.config("substituter-negative-ttl = 0\n")
     assert len(_dry_run(c, bad_cache)) == 2
