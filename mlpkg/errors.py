@@ -116,6 +116,10 @@ class CacheError(MlpkgError):
         self.cache = cache
 
 
+class CacheMissing(CacheError):
+    """A cache does not have a file it was asked for (a 404, a missing key)."""
+
+
 class CacheUnavailable(CacheError):
     """A cache is down: refused or dropped the connection, timed out, or answered 5xx
     (after retries). A substituter that raises it is skipped for the rest of the command."""

@@ -76,6 +76,7 @@ COMPRESSION = "zstd"
 ZSTD_LEVEL = 3
 MAX_OBJECT = 16 * 1024 * 1024  # no chunk decompresses to more
 MAX_LISTING = 256 * 1024 * 1024  # nor any listing (about 3 million chunks)
+MAX_DOCUMENT = 16 * 1024 * 1024  # nor an info file or cache-info.json
 
 
 def compressed_bound(length: int) -> int:

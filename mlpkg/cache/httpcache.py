@@ -41,7 +41,7 @@ from mlpkg.cache.transport import (
     retrying,
     timeouts,
 )
-from mlpkg.errors import CacheError, CacheUnavailable
+from mlpkg.errors import CacheError, CacheMissing, CacheUnavailable
 from mlpkg.store.http import describe, request_headers, retryable, retryable_error
 
 __all__ = ["HttpTransport"]
@@ -153,7 +153,7 @@ class HttpTransport(Transport):
             raise self._down(what, exc) from exc
         try:
             if self._absent(r):
-                raise CacheError(f"The cache {self.url} has no {key}.", cache=self.url)
+                raise CacheMissing(f"The cache {self.url} has no {key}.", cache=self.url)
             if r.status_code != 200:
                 raise self._refused(what, r)
             yield self._pieces(r, what)

@@ -16,7 +16,7 @@ import hashlib
 import os
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -24,7 +24,8 @@ import zstandard
 
 from mlpkg.cache.format import MAX_LISTING, ChunkRef, Listing
 from mlpkg.errors import CacheError
-from mlpkg.store.archive import StreamScan
+from mlpkg.store.archive import MAGIC, StreamScan
+from mlpkg.store.space import is_full
 
 Progress = Callable[[int], None] | None
 SYNC_JOBS = 4  # files fsynced at once while a tree is restored
@@ -85,6 +86,23 @@ def decode_listing(data: bytes, digest: str, cache: str) -> bytes:
     return out
 
 
+def archive_size(listing: Listing) -> int:
+    """The size of the canonical archive of the tree ``listing`` describes
+    (:mod:`mlpkg.store.archive`): checked against the signed size before anything is
+    fetched, so a listing cannot make a substitution write more than was signed for."""
+    size = len(MAGIC) + 4
+    for e in listing.entries:
+        if e.path:
+            size += 8 + len(os.fsencode(e.path.rpartition("/")[2]))
+        if e.type == "d":
+            size += 9
+        elif e.type == "l":
+            size += 9 + len(os.fsencode(e.target))
+        else:
+            size += 10 + e.size
+    return size
+
+
 def read_order(listing: Listing) -> list[ChunkRef]:
     """The chunks in the order :func:`restore` consumes them: each file's own chunks where
     the file is, and pack chunks as the small files before them need them."""
@@ -115,7 +133,7 @@ def _ahead(
     workers: int,
     window: int,
     local: Local | None = None,
-) -> Iterator[bytes]:
+) -> Generator[bytes, None, None]:
     """The decoded chunks of ``order``, in order, fetched up to ``window`` ahead (taken
     from ``local`` where it has them)."""
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mlpkg-fetch") as pool:
@@ -207,8 +225,16 @@ def restore(
     scan of ``dest`` without reading it again."""
     try:
         chunks = _ahead(read_order(listing), fetch, cache, workers, window, local)
-        with _Syncer() as syncer:
+        with contextlib.closing(chunks), _Syncer() as syncer:
             _write(listing, dest, _Stream(chunks), progress, syncer, scan)
+    except OSError as e:
+        if is_full(e):
+            raise  # the store names the full disk
+        raise CacheError(
+            f"The cache {cache} has a listing whose tree cannot be written here: "
+            f"{e.strerror} ({e.filename}).",
+            cache=cache,
+        ) from None
     except ValueError as e:
         raise CacheError(f"The cache {cache} has a malformed listing: {e}.", cache=cache) from None
 
@@ -291,7 +317,8 @@ def _write(
                 scan.symlink(e.path, e.target)
         else:
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-            fd = os.open(target, flags, 0o755 if e.type == "x" else 0o644)
+            fd = os.open(target, flags, 0o600)
+            os.fchmod(fd, 0o755 if e.type == "x" else 0o644)  # whatever the umask or ACLs say
             if e.chunks is None:
                 pieces: Iterable[bytes | memoryview] = stream.take_pack(e.size)
             else:

@@ -35,7 +35,7 @@ from mlpkg.cache.transport import (
     split_url,
     timeouts,
 )
-from mlpkg.errors import BadInput, CacheError, CacheUnavailable
+from mlpkg.errors import BadInput, CacheError, CacheMissing, CacheUnavailable
 from mlpkg.store.http import describe
 
 __all__ = ["MAX_PARTS", "MIN_PART", "MULTIPART_THRESHOLD", "S3Transport", "part_size"]
@@ -182,7 +182,7 @@ class S3Transport(Transport):
             )
         except self._errors.ClientError as exc:
             if self._absent(exc):
-                raise CacheError(f"The cache {self.url} has no {key}.", cache=self.url) from exc
+                raise CacheMissing(f"The cache {self.url} has no {key}.", cache=self.url) from exc
             raise self._refused(what, exc) from exc
         body = response["Body"]
         with contextlib.closing(body):

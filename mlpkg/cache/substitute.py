@@ -34,6 +34,7 @@ from pathlib import Path
 
 from mlpkg.cache.format import (
     CACHE_INFO_KEY,
+    MAX_DOCUMENT,
     MAX_LISTING,
     CacheInfo,
     Listing,
@@ -43,11 +44,12 @@ from mlpkg.cache.format import (
     object_key,
 )
 from mlpkg.cache.keys import TrustedKeys
-from mlpkg.cache.restore import decode_listing, restore
+from mlpkg.cache.restore import archive_size, decode_listing, restore
 from mlpkg.cache.reuse import LocalChunks
-from mlpkg.cache.transport import Transport, open_transport, split_url
+from mlpkg.cache.transport import Transport, display_url, open_transport, split_url
 from mlpkg.errors import (
     BadInput,
+    BuildError,
     CacheError,
     CacheUnavailable,
     CheckError,
@@ -127,7 +129,7 @@ class _Negative:
     def load(cls, home: Path, url: str, ttl: float) -> _Negative:
         name = hashlib.sha256(url.encode()).hexdigest()[:32]
         neg = cls(home / "cache" / "substituters" / f"{name}.json", ttl)
-        with contextlib.suppress(OSError, ValueError, AttributeError):
+        with contextlib.suppress(OSError, ValueError, AttributeError, TypeError):
             doc = json.loads(neg.file.read_text())
             if doc.get("version") == 1 and doc.get("url") == url:
                 now = time.time()
@@ -190,16 +192,26 @@ class Substituters:
         return [s for s in self._opened if not s.down]
 
     def _open(self, given: str) -> Substituter | None:
-        url, params = split_url(given)
+        bare, params = split_url(given)
+        shown = display_url(bare)  # no credentials in messages, plans or files
         trusted = params.get("trusted", "false").lower() in ("1", "true", "yes")
-        if trusted and not url.startswith(("file://", "/")):
+        if trusted and not bare.startswith(("file://", "/")):
             raise BadInput(
-                f"The substituter {given} is marked trusted=true, which only a local "
+                f"The substituter {shown} is marked trusted=true, which only a local "
                 "directory (file://) may be."
             )
+        priority: int | None = None
+        if "priority" in params:
+            try:
+                priority = int(params["priority"])
+            except ValueError:
+                raise BadInput(
+                    f"The substituter {shown} has a priority that is not an integer."
+                ) from None
         transport = open_transport(given)
+        url = transport.url
         try:
-            raw = transport.get(CACHE_INFO_KEY)
+            raw = transport.get_bounded(CACHE_INFO_KEY, MAX_DOCUMENT)
             if raw is None:
                 raise CacheError(
                     f"The cache {url} has no {CACHE_INFO_KEY}: it is not an mlpkg cache.", cache=url
@@ -209,16 +221,8 @@ class Substituters:
             transport.close()
             self._down_warning(url, e)
             return None
-        priority = info.priority
-        if "priority" in params:
-            try:
-                priority = int(params["priority"])
-            except ValueError:
-                raise BadInput(
-                    f"The substituter {given} has a priority that is not an integer."
-                ) from None
         self._negative[url] = _Negative.load(self.home, url, self.negative_ttl)
-        return Substituter(url, transport, priority, trusted)
+        return Substituter(url, transport, info.priority if priority is None else priority, trusted)
 
     def _down_warning(self, url: str, e: MlpkgError) -> None:
         self._warn_once(url, "down", f"{e.message} It is skipped for the rest of this command.")
@@ -267,7 +271,7 @@ class Substituters:
             return {}
 
         def one(path: StorePath) -> tuple[StorePath, bytes | None]:
-            return path, sub.transport.get(info_key(path))
+            return path, sub.transport.get_bounded(info_key(path), MAX_DOCUMENT)
 
         entries: dict[StorePath, PathEntry] = {}
         try:
@@ -350,10 +354,15 @@ class Substituters:
                 expected_hash=entry.archive_hash,
                 scanned=lambda: scanned[-1],
             )
-        except (CacheError, CheckError) as e:
+        except (CacheError, CheckError, BuildError) as e:
+            # BuildError: content naming this store's root (not relocatable here).
             cls = CacheUnavailable if isinstance(e, CacheUnavailable) else CacheError
+            reason = e.message.removeprefix(f"The cache {sub.url} ")
+            reason = reason if reason != e.message else reason[:1].lower() + reason[1:]
             raise cls(
-                f"Substituting {entry.path} from {sub.url} failed: {e.message}", cache=sub.url
+                f"Substituting {entry.path} from {sub.url} failed: {reason}",
+                cache=sub.url,
+                details=e.details,
             ) from None
         if kept:  # not when another process made it meanwhile
             self._local.keep(store, entry.path, entry.listing, kept[-1])
@@ -381,6 +390,12 @@ class Substituters:
                 )
             except FormatVersionError as e:  # the listing is not signed: the cache's fault
                 raise CacheError(e.message, cache=sub.url) from None
+            if archive_size(listing) != entry.archive_size:
+                raise CacheError(
+                    f"The cache {sub.url} has a listing of {entry.path} that does not add up "
+                    f"to its signed archive size of {entry.archive_size} bytes.",
+                    cache=sub.url,
+                )
             lengths = dict(listing.objects())
 
             def fetch(digest: str) -> bytes:

@@ -42,7 +42,7 @@ from types import TracebackType
 from typing import TypeVar
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
-from mlpkg.errors import BadInput, CacheError, CacheUnavailable
+from mlpkg.errors import BadInput, CacheError, CacheMissing, CacheUnavailable
 from mlpkg.store.fs import fsync_dir
 
 __all__ = [
@@ -188,6 +188,27 @@ class Transport(ABC):
         """The whole content of a small file, or None where it is absent (ENOENT, 404, 403,
         NoSuchKey). CacheUnavailable where the cache cannot be reached."""
 
+    def get_bounded(self, key: str, limit: int) -> bytes | None:
+        """As :meth:`get`, read in pieces and refused (CacheError naming the cache and the
+        key) once longer than ``limit`` bytes: for what a cache sends that is not checked
+        by its size beforehand (info files), so that it cannot make a reader hold more."""
+        try:
+            with self.stream(key) as pieces:
+                parts: list[bytes] = []
+                total = 0
+                for piece in pieces:
+                    total += len(piece)
+                    if total > limit:
+                        raise CacheError(
+                            f"The cache {self.url} has {key} of more than {limit} bytes, more "
+                            "than such a file can be.",
+                            cache=self.url,
+                        )
+                    parts.append(piece)
+                return b"".join(parts)
+        except CacheMissing:
+            return None
+
     @abstractmethod
     def stream(self, key: str) -> AbstractContextManager[Iterator[bytes]]:
         """The content of a file in pieces of about :data:`CHUNK` bytes, never all in
@@ -280,7 +301,7 @@ class FileTransport(Transport):
         try:
             f = self._path(key).open("rb")
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
-            raise CacheError(f"The cache {self.url} has no {key}.", cache=self.url) from exc
+            raise CacheMissing(f"The cache {self.url} has no {key}.", cache=self.url) from exc
         except OSError as exc:
             raise self._error("read", key, exc) from exc
         with f:

@@ -326,7 +326,8 @@ class Store:
         of the content ``make`` wrote, learnt while writing it (a
         :class:`~mlpkg.store.archive.StreamScan` fed with :meth:`forbidden_strings`); it
         replaces reading the content again. Only a writer that feeds it every byte it
-        writes, in archive order, may give it.
+        writes, in archive order, may give it, and its scan must search for
+        ``forbidden_strings(relocatable, forbidden)``: the store does not search again.
         """
         refs = sorted(set(references))
         self.protect([path, *refs])

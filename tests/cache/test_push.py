@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from mlpkg.cache.format import object_key
+from mlpkg.cache.transport import display_url
 from tests.cache.flow import (
     Team,
     cache_keys,
@@ -45,7 +46,8 @@ def test_push_then_substitute_into_an_empty_home(team: Team, cache_url: str) -> 
 
     b = team.home("b")
     plan = b.plan("--substituter", cache_url, "top")
-    assert plan == {"base": ("substitute", cache_url), "top": ("substitute", cache_url)}
+    shown = display_url(cache_url)  # as messages show it: no credentials, no query
+    assert plan == {"base": ("substitute", shown), "top": ("substitute", shown)}
 
     result = b("build", "--substituter", cache_url, "top").ok()
     assert made(result) == {"base": "substitute", "top": "substitute"}

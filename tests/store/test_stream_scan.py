@@ -98,3 +98,27 @@ def test_a_directory_missing_entries_or_data_past_a_file_is_refused() -> None:
     with pytest.raises(ValueError, match="out of archive order"):
         scan.symlink("c", "t")
     assert Entry("", "d").type == "d"
+
+
+@pytest.mark.parametrize("seed", [3])
+def test_archive_size_of_a_listing_is_the_scans(tmp_path: Path, seed: int) -> None:
+    from mlpkg.cache.restore import archive_size
+
+    _tree(tmp_path / "src", seed)
+    listing, _ = cut(tmp_path / "src")
+    assert archive_size(listing) == archive.scan(tmp_path / "src").size
+    (tmp_path / "one").write_bytes(b"abc")
+    assert archive_size(cut(tmp_path / "one")[0]) == archive.scan(tmp_path / "one").size
+
+
+def test_modes_do_not_depend_on_the_umask(tmp_path: Path) -> None:
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "run").write_bytes(b"#!/bin/sh\n")
+    os.chmod(tmp_path / "src" / "run", 0o755)
+    old = os.umask(0o177)
+    try:
+        got = _restored(tmp_path / "src", tmp_path / "dest")
+    finally:
+        os.umask(old)
+    assert os.stat(tmp_path / "dest" / "run").st_mode & 0o100
+    assert got.sha256 == archive.scan(tmp_path / "dest").sha256
