@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import zstandard
 
-from mlpkg.cache.format import PathEntry, info_key, object_key
+from mlpkg.cache.format import Entry, Listing, PathEntry, info_key, object_key
 from mlpkg.cache.keys import SecretKey, load_signing_key
 from tests.cache.flow import Home, Team, edit_info, entries, listing_of, made, warnings
 from tests.cache_servers import BadCache
@@ -358,3 +358,25 @@ def test_the_store_records_the_plans_derivation_not_the_entrys(
     assert [(d["recipe_hash"], d["kind"], d["archive_hash"]) for d in mine.values()] == [
         (d["recipe_hash"], d["kind"], d["archive_hash"]) for d in theirs.values()
     ]
+
+
+def test_a_listing_longer_than_the_signed_size_is_refused_before_any_object(
+    pushed: tuple[Team, Path, str],
+) -> None:
+    """A listing that describes more than the signed archive size (here: top's own tree
+    plus one more file made of base's chunks) is refused before a single object is read,
+    so a cache cannot make a substitution write more than was signed for."""
+    team, root, url = pushed
+    found = entries(url)
+    top = listing_of(url, found["top"])
+    base = listing_of(url, found["base"])
+    extra = next(e for e in base.entries if e.chunks)
+    grown = Listing([*top.entries, Entry("zz-extra", "f", extra.size, extra.chunks)], top.pack)
+    digest = _put_object(root, grown.to_bytes())
+    size = (root / object_key(digest)).stat().st_size  # listing_size is not signed either
+    edit_info(root, found["top"], lambda d: d.update(listing=digest, listing_size=size))
+    b = team.home("b")
+    did, warned = build_b(b, url)
+    assert did == {"base": "substitute", "top": "build"}
+    assert any("does not add up to its signed archive size" in w for w in warned), warned
+    assert_same_as_a(team, b)
