@@ -360,7 +360,7 @@ def test_the_store_records_the_plans_derivation_not_the_entrys(
     ]
 
 
-def test_a_listing_longer_than_the_signed_size_is_refused_before_any_object(
+def test_a_listing_longer_than_the_signed_size_is_refused(
     pushed: tuple[Team, Path, str],
 ) -> None:
     """A listing that describes more than the signed archive size (here: top's own tree
