@@ -39,8 +39,10 @@ def main() -> None:
 
     def report(status: str) -> None:
         doc = {"format": 1, "status": status, "mode": "AccuracyOnly", "accuracy": {"mAP": 0.5}}
-        with open(os.path.join(a.out, "harness.json"), "w") as f:
+        tmp = os.path.join(a.out, ".harness.json.tmp")
+        with open(tmp, "w") as f:  # atomic, as the real harness writes it
             json.dump(doc, f)
+        os.replace(tmp, os.path.join(a.out, "harness.json"))
 
     def interrupted(signum, frame) -> None:
         report("interrupted")
