@@ -11,9 +11,10 @@ Variants, each reported (each dataset is about ``--size-mib``):
 
 * ``images``: pre-processed images, 800x800x3 float32 ``.npy`` (7.7 MB each, ~140 files);
 * ``small``: 100 KB float32 ``.npy`` files (~10,700): above the format's ``small_file``
-  threshold (64 KiB), so each is cut on its own;
-* ``packed``: 32 KB ``.npy`` files (~33,000): below it, so they are concatenated into the
-  path's pack stream and cut as one (Chunking in mlpkg/cache/format.py).
+  threshold (16 KiB), so each is cut on its own;
+* ``packed``: 32 KB ``.npy`` files (~33,000): also above it since the threshold went from
+  64 KiB to 16 KiB (at 64 KiB they were concatenated into the pack stream, and a 2%
+  change uploaded 60% again; Chunking in mlpkg/cache/format.py).
 
 With ``--quick`` the sizes are 64 MiB, with images of 200x200x3 (about the same file
 counts for the first variant).

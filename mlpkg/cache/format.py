@@ -57,7 +57,7 @@ class Chunking:
     max_size: int = 4 * 1024 * 1024
     normalization: int = 1
     seed: int = 0
-    small_file: int = 64 * 1024
+    small_file: int = 16 * 1024
 
     def to_json(self) -> dict[str, Any]:
         return {
