@@ -41,12 +41,10 @@ def create_cmd(
 ) -> None:
     """Write SPECs' closure (or a lock's) with its lock into one bundle file."""
     from mlpkg.cache.bundle import complete_lock, create_bundle
-    from mlpkg.cache.keys import SecretKey
 
     if bool(specs) == (lock_file is not None):
         raise BadInput("Give SPECs or --lock FILE (one of them) to bundle.")
     key = signing_key(app, key_name)
-    assert key is None or isinstance(key, SecretKey)
     if lock_file is not None:
         from mlpkg.resolver.lockmake import read_lock
 

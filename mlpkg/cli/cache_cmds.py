@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -12,6 +12,9 @@ from mlpkg.cli.context import App, common
 from mlpkg.cli.store_cmds import human, resolve_path
 from mlpkg.errors import BadInput
 from mlpkg.store.path import HASH_CHARS, StorePath
+
+if TYPE_CHECKING:
+    from mlpkg.cache.keys import SecretKey
 
 
 def _is_path(arg: str) -> bool:
@@ -34,7 +37,9 @@ def push_roots(app: App, args: tuple[str, ...], lock_file: Path | None) -> list[
     return roots
 
 
-def signing_key(app: App, name: str | None) -> object:
+def signing_key(app: App, name: str | None) -> SecretKey | None:
+    """The key ``--key`` names, else the config's ``signing-key``; None (with a warning)
+    when neither is set."""
     from mlpkg.cache.keys import load_signing_key
 
     name = name or app.config.signing_key
@@ -100,14 +105,12 @@ def push_cmd(
     jobs: int,
 ) -> None:
     """Upload the closures of SPECs, PATHs or a lock's roots to a binary cache."""
-    from mlpkg.cache.keys import SecretKey
     from mlpkg.cache.push import push
     from mlpkg.cache.transport import open_transport
 
     if jobs < 1:
         raise BadInput("--jobs must be at least 1.")
     key = signing_key(app, key_name)
-    assert key is None or isinstance(key, SecretKey)
     roots = push_roots(app, args, lock_file)
     with open_transport(url) as transport, _PushProgress(app, transport.url) as progress:
         report = push(app.store, transport, roots, key, jobs=jobs, progress=progress)
