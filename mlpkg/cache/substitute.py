@@ -46,7 +46,13 @@ from mlpkg.cache.format import (
 from mlpkg.cache.keys import TrustedKeys
 from mlpkg.cache.restore import archive_size, decode_listing, restore
 from mlpkg.cache.reuse import LocalChunks
-from mlpkg.cache.transport import Transport, display_url, open_transport, split_url
+from mlpkg.cache.transport import (
+    Transport,
+    display_url,
+    open_transport,
+    read_at_most,
+    split_url,
+)
 from mlpkg.errors import (
     BadInput,
     BuildError,
@@ -87,25 +93,19 @@ class Substituter:
             try:
                 with self.transport.stream(key) as pieces:
                     opened = True
-                    return self._read(key, pieces, limit)
+                    data = read_at_most(pieces, limit)
             except CacheUnavailable:
                 if attempt == 2 or not opened:
                     raise
-        raise AssertionError("unreachable")
-
-    def _read(self, key: str, pieces: Iterable[bytes], limit: int) -> bytes:
-        parts: list[bytes] = []
-        total = 0
-        for piece in pieces:
-            total += len(piece)
-            if total > limit:
+                continue
+            if data is None:
                 raise CacheError(
                     f"The cache {self.url} has an object {key} of more than {limit} bytes, "
                     "more than its content can compress to.",
                     cache=self.url,
                 )
-            parts.append(piece)
-        return b"".join(parts)
+            return data
+        raise AssertionError("unreachable")
 
 
 @dataclass

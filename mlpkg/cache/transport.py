@@ -34,7 +34,7 @@ import secrets
 import shutil
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -173,6 +173,19 @@ def parallel_has(keys: Sequence[str], exists: Callable[[str], bool]) -> set[str]
     return {k for k, hit in zip(unique, found, strict=True) if hit}
 
 
+def read_at_most(pieces: Iterable[bytes], limit: int) -> bytes | None:
+    """The pieces joined, or None as soon as they add up to more than ``limit`` bytes
+    (the rest is not read): how a reader refuses to hold more than a file can be."""
+    parts: list[bytes] = []
+    total = 0
+    for piece in pieces:
+        total += len(piece)
+        if total > limit:
+            return None
+        parts.append(piece)
+    return b"".join(parts)
+
+
 class Transport(ABC):
     """A cache's files, addressed by keys (see the module docstring). Thread-safe; a
     context manager that closes it.
@@ -194,20 +207,16 @@ class Transport(ABC):
         by its size beforehand (info files), so that it cannot make a reader hold more."""
         try:
             with self.stream(key) as pieces:
-                parts: list[bytes] = []
-                total = 0
-                for piece in pieces:
-                    total += len(piece)
-                    if total > limit:
-                        raise CacheError(
-                            f"The cache {self.url} has {key} of more than {limit} bytes, more "
-                            "than such a file can be.",
-                            cache=self.url,
-                        )
-                    parts.append(piece)
-                return b"".join(parts)
+                data = read_at_most(pieces, limit)
         except CacheMissing:
             return None
+        if data is None:
+            raise CacheError(
+                f"The cache {self.url} has {key} of more than {limit} bytes, more than such "
+                "a file can be.",
+                cache=self.url,
+            )
+        return data
 
     @abstractmethod
     def stream(self, key: str) -> AbstractContextManager[Iterator[bytes]]:
