@@ -7,6 +7,7 @@ substitution through mlpkg's own API, timing helpers and the table and verdict l
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import hashlib
 import os
@@ -161,6 +162,20 @@ def nginx(prefix: Path) -> Iterator[NginxServer]:
         yield server
     finally:
         server.stop()
+
+
+def path_run_options(doc: str) -> tuple[argparse.Namespace, int, int]:
+    """The options of a benchmark over one generated path: its arguments, the path size in
+    bytes (--size-mib, default 1024 MiB; 64 with --quick) and the runs of each (--repeat,
+    default 3; 2 with --quick)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="64 MiB, 2 runs")
+    parser.add_argument("--size-mib", type=int, help="path size (default 1024; quick 64)")
+    parser.add_argument("--repeat", type=int, help="runs of each (default 3; quick 2)")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    size = (args.size_mib or (64 if args.quick else 1024)) * MIB
+    return args, size, args.repeat or (2 if args.quick else 3)
 
 
 def need_tool(name: str, package: str | None = None) -> str:

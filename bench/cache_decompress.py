@@ -32,7 +32,6 @@ from the repository root with the interpreter mlpkg is installed in. Needs ``zst
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sys
@@ -42,7 +41,6 @@ from typing import Any
 
 from cache_common import (
     MB,
-    MIB,
     Store,
     add_tree,
     drop_tree,
@@ -51,6 +49,7 @@ from cache_common import (
     median,
     need_tool,
     new_key,
+    path_run_options,
     push_paths,
     row,
     sh,
@@ -85,14 +84,7 @@ def restore_only(cache: Path, listing_digest: str, path_name: Any, dest: Path) -
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="64 MiB, 2 runs")
-    parser.add_argument("--size-mib", type=int, help="path size (default 1024; quick 64)")
-    parser.add_argument("--repeat", type=int, help="runs of each (default 3; quick 2)")
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
-    size = (args.size_mib or (64 if args.quick else 1024)) * MIB
-    repeat = args.repeat or (2 if args.quick else 3)
+    args, size, repeat = path_run_options(__doc__ or "")
     zstd = need_tool("zstd")
     file_bytes = SHAPE[0] * SHAPE[1] * 12 + 128
     count = max(1, size // file_bytes)
