@@ -1,0 +1,1 @@
+"""Experiments: sweeps, comparisons of runs, reports (docs/experiments.md)."""
