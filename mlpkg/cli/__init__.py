@@ -28,6 +28,7 @@ from mlpkg.cli import (
     runs_cmds,
     shell_cmds,
     store_cmds,
+    sweep_cmds,
 )
 from mlpkg.cli.context import App
 from mlpkg.errors import MlpkgError
@@ -54,6 +55,7 @@ for command in (
     *runs_cmds.COMMANDS,
     *shell_cmds.COMMANDS,
     *store_cmds.COMMANDS,
+    *sweep_cmds.COMMANDS,
 ):
     cli.add_command(command)
 

@@ -9,7 +9,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import wraps
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -31,6 +31,9 @@ class App(Session):
     json: bool = False
     verbose: bool = False
     quiet: bool = False
+    # Every --with as given, in order (app.overrides keeps the last one per name; a sweep
+    # takes several values of one name).
+    with_items: list[tuple[str, str]] = field(default_factory=list)
 
     # -- output ---------------------------------------------------------------------------
 
@@ -129,6 +132,7 @@ def common(func: F) -> F:
             if not sep or not name or not spec:
                 raise click.BadParameter(f"'{item}' is not NAME=SPEC.", param_hint="--with")
             app.overrides[name] = spec
+            app.with_items.append((name, spec))
         return func(app, **kwargs)
 
     return wrapper  # type: ignore[return-value]

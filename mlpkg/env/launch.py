@@ -8,9 +8,12 @@ The contract of :func:`launch`:
   once), with SIGINT at its default disposition even when mlpkg was started with it
   ignored (``nohup``, ``&`` in a script), and with the parent-death signal set to SIGINT,
   so that an mlpkg killed outright still stops the app cleanly;
-- SIGINT, SIGTERM and SIGHUP received by mlpkg are forwarded;
+- SIGINT, SIGTERM and SIGHUP received by mlpkg are forwarded (when launched from the main
+  thread; a caller that launches from other threads, like a sweep's ``--jobs``, forwards
+  them itself: Python delivers signals to the main thread only);
 - stdout and stderr are copied, as they come (progress bars included), to
-  ``stdout.txt``/``stderr.txt`` in the run directory and, when ``show``, to mlpkg's own;
+  ``stdout.txt``/``stderr.txt`` in the run directory and, when ``show`` (stdout) and
+  ``show_stderr`` (stderr), to mlpkg's own;
   a closed terminal stops the copying to it, never the run; a log that cannot be written
   (a full disk) never blocks the app either: the output is read on, and the run ends with
   one error naming the run directory;
@@ -32,6 +35,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +55,7 @@ class Exited:
     code: int
     pid: int
     error: str | None
+    seconds: float = 0.0  # from the process's start to its exit (and its output's end)
 
 
 def _start(
@@ -118,6 +123,7 @@ def launch(
     show: bool,
     on_start: Callable[[int], None] | None = None,
     readonly: Sequence[Path] = (),
+    show_stderr: bool = True,
 ) -> Exited:
     """Run ``argv`` (see the module docstring) and wait for it; ``on_start`` is told the
     pid as soon as the process exists."""
@@ -138,7 +144,8 @@ def launch(
                 with contextlib.suppress(ProcessLookupError):
                     child.send_signal(signum)
 
-        old = {s: signal.signal(s, forward) for s in FORWARDED}
+        main = threading.current_thread() is threading.main_thread()
+        old = {s: signal.signal(s, forward) for s in FORWARDED} if main else {}
         try:
             proc = _start([exe, *argv[1:]], env, isolation, readonly)
         except BaseException:
@@ -146,12 +153,13 @@ def launch(
                 signal.signal(s, handler)
             raise
         started.append(proc)
+        began = time.monotonic()
         if on_start is not None:
             on_start(proc.pid)
         assert proc.stdout is not None and proc.stderr is not None
         tees = [
             _Tee(proc.stdout, out_log, sys.stdout.buffer if show else None),
-            _Tee(proc.stderr, err_log, sys.stderr.buffer),
+            _Tee(proc.stderr, err_log, sys.stderr.buffer if show_stderr else None),
         ]
         try:
             for tee in tees:
@@ -162,7 +170,7 @@ def launch(
             lost = next((t.failure for t in tees if t.failure is not None), None)
             if lost is not None:
                 raise _log_lost(run_dir, lost)
-            return Exited(code, proc.pid, tees[1].error)
+            return Exited(code, proc.pid, tees[1].error, time.monotonic() - began)
         finally:
             for s, handler in old.items():
                 signal.signal(s, handler)

@@ -58,7 +58,8 @@ class RunRequest:
     output: Path | None = None  # the run directory (default: $MLPKG_HOME/runs/<run-id>)
     overrides: dict[str, str] = field(default_factory=dict)  # --with NAME=SPEC, recorded
     lockfile: Path | None = None  # the lock the closure came from, recorded
-    show: bool = True  # copy the app's output to mlpkg's stdout and stderr
+    show: bool = True  # copy the app's standard output to mlpkg's
+    show_errors: bool = True  # copy the app's standard error to mlpkg's
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,8 @@ def run_app(
     try:
         exited = launch(argv, env, run_dir, show=request.show,
                         on_start=lambda pid: _record_pid(run_dir, record, pid),
-                        readonly=[store.dir, store.home / "envs"])  # fmt: skip
+                        readonly=[store.dir, store.home / "envs"],
+                        show_stderr=request.show_errors)  # fmt: skip
     except RunError as e:  # the program could not start: the record says so
         record.update(status="failed", exit_code=None, finished=time.time(), error=e.message)
         runs.write_json(run_dir / runs.RESULT_FILE, record)

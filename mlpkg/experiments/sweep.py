@@ -1,0 +1,270 @@
+"""``mlpkg sweep``: every point of a matrix as an ordinary run, planned first.
+
+The order is uv's, plan then act, and no build ever runs beside a measurement:
+
+1. :func:`plan_sweep` resolves the app once per cell (its ``--with`` overrides) and
+   checks each cell's options against the app's command; bad input anywhere stops the
+   sweep here, before anything is built or run. With ``resume``, a point whose recorded
+   run succeeded with the same closure (the app's store path, which hashes all of it) and
+   the same arguments is marked done and not run again.
+2. :func:`realise_cells` realises every cell's closure (substituting, fetching, building)
+   and keeps it from the garbage collector for the life of this process. A cell whose
+   closure cannot be made has its points marked ``not-built`` with the error; the other
+   cells go on.
+3. :func:`run_points` runs the points (:func:`mlpkg.env.run.run_app`, the function
+   behind ``mlpkg run``), one at a time, or ``jobs`` at a time for an accuracy sweep, and
+   rewrites ``experiment.json`` after each. A failed run does not stop the sweep; an
+   interrupted one does (the experiment is then ``interrupted``, and ``--resume``
+   continues it).
+
+Each point records its timings: ``plan_s`` (its share of its cell's planning), ``run_s``
+(the app's process, start to exit) and ``overhead_s`` (everything else the point cost:
+activation, the run directory, the lock, the records). The caller is told of progress
+through an :class:`Observer`; nothing here prints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from mlpkg.env import runs
+from mlpkg.env.run import RunRequest, check_app, check_args, run_app
+from mlpkg.errors import BadInput, Interrupted, MlpkgError
+from mlpkg.experiments.record import Experiment, Point, cell_label
+
+if TYPE_CHECKING:
+    from mlpkg.resolver.plan import Plan
+    from mlpkg.session import Session
+
+DONE = ("ok",)
+ACCURACY_FLAGS = ("--accuracy", "--mode=accuracy")
+
+
+class Observer(Protocol):
+    """Told of each point as it starts and ends (for a progress display)."""
+
+    def started(self, point: Point) -> None: ...
+
+    def finished(self, point: Point) -> None: ...
+
+
+@dataclass
+class CellPlan:
+    """One cell of the matrix, planned: its plan (and, once realised, its error)."""
+
+    cell: dict[str, str]
+    points: list[Point]
+    plan: Plan
+    plan_s: float
+    error: str | None = None
+
+    @property
+    def label(self) -> str:
+        return cell_label(self.cell)
+
+    @property
+    def app_path(self) -> str:
+        return str(self.plan.roots[0])
+
+
+@dataclass
+class SweepPlan:
+    experiment: Experiment
+    cells: list[CellPlan] = field(default_factory=list)
+
+    def todo(self) -> list[Point]:
+        return [p for p in self.experiment.points if p.status not in DONE]
+
+
+def plan_sweep(session: Session, exp: Experiment, resume: bool = False) -> SweepPlan:
+    """Resolve every cell of ``exp`` (step 1 of the module docstring)."""
+    sweep = SweepPlan(exp)
+    plans: dict[tuple[tuple[str, str], ...], Plan] = {}  # cells that differ only in args
+    for points in exp.cells():
+        first = points[0]
+        began = time.monotonic()
+        key = tuple(sorted(first.overrides.items()))
+        if key not in plans:
+            session.overrides = dict(first.overrides)
+            plans[key] = session.plan([exp.app])
+        plan = plans[key]
+        drv = plan.node(plan.roots[0]).drv
+        check_app(session.store, drv)
+        check_args(drv, first.args)
+        cell = CellPlan(first.cell, points, plan, time.monotonic() - began)
+        sweep.cells.append(cell)
+        for point in points:
+            point.timings["plan_s"] = round(cell.plan_s / len(points), 4)
+            if resume and _has_run(session.store.home, point, cell.app_path):
+                continue
+            point.app_path, point.status, point.error = cell.app_path, "pending", None
+    return sweep
+
+
+def _has_run(home: Path, point: Point, app_path: str) -> bool:
+    """Whether ``point`` already has a successful run of this closure and these args."""
+    if point.status != "ok" or point.run is None:
+        return False
+    try:
+        result = runs.read_record(runs.runs_dir(home) / point.run).result
+    except MlpkgError:
+        return False
+    return (
+        result.get("status") == "ok"
+        and result.get("app_path") == app_path
+        and list(result.get("args", [])) == point.args
+    )
+
+
+def check_jobs(exp: Experiment, jobs: int) -> None:
+    """Refuse ``--jobs`` above 1 unless every point measures accuracy only: points side by
+    side share the machine, so their performance figures would be wrong."""
+    if jobs < 1:
+        raise BadInput(f"--jobs {jobs}: give 1 or more.", field="--jobs")
+    if jobs > 1 and not all(_accuracy_only(p.args) for p in exp.points):
+        raise BadInput(
+            f"--jobs {jobs} runs points side by side, which skews performance figures; it "
+            "is for accuracy sweeps only (give --accuracy to the app after --).",
+            field="--jobs",
+        )
+
+
+def _accuracy_only(args: Sequence[str]) -> bool:
+    pairs = zip(args, [*args[1:], ""], strict=True)
+    return any(a in ACCURACY_FLAGS or (a, b) == ("--mode", "accuracy") for a, b in pairs)
+
+
+def realise_cells(session: Session, sweep: SweepPlan) -> None:
+    """Realise the closure of every cell with points to run (step 2)."""
+    for cell in sweep.cells:
+        if all(p.status in DONE for p in cell.points):
+            continue
+        try:
+            session.act(cell.plan, keep_going=True)
+        except Interrupted:
+            raise
+        except MlpkgError as e:
+            cell.error = e.message
+            for point in cell.points:
+                if point.status not in DONE:
+                    point.status, point.error = "not-built", e.message
+        session.store.protect(n.path for n in cell.plan.nodes)
+    sweep.experiment.save()
+
+
+def run_points(session: Session, sweep: SweepPlan, observer: Observer, jobs: int = 1) -> None:
+    """Run every point still to run (step 3); Interrupted when a run was interrupted."""
+    exp = sweep.experiment
+    by_cell = {tuple(c.cell.items()): c for c in sweep.cells}
+    todo = [p for p in exp.points if p.status == "pending"]
+    exp.status, exp.mlpkg_pid = "running", os.getpid()
+    exp.save()
+    guard = threading.Lock()
+    try:
+        if jobs == 1:
+            for point in todo:
+                _run_point(session, exp, by_cell[tuple(point.cell.items())], point, observer, guard)
+                if point.status == "interrupted":
+                    break
+        else:
+            _run_parallel(session, sweep, todo, observer, jobs, guard)
+    except KeyboardInterrupt:
+        _finish(exp, interrupted=True)
+        raise Interrupted(
+            f"The sweep {exp.id} was interrupted; `mlpkg sweep --resume {exp.id}` continues it."
+        ) from None
+    _finish(exp, interrupted=any(p.status == "interrupted" for p in exp.points))
+    if exp.status == "interrupted":
+        raise Interrupted(
+            f"The sweep {exp.id} was interrupted; `mlpkg sweep --resume {exp.id}` continues it."
+        )
+
+
+def _finish(exp: Experiment, interrupted: bool) -> None:
+    for point in exp.points:
+        if point.status == "running":
+            point.status = "interrupted"
+    failed = any(p.status not in (*DONE, "pending") for p in exp.points)
+    exp.status = "interrupted" if interrupted else ("failed" if failed else "ok")
+    exp.save()
+
+
+def _run_parallel(
+    session: Session,
+    sweep: SweepPlan,
+    todo: list[Point],
+    observer: Observer,
+    jobs: int,
+    guard: threading.Lock,
+) -> None:
+    """``jobs`` points at once; a Ctrl-C (seen by this, the main thread) is passed on to
+    every running app, whose runs then end as interrupted."""
+    by_cell = {tuple(c.cell.items()): c for c in sweep.cells}
+    exp = sweep.experiment
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = [
+            pool.submit(
+                _run_point, session, exp, by_cell[tuple(p.cell.items())], p, observer, guard
+            )
+            for p in todo
+        ]
+        try:
+            for future in futures:
+                future.result()
+        except KeyboardInterrupt:
+            for future in futures:
+                future.cancel()
+            _signal_running(session.store.home, exp, guard)
+            raise
+
+
+def _signal_running(home: Path, exp: Experiment, guard: threading.Lock) -> None:
+    with guard:
+        running = [p.run for p in exp.points if p.status == "running" and p.run]
+    for run_id in running:
+        with contextlib.suppress(MlpkgError, OSError, TypeError):
+            pid = runs.read_record(runs.runs_dir(home) / run_id).result.get("pid")
+            if isinstance(pid, int) and pid > 0:
+                os.kill(pid, signal.SIGINT)
+
+
+def _run_point(
+    session: Session,
+    exp: Experiment,
+    cell: CellPlan,
+    point: Point,
+    observer: Observer,
+    guard: threading.Lock,
+) -> None:
+    """Run one point and record how it ended (never raises for a failed run)."""
+    began = time.monotonic()
+    request = RunRequest(
+        exp.app, list(point.args), overrides=dict(point.overrides), show=False, show_errors=False
+    )
+
+    def on_start(run_id: str, _run_dir: Path) -> None:
+        with guard:
+            point.run, point.status = run_id, "running"
+            exp.save()
+        observer.started(point)
+
+    try:
+        result = run_app(session.store, cell.plan, request, on_start=on_start)
+        status, error, app_s = result.status, result.record.get("error"), result.exited.seconds
+    except MlpkgError as e:  # the program could not start: its record says so
+        status, error, app_s = "failed", e.message, 0.0
+    with guard:
+        point.status, point.error = status, error
+        total = time.monotonic() - began
+        point.timings.update(run_s=round(app_s, 4), overhead_s=round(total - app_s, 4))
+        exp.save()
+    observer.finished(point)
