@@ -1,15 +1,26 @@
-"""``mlpkg runs list|show``: the records of past ``mlpkg run`` invocations
-(mlpkg.env.runs)."""
+"""``mlpkg runs list|show|compare|export``: the records of past ``mlpkg run`` invocations
+(mlpkg.env.runs), and of sweeps (mlpkg.experiments).
+
+``compare REF...`` prints the comparison (mlpkg.experiments.compare) of the runs and
+experiments referred to (mlpkg.experiments.select), the first being the base; ``--json``
+prints the comparison document. ``export [REF...] --csv FILE|- | --json`` writes one row
+per run (mlpkg.experiments.export); with no REF, every run. Both exit 0 whatever the runs'
+status (a failed run is shown with its ``error:`` line); a bad reference or a record of
+another format is BadInput (exit 2).
+"""
 
 from __future__ import annotations
 
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import click
 
 from mlpkg.cli.context import App, common
 from mlpkg.env import runs
+from mlpkg.errors import BadInput
 
 
 @click.group("runs")
@@ -73,6 +84,63 @@ def runs_show_cmd(app: App, run_id: str) -> None:
         app.out(runs.headline(res))
     nodes = (res.get("lock") or {}).get("node") or []
     app.out(f"closure   {len(nodes)} paths (mlpkg.lock in the output directory)")
+
+
+@runs_group.command("compare")
+@click.argument("refs", nargs=-1, required=True, metavar="RUN|EXP...")
+@common
+def runs_compare_cmd(app: App, refs: tuple[str, ...]) -> None:
+    """Compare runs and experiments, against the first: figures (median and min–max of
+    repeats, a verdict only beyond the spread), settings and machine that differ, failures,
+    and the closure diff. RUN is a run id, a unique prefix, 'latest' or a run directory;
+    EXP an experiment id (exp-..., 'exp-latest') or directory."""
+    from mlpkg.experiments.compare import compare, format_text
+    from mlpkg.experiments.select import select
+
+    doc = compare(select(app.home, refs))
+    if app.json:
+        app.emit(doc)
+        return
+    for line in format_text(doc):
+        app.out(line)
+
+
+@runs_group.command("export")
+@click.argument("refs", nargs=-1, metavar="[RUN|EXP...]")
+@click.option("--csv", "csv_file", metavar="FILE", help="Write CSV to FILE ('-': stdout).")
+@common
+def runs_export_cmd(app: App, refs: tuple[str, ...], csv_file: str | None) -> None:
+    """One row per run (figures, versions, status, the sweep cell), as CSV (--csv FILE,
+    or - for stdout) or JSON (--json); with no RUN|EXP, every run."""
+    from mlpkg.experiments import export
+    from mlpkg.experiments.select import all_runs, select
+
+    if (csv_file is None) == (not app.json):
+        raise BadInput("Give one of --csv FILE (or - for stdout) and --json.", field="--csv")
+    if refs:
+        groups = select(app.home, refs)
+    else:
+        groups, problems = all_runs(app.home)
+        for problem in problems:
+            app.warn(f"{problem} (left out)")
+    table = export.rows(groups)
+    if csv_file is None:
+        app.emit(table)
+    elif csv_file == "-":
+        export.to_csv(table, sys.stdout)
+    else:
+        _write_csv(Path(csv_file), table)
+        app.info(f"{len(table)} runs written to {csv_file}")
+
+
+def _write_csv(file: Path, table: list[dict[str, Any]]) -> None:
+    from mlpkg.experiments import export
+
+    try:
+        with file.open("w", encoding="utf-8", newline="") as f:
+            export.to_csv(table, f)
+    except OSError as e:
+        raise BadInput(f"Cannot write {file}: {e.strerror}.", field="--csv") from None
 
 
 COMMANDS = [runs_group]

@@ -1,0 +1,93 @@
+"""Runs as rows, for people who analyse elsewhere: ``mlpkg runs export --csv|--json``.
+
+:func:`rows` gives one row (a flat dict) per run of the groups given, in their order.
+Its columns: :data:`COLUMNS` (the experiment, the group's label, the run, its app,
+status and ``error:`` line, scenario and mode, its figures as
+:func:`mlpkg.experiments.figures.run_figures` reads them — latency in ms, mAP as a
+percentage —, LoadGen's verdict, the start as ISO 8601 UTC, the duration, the versions the
+app reported, the app's store path and the run directory), then one column per cell value
+of a sweep (``with.NAME``, ``arg.NAME``). A value absent is None (an empty CSV field).
+
+:func:`to_csv` writes rows with the csv module, columns in a stable order: those of
+:data:`COLUMNS` first, then the others sorted by name.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, TextIO
+
+from mlpkg.experiments import figures as fig
+
+if TYPE_CHECKING:
+    from mlpkg.env.runs import RunRecord
+    from mlpkg.experiments.select import Group
+
+COLUMNS = (
+    "experiment", "group", "run", "app", "status", "error", "scenario", "mode",
+    "samples_per_second", "latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "mAP",
+    "result", "started", "duration_s", "onnxruntime_version", "loadgen_version",
+    "python_version", "app_path", "dir",
+)  # fmt: skip
+VERSIONS = ("onnxruntime_version", "loadgen_version", "python_version")
+
+
+def rows(groups: Sequence[Group]) -> list[dict[str, Any]]:
+    """One row per run of ``groups`` (see the module docstring)."""
+    return [_row(g, r) for g in groups for r in g.records]
+
+
+def _iso(value: object) -> str | None:
+    seconds = fig.number(value)
+    if seconds is None:
+        return None
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+    return f"{stamp}.{int(seconds * 1000) % 1000:03d}Z"
+
+
+def _scalar(value: object) -> Any:
+    return value if isinstance(value, str | int | float | bool) else None
+
+
+def _row(group: Group, record: RunRecord) -> dict[str, Any]:
+    res = record.result
+    figures = fig.run_figures(res)
+    versions = res.get("versions")
+    versions = versions if isinstance(versions, dict) else {}
+    row: dict[str, Any] = {
+        "experiment": group.experiment,
+        "group": group.label,
+        "run": record.id,
+        "app": _scalar(res.get("app")),
+        "status": record.status,
+        "error": _scalar(res.get("error")),
+        "scenario": _scalar(res.get("scenario")),
+        "mode": _scalar(res.get("mode")),
+        "samples_per_second": figures["samples_per_second"],
+        **{f"latency_{p}_ms": figures["latency_ms"][p] for p in fig.PERCENTILES},
+        "mAP": figures["mAP"],
+        "result": figures["result"],
+        "started": _iso(res.get("started")),
+        "duration_s": fig.number(res.get("duration_s")),
+        **{key: _scalar(versions.get(key)) for key in VERSIONS},
+        "app_path": _scalar(res.get("app_path")),
+        "dir": str(record.dir),
+    }
+    row.update(group.cell)
+    return row
+
+
+def columns(table: Sequence[dict[str, Any]]) -> list[str]:
+    """The columns of ``table``: :data:`COLUMNS` first, then the others sorted."""
+    extra = sorted({k for row in table for k in row} - set(COLUMNS))
+    return [*COLUMNS, *extra]
+
+
+def to_csv(table: Sequence[dict[str, Any]], file: TextIO) -> None:
+    """Write ``table`` as CSV (a header, then one line per row) to ``file``."""
+    writer = csv.DictWriter(file, fieldnames=columns(table), lineterminator="\n")
+    writer.writeheader()
+    for row in table:
+        writer.writerow({k: "" if v is None else v for k, v in row.items()})

@@ -1,0 +1,67 @@
+"""One row per run, CSV or JSON (mlpkg.experiments.export)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+
+from mlpkg.experiments import export
+from tests.experiments.records import ORT_OLD, group, perf, sample
+
+
+def test_a_row_per_run_with_its_figures_versions_and_cell() -> None:
+    cell = {"with.onnxruntime": "onnxruntime@1.17.3", "arg.threads": "1"}
+    failed = perf(None, ORT_OLD, status="failed", error="error: out of memory")
+    g = group(
+        "onnxruntime=onnxruntime@1.17.3 threads=1",
+        sample(ORT_OLD),
+        failed,
+        experiment="exp-20261129-abc",
+        cell=cell,
+    )
+    rows = export.rows([group("alone", sample()), g])
+    assert [r["run"] for r in rows] == ["alone-0", g.records[0].id, g.records[1].id]
+    alone, ok, bad = rows
+    assert alone["experiment"] is None and "arg.threads" not in alone
+    assert ok["experiment"] == "exp-20261129-abc" and ok["arg.threads"] == "1"
+    assert ok["with.onnxruntime"] == "onnxruntime@1.17.3"
+    assert ok["app"] == "retinanet-offline+synthetic" and ok["status"] == "ok"
+    assert (ok["scenario"], ok["mode"], ok["result"]) == ("Offline", "PerformanceOnly", "VALID")
+    assert ok["samples_per_second"] == pytest.approx(57.2, abs=0.1)
+    assert ok["latency_p90_ms"] == pytest.approx(5005.05, abs=0.01)
+    assert ok["mAP"] is None
+    assert (ok["onnxruntime_version"], ok["loadgen_version"], ok["python_version"]) == (
+        "1.17.3",
+        "5.1.2",
+        "3.11.7",
+    )
+    assert ok["started"] == "2026-11-29T22:18:27.290Z" and ok["duration_s"] == pytest.approx(
+        7.0, abs=2
+    )
+    assert ok["app_path"].endswith("-retinanet-offline-1.0+synthetic") and ok["dir"] == str(
+        g.records[0].dir
+    )
+    assert bad["status"] == "failed" and bad["error"] == "error: out of memory"
+    assert bad["samples_per_second"] is None
+    json.dumps(rows)
+
+
+def test_csv_has_fixed_columns_first_then_the_cells_sorted() -> None:
+    g1 = group("a", sample(), cell={"with.onnxruntime": "x", "arg.threads": "2"})
+    odd = sample()
+    odd.update(started="yesterday", versions=None, app=["not", "text"], error=None)
+    rows = export.rows([g1, group("b", odd)])
+    out = io.StringIO()
+    export.to_csv(rows, out)
+    table = list(csv.reader(io.StringIO(out.getvalue())))
+    header = table[0]
+    assert header[: len(export.COLUMNS)] == list(export.COLUMNS)
+    assert header[len(export.COLUMNS) :] == ["arg.threads", "with.onnxruntime"]
+    assert len(table) == 3
+    second = dict(zip(header, table[2], strict=True))
+    assert second["started"] == "" and second["onnxruntime_version"] == "" and second["app"] == ""
+    assert second["arg.threads"] == "" and second["samples_per_second"] == "40.5893"
+    assert export.columns([]) == list(export.COLUMNS)
