@@ -83,6 +83,44 @@ def test_a_failed_run_is_shown_with_its_error_line(toy: Home) -> None:
     assert doc["groups"][1]["figures"]["mAP"] is None  # a failed run's figures are left out
 
 
+def test_compare_of_an_experiment_groups_its_repeats_by_cell(toy: Home) -> None:
+    toy("sweep", "toyapp", "--arg", "flag=a,b", "--repeat", "2").ok()
+    doc = toy("runs", "compare", "exp-latest", "--json").ok().json()
+    assert [(g["label"], g["cell"]) for g in doc["groups"]] == [
+        ("flag=a", {"arg.flag": "a"}),
+        ("flag=b", {"arg.flag": "b"}),
+    ]
+    assert all(g["experiment"].startswith("exp-") for g in doc["groups"])
+    assert [len(g["runs"]) for g in doc["groups"]] == [2, 2]
+    assert doc["groups"][1]["figures"]["mAP"] == {
+        "n": 2,
+        "median": 50.0,
+        "min": 50.0,
+        "max": 50.0,
+        "values": [50.0, 50.0],
+    }
+    (verdict,) = doc["verdicts"]
+    assert verdict == {
+        "figure": "mAP",
+        "base": 0,
+        "other": 1,
+        "ratio": 1.0,
+        "verdict": "within spread",
+    }
+    text = toy("runs", "compare", "exp-latest").ok().out
+    assert "flag=b  2/2" in text and "50.00% [50.00–50.00]" in text
+    rows = toy("runs", "export", "exp-latest", "--json").ok().json()
+    assert [r["arg.flag"] for r in rows] == ["a", "a", "b", "b"]
+
+
+def test_a_failed_point_of_a_sweep_is_shown_and_compare_exits_0(toy: Home) -> None:
+    assert toy("sweep", "toyapp", "--arg", "exit=0,3").code == 1
+    r = toy("runs", "compare", "exp-latest").ok()
+    (line,) = [x for x in r.out.splitlines() if x.startswith("run ")]
+    assert line.endswith(" failed: error: toyapp exits 3 on purpose")
+    assert any(x.startswith("exit=3  0/1") for x in r.out.splitlines())
+
+
 def test_compare_names_what_changed_in_the_closure(retinanet: Home) -> None:
     r = retinanet("runs", "compare", NEW_ID[:22], str(retinanet.runs / OLD_ID)).ok()
     lines = r.out.splitlines()
