@@ -18,7 +18,7 @@ prints and the HTML report renders:
   settings as LoadGen read them back, ``settings.values``, flattened with dots; the
   machine of ``result.machine``), with the values per group as text (None for a group
   without that key); a group is represented by its first ok run, else its first run, and
-  a group with neither takes no part;
+  a group with neither, or whose run has no such table, takes no part;
 * ``closure``: the closure diff (:func:`mlpkg.experiments.closure.closure_diff`) of each
   distinct closure (by app path) against the first group's.
 
@@ -146,7 +146,7 @@ def _settings(record: RunRecord | None) -> dict[str, Any] | None:
         return None
     settings = record.result.get("settings")
     values = settings.get("values") if isinstance(settings, dict) else None
-    return _flatten(values) if isinstance(values, dict) else {}
+    return _flatten(values) if isinstance(values, dict) else None
 
 
 def _machine(record: RunRecord | None) -> dict[str, Any] | None:
@@ -178,8 +178,10 @@ def _closure_key(record: RunRecord) -> str:
     app_path = record.result.get("app_path")
     if isinstance(app_path, str) and app_path:
         return app_path
-    nodes = (record.result.get("lock") or {}).get("node") or []
-    return json.dumps(sorted(str(n.get("path")) for n in nodes if isinstance(n, dict)))
+    lock = record.result.get("lock")
+    nodes = lock.get("node") if isinstance(lock, dict) else None
+    paths = [str(n.get("path")) for n in nodes or [] if isinstance(n, dict)]
+    return json.dumps(sorted(paths))
 
 
 def _closures(reps: list[RunRecord | None]) -> list[dict[str, Any]]:

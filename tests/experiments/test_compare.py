@@ -188,6 +188,29 @@ def test_the_closure_diff_of_two_real_records() -> None:
     assert "  pycocotools 2.0.11 rebuilt: numpy 2.4.6 -> 1.26.4" in text[i:]
 
 
+def test_a_group_whose_run_has_no_settings_takes_no_part() -> None:
+    failed = sample()
+    failed.update(status="failed")
+    del failed["settings"]
+    doc = compare([group("a", sample()), group("b", failed), group("c", sample())])
+    assert doc["settings"]["differ"] == {}
+    other = sample()
+    other["settings"]["values"]["min_duration_ms"] = 1
+    doc = compare([group("a", sample()), group("b", failed), group("c", other)])
+    assert doc["settings"]["differ"] == {"min_duration_ms": ["5000", None, "1"]}
+
+
+def test_without_app_paths_closures_are_told_apart_by_their_paths() -> None:
+    new, old, again = sample(ORT_NEW), sample(ORT_OLD), sample(ORT_NEW)
+    for res in (new, old, again):
+        del res["app_path"]
+    doc = compare([group("new", new), group("old", old), group("again", again)])
+    assert [d["other"] for d in doc["closure"]] == [1]
+    broken = sample()
+    broken.update(app_path=None, lock={"node": "x"})
+    assert compare([group("a", broken), group("b", sample())])["closure"]
+
+
 def test_odd_records_give_a_document_not_an_error() -> None:
     odd = sample()
     odd.update(loadgen="x", settings=[1], machine=None, lock="no", versions=3, command="ls")
