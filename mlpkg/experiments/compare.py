@@ -52,6 +52,7 @@ def compare(groups: Sequence[Group]) -> dict[str, Any]:
         "groups": docs,
         "verdicts": _verdicts(docs),
         "apps": _apps(groups),
+        "arguments": {"differ": _differ([_arguments(r) for r in reps])},
         "settings": {"differ": _differ([_settings(r) for r in reps])},
         "machine": {"differ": _differ([_machine(r) for r in reps])},
         "closure": _closures(reps),
@@ -149,6 +150,27 @@ def _settings(record: RunRecord | None) -> dict[str, Any] | None:
     return _flatten(values) if isinstance(values, dict) else None
 
 
+# What the harness's session records that is a measurement, not a setting.
+_MEASURED = ("warmup_latencies_s", "calibration", "estimated_qps")
+
+
+def _arguments(record: RunRecord | None) -> dict[str, Any] | None:
+    """How the run was asked for: its app options, its --with overrides, and the thread
+    plan the app chose from them (the harness's ``session``)."""
+    if record is None:
+        return None
+    res = record.result
+    table: dict[str, Any] = {"args": " ".join(str(a) for a in res.get("args") or [])}
+    overrides = res.get("overrides")
+    if isinstance(overrides, dict):
+        table.update({f"with {k}": v for k, v in overrides.items()})
+    session = res.get("session")
+    if isinstance(session, dict):
+        plan = {k: v for k, v in session.items() if k not in _MEASURED}
+        table.update(_flatten(plan, "session."))
+    return table
+
+
 def _machine(record: RunRecord | None) -> dict[str, Any] | None:
     if record is None:
         return None
@@ -219,6 +241,7 @@ def format_text(doc: dict[str, Any]) -> list[str]:
     lines += _verdict_lines(doc)
     if doc["apps"]["note"]:
         lines.append(f"note: {doc['apps']['note']}")
+    lines += _differ_lines("arguments that differ", doc.get("arguments", {"differ": {}}))
     lines += _differ_lines("settings that differ (as LoadGen read them back)", doc["settings"])
     lines += _differ_lines("machine differs", doc["machine"])
     lines += _failure_lines(groups)

@@ -76,8 +76,10 @@ class Point:
 
 
 def cell_label(cell: dict[str, str]) -> str:
-    parts = [f"{key.split('.', 1)[1]}={value}" for key, value in cell.items()]
-    return " ".join(parts) or "(one cell)"
+    """``NAME=SPEC ... OPTION=VALUE ...``: the inputs first, then the options (each in
+    name order: experiment.json keeps its keys sorted)."""
+    keys = sorted(cell, key=lambda k: (not k.startswith("with."), k))
+    return " ".join(f"{k.split('.', 1)[1]}={cell[k]}" for k in keys) or "(one cell)"
 
 
 @dataclass

@@ -4,11 +4,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from mlpkg.env.runs import RunRecord
 from mlpkg.experiments.compare import compare, format_text
+from mlpkg.experiments.select import Group
 from tests.experiments.records import ORT_NEW, ORT_OLD, group, perf, sample
 
 
@@ -221,3 +224,25 @@ def test_odd_records_give_a_document_not_an_error() -> None:
     assert doc["apps"]["same"] is True
     format_text(doc)
     assert compare([])["groups"] == [] and format_text(compare([]))
+
+
+def test_the_arguments_that_differ_are_shown_with_the_thread_plan(tmp_path: Path) -> None:
+    """Two runs asked for with other options and overrides: the document names them, and
+    the thread plan the harness chose, but not the warm-up's measurements."""
+    one = _arguments_record(tmp_path / "a", ["--time", "5", "--threads", "1"], "1.17.3", 1)
+    two = _arguments_record(tmp_path / "b", ["--time", "5", "--threads", "2"], "1.22.1", 2)
+    doc = compare([Group("a", None, {}, [one]), Group("b", None, {}, [two])])
+    differ = doc["arguments"]["differ"]
+    assert differ["args"] == ["--time 5 --threads 1", "--time 5 --threads 2"]
+    assert differ["with onnxruntime"] == ["onnxruntime@1.17.3", "onnxruntime@1.22.1"]
+    assert differ["session.workers"] == ["1", "2"]
+    assert not any("warmup" in k or "calibration" in k for k in differ)
+    assert any(line.startswith("arguments that differ") for line in format_text(doc))
+
+
+def _arguments_record(path: Path, args: list[str], ort: str, workers: int) -> RunRecord:
+    result = {"format": 1, "id": path.name, "status": "ok", "args": args,
+              "overrides": {"onnxruntime": f"onnxruntime@{ort}"},
+              "session": {"workers": workers, "warmup_latencies_s": [0.1 * workers],
+                          "calibration": {"qps": workers}}}  # fmt: skip
+    return RunRecord(path.name, path, result)
