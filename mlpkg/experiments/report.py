@@ -12,7 +12,8 @@ fetched, so it opens offline and can be mailed or archived as it is. It holds, i
 3. the verdicts (each group against the first);
 4. the plots: throughput with its spread, latency percentiles, mAP (each only when some
    group has that figure);
-5. what differs besides the closure: settings as LoadGen read them back, the machine;
+5. what differs besides the closure: arguments, settings as LoadGen read them back, the
+   machine;
 6. the closure diff of each distinct closure against the first group's: version changes,
    rebuilds (with the inputs that caused them and the dependency chain), added, removed;
 7. failures (each failed run with its ``error:`` line, the problems of points that never
@@ -276,16 +277,23 @@ def _plots(groups: Sequence[Doc]) -> str:
     return "<h2>Plots</h2>\n" + "\n".join(figures)
 
 
+_DIFFERENCES = (
+    ("arguments", "Arguments (app options, --with, the harness's thread plan)"),
+    ("settings", "Settings (as LoadGen read them back)"),
+    ("machine", "Machine"),
+)
+
+
 def _differences(doc: Doc, groups: Sequence[Doc]) -> str:
     parts = []
-    for key, name in (("settings", "Settings (as LoadGen read them back)"), ("machine", "Machine")):
+    for key, name in (d for d in _DIFFERENCES if d[0] in doc):
         differ = _mapping(_mapping(doc.get(key)).get("differ"))
         if not differ:
             parts.append(f'<h3>{name}</h3>\n<p class="dim">The same for every group.</p>')
             continue
         head = "<tr><th></th>" + "".join(f"<th>#{i + 1}</th>" for i in range(len(groups)))
         rows = [
-            f"<tr><td><code>{esc(k)}</code></td>"
+            f'<tr><td><code class="id">{esc(k)}</code></td>'
             + "".join(f"<td>{'—' if v is None else esc(v)}</td>" for v in _listed(values))
             + "</tr>"
             for k, values in sorted(differ.items())
@@ -345,28 +353,22 @@ def _paths(*paths: object) -> str:
 def _failures(groups: Sequence[Doc]) -> str:
     items = []
     for i, g in enumerate(groups):
+        who = f"#{i + 1} {esc(g.get('label'))}"
         for r in _listed(g.get("runs")):
             if isinstance(r, Mapping) and r.get("status") != "ok":
+                what = f"run <code>{esc(r.get('id'))}</code> {esc(r.get('status'))}"
                 error = r.get("error") or "(no error line recorded)"
-                items.append(
-                    f'<li class="bad">#{i + 1} {esc(g.get("label"))}: run '
-                    f"<code>{esc(r.get('id'))}</code> {esc(r.get('status'))}"
-                    f'<div class="error">{esc(error)}</div></li>'
-                )
+                items.append(f'<li class="bad">{who}: {what}<div class="error">{esc(error)}</div>')
         for problem in _listed(g.get("problems")):
-            items.append(
-                f'<li class="bad">#{i + 1} {esc(g.get("label"))}: a point did not run'
-                f'<div class="error">{esc(problem)}</div></li>'
-            )
+            items.append(f'<li class="bad">{who}: a point did not run<div class="error">'
+                         f"{esc(problem)}</div>")  # fmt: skip
         pending = g.get("pending")
         if isinstance(pending, int) and pending > 0:
-            items.append(
-                f'<li class="pending">#{i + 1} {esc(g.get("label"))}: {pending} point(s) '
-                "pending (not run yet; <code>mlpkg sweep --resume</code> runs them)</li>"
-            )
+            items.append(f'<li class="pending">{who}: {pending} point(s) pending (not run '
+                         "yet; <code>mlpkg sweep --resume</code> runs them)")  # fmt: skip
     if not items:
         return '<h2>Failures</h2>\n<p class="ok">Every run succeeded; nothing is pending.</p>'
-    return "<h2>Failures and pending points</h2>\n<ul>\n" + "\n".join(items) + "\n</ul>"
+    return "<h2>Failures and pending points</h2>\n<ul>\n" + "</li>\n".join(items) + "</li>\n</ul>"
 
 
 def _reproduce(groups: Sequence[Doc]) -> str:

@@ -91,7 +91,8 @@ def sweep_doc() -> dict[str, Any]:
     ]  # fmt: skip
     closure = [_closure_entry(1, "1.20.1"), _closure_entry(2, "1.22.1")]
     settings = {"differ": {"offline_expected_qps": ["38.1", "45.3", "40.2"]}}
-    return doc(groups, verdicts=verdicts, closure=closure, settings=settings)
+    arguments = {"differ": {"with onnxruntime": [f"onnxruntime@{v}" for v in RATES]}}
+    return doc(groups, verdicts=verdicts, closure=closure, settings=settings, arguments=arguments)
 
 
 def _closure_entry(other: int, version: str) -> dict[str, Any]:

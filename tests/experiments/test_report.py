@@ -75,6 +75,7 @@ def test_a_sweep_report_holds_the_table_plots_diff_failures_and_commands() -> No
     assert plots.BLUE in figures[0]
     # settings that differ, the closure diff
     assert "offline_expected_qps" in page and "45.3" in page
+    assert '<td><code class="id">with onnxruntime</code></td><td>onnxruntime@1.17.3</td>' in page
     assert "<b>onnxruntime</b> 1.17.3 → <b>1.20.1</b>" in page
     assert "because onnxruntime 1.17.3 -&gt; 1.22.1" in page
     assert "retinanet-offline → mlpkg-harness → onnxruntime" in page
