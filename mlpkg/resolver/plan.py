@@ -28,6 +28,10 @@ INTERPRETER_HINT = (
     "An interpreter is a recipe like any other: CPython versions are built from source by "
     "recipes/python/<version>.toml (docs/interpreters.md says how to add one)."
 )
+PIN_HINT = (
+    "--with NAME=SPEC replaces an input's spec everywhere (NAME: its key or its package), "
+    "e.g. to allow other versions of a package held to one above."
+)
 
 
 def action_of(kind: str) -> str:
@@ -141,6 +145,10 @@ class _Scopes:
         except UnknownPackage as e:
             if e.package == "python" and e.hint is None:
                 e.hint = INTERPRETER_HINT
+            raise
+        except ResolutionError as e:
+            if e.details and e.hint is None:  # a requester held to one version
+                e.hint = PIN_HINT
             raise
         self.pins.extend(resolution.pins.values())
         here: dict[str, Derivation] = {}

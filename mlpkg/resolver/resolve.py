@@ -22,8 +22,13 @@ Contract:
   without conflicts is near-linear.
 * A root spec no candidate matches raises UnknownPackage ("No version of X matches @9.9;
   available: ..."). When no solution exists, :class:`~mlpkg.errors.ResolutionError` names
-  the first package found impossible, every requester with what it asked for, and the
-  versions available.
+  the conflict that ended the search: each failed decision keeps the conflict that ruled
+  out its first candidate, and a backjump hands it to the decision it moves, so the one
+  reported involves only choices the search could not change (a conflict it got past, by
+  taking another version of a requester, is never reported). The message names the
+  package, a smallest set of requesters with what they asked for (those that had other
+  versions left out first), and the versions available; ``details`` say, for each
+  requester left with one version, which requirements allow no other.
 * :meth:`Resolution.topological` orders the closure inputs first, or raises ResolutionError
   naming a cycle. Nothing recurses, so deep chains are fine.
 """
@@ -146,6 +151,17 @@ class _Requirement(NamedTuple):
         return f"{self.requester} (input {self.key}) needs {wanted}"
 
 
+class _Conflict(NamedTuple):
+    """Requirements on ``name`` that no candidate meets (``genuine``), or none that is
+    still possible with the pins made; ``requesters`` holds, for each requesting candidate
+    (its name), the requirements on that name when the conflict was met."""
+
+    name: str
+    requirements: list[_Requirement]
+    genuine: bool
+    requesters: dict[str, list[_Requirement]]
+
+
 @dataclass(eq=False, slots=True)
 class _Decision:
     """A name pinned by choice, with what is needed to undo it and try the next candidate."""
@@ -155,6 +171,7 @@ class _Decision:
     mark: int  # trail length before the pin
     conflicts: set[int] = field(default_factory=set)  # earlier levels its failures involve
     index: int = 0  # into matching: the candidate pinned now
+    cause: _Conflict | None = None  # why its first failed candidate failed (see note)
 
 
 def _versions_text(candidates: Sequence[Candidate]) -> str:
@@ -186,7 +203,7 @@ class _Resolver:
         self.trail: list[str] = []  # the name of each requirement added, in order
         self.saved: list[list[int] | None] = []  # parallel: what it narrowed allowed from
         self.ready: list[tuple[int, str]] = []  # heap; stale entries are skipped
-        self.conflict: tuple[str, list[_Requirement], bool] | None = None  # first; genuine?
+        self.carried: _Conflict | None = None  # the cause of the last exhausted decision
 
     def lookup(self, name: str) -> str:
         found = self.names.get(name)
@@ -243,8 +260,7 @@ class _Resolver:
         self.rank(list(zip(names, roots, strict=True)))
         for spec, name in zip(roots, names, strict=True):
             if not self.require(name, _Requirement(spec, None, None, _ROOT)):
-                self.note_conflict(name, self.reqs[name])
-                raise self.failure()
+                raise self.failure(self.conflict_of(name, self.reqs[name]))
         return list(dict.fromkeys(names))
 
     def likely_inputs(self, name: str, spec: Spec) -> list[tuple[str, Spec]]:
@@ -312,15 +328,25 @@ class _Resolver:
         found.discard(_ROOT)
         return found
 
-    def note_conflict(self, name: str, requirements: list[_Requirement]) -> None:
-        """Remember the first conflict, preferring one that no candidate can satisfy."""
-        if self.conflict is not None and self.conflict[2]:
-            return
+    def conflict_of(self, name: str, requirements: list[_Requirement]) -> _Conflict:
+        """The conflict of ``requirements`` on ``name``, with what its requesters allowed."""
         genuine = not any(
             all(r.spec.matches(c.version) for r in requirements) for c in self.cands[name]
         )
-        if self.conflict is None or genuine:
-            self.conflict = (name, list(requirements), genuine)
+        requesters: dict[str, list[_Requirement]] = {}
+        for r in requirements:
+            if r.requester is not None:
+                who = r.requester.rpartition("@")[0]
+                requesters[who] = list(self.reqs.get(who, ()))
+        return _Conflict(name, list(requirements), genuine, requesters)
+
+    def note(self, decision: _Decision, name: str, requirements: list[_Requirement]) -> None:
+        """Keep the conflict met by ``decision``'s first failed candidate (one that no
+        candidate of ``name`` can satisfy is preferred to one the other pins caused)."""
+        if decision.cause is None or not decision.cause.genuine:
+            found = self.conflict_of(name, requirements)
+            if decision.cause is None or found.genuine:
+                decision.cause = found
 
     def pin(self, decision: _Decision, level: int) -> bool:
         """Pin ``decision``'s current candidate and require its inputs; False on a conflict."""
@@ -345,7 +371,7 @@ class _Resolver:
             pinned = self.pins.get(dep)
             if pinned is None:
                 if not self.require(dep, requirement):
-                    self.note_conflict(dep, self.reqs[dep])
+                    self.note(decision, dep, self.reqs[dep])
                     decision.conflicts |= self.culprits(dep) - {level}
                     return False
             elif spec.matches(pinned.version):
@@ -353,7 +379,7 @@ class _Resolver:
                 self.trail.append(dep)
                 self.saved.append(None)
             else:
-                self.note_conflict(dep, [*self.reqs[dep], requirement])
+                self.note(decision, dep, [*self.reqs[dep], requirement])
                 if self.level[dep] != level:
                     decision.conflicts.add(self.level[dep])
                 return False
@@ -391,6 +417,8 @@ class _Resolver:
         requester of the name."""
         self.decisions.pop()
         name = decision.name
+        if decision.cause is not None:
+            self.carried = decision.cause
         heapq.heappush(self.ready, (self.priority[name], name))
         nogood = decision.conflicts | self.culprits(name)
         first = self.reqs[name][0].level  # the lowest level that needs this name
@@ -405,22 +433,70 @@ class _Resolver:
             nogood.discard(target)
             decision = self.undo(target)
             decision.conflicts |= nogood
+            carried = self.carried
+            if carried is not None and (
+                decision.cause is None or (carried.genuine and not decision.cause.genuine)
+            ):
+                decision.cause = carried  # the reason its current candidate fails
             decision.index += 1
             if self.advance(decision):
                 return
             nogood = self.exhausted(decision)
-        raise self.failure()
+        raise self.failure(self.carried)
 
-    def failure(self) -> ResolutionError:
-        if self.conflict is None:  # not reached: every failure starts at a conflict
+    def only_version(self, who: str, requirements: list[_Requirement]) -> bool:
+        """Whether ``requirements`` on ``who`` allow one of its candidates only."""
+        allowed = (c for c in self.cands.get(who, ()) if all(
+            r.spec.matches(c.version) for r in requirements))  # fmt: skip
+        return next(allowed, None) is not None and next(allowed, None) is None
+
+    def smallest(self, conflict: _Conflict) -> list[_Requirement]:
+        """The requirements to name: for a genuine conflict, a subset that no candidate
+        meets either, found by leaving out each in turn (requirements of requesters that
+        had other versions first, root specs last); else every one with a version."""
+        listed = [r for r in conflict.requirements if r.spec.version is not None]
+        if not conflict.genuine or not listed:
+            return listed or conflict.requirements
+
+        def rank(r: _Requirement) -> int:
+            if r.requester is None:
+                return 2
+            who = r.requester.rpartition("@")[0]
+            return int(self.only_version(who, conflict.requesters.get(who, [])))
+
+        kept = list(listed)
+        versions = self.versions[conflict.name]
+        for r in sorted(reversed(listed), key=rank):  # stable: the latest first per rank
+            rest = [k for k in kept if k is not r]
+            if not any(all(k.spec.matches(v) for k in rest) for v in versions):
+                kept = rest
+        return kept
+
+    def failure(self, conflict: _Conflict | None) -> ResolutionError:
+        if conflict is None:  # not reached: every failure starts at a conflict
             return ResolutionError("No set of versions satisfies every requirement.")
-        name, requirements, genuine = self.conflict
-        listed = [r for r in requirements if r.spec.version is not None] or requirements
+        name = conflict.name
+        listed = self.smallest(conflict)
         who = ", ".join(r.describe(name) for r in listed)
-        qualifier = "" if genuine else " together with the other choices"
+        qualifier = "" if conflict.genuine else " together with the other choices"
+        details: list[str] = []
+        for r in listed:  # why a requester is the version it is, when it had no other
+            if r.requester is None:
+                continue
+            package = r.requester.rpartition("@")[0]
+            asked = [q for q in conflict.requesters.get(package, []) if q.spec.version]
+            if len(self.cands.get(package, ())) == 1:
+                details.append(f"{r.requester} is the only version of {package} there is.")
+            elif asked and self.only_version(package, asked):
+                because = ", ".join(q.describe(package) for q in asked)
+                details.append(
+                    f"{r.requester} is the only version of {package} that its "
+                    f"requirements allow: {because}."
+                )
         return ResolutionError(
             f"No version of {name} satisfies every requirement{qualifier}: {who}; "
             f"available: {_versions_text(self.cands[name])}.",
+            details=list(dict.fromkeys(details)),
             package=name,
         )
 

@@ -33,20 +33,21 @@ def cpython(version: str) -> str:
     )
 
 
-def wheel_file(name: str, tag: str, sha: str = SHA) -> str:
-    filename = f"{name}-1.0-{tag}-{tag}-manylinux_2_17_x86_64.whl"
+def wheel_file(name: str, tag: str, sha: str = SHA, version: str = "1.0") -> str:
+    filename = f"{name}-{version}-{tag}-{tag}-manylinux_2_17_x86_64.whl"
     return (
         f'[[wheel.files]]\nfilename = "{filename}"\n'
         f'urls = ["https://example.org/{filename}"]\nsha256 = "{sha}"\n'
     )
 
 
-def multi(name: str, pythons: list[str]) -> str:
+def multi(name: str, pythons: list[str], version: str = "1.0") -> str:
     head = (
-        f'name = "{name}"\nversion = "1.0"\nkind = "wheel"\n'
+        f'name = "{name}"\nversion = "{version}"\nkind = "wheel"\n'
         f'[inputs]\npython = "python@{",".join(pythons)}"\n[wheel]\n'
     )
-    return head + "".join(wheel_file(name, "cp" + p.replace(".", "")) for p in pythons)
+    tags = ["cp" + p.replace(".", "") for p in pythons]
+    return head + "".join(wheel_file(name, tag, version=version) for tag in tags)
 
 
 def single(name: str, python: str) -> str:
@@ -237,3 +238,83 @@ def test_a_release_of_many_files_hashes_without_its_urls_even_unspecialised() ->
     mirrored = Recipe.model_validate(tomllib.loads(text.replace("example.org", "mirror.test")))
     a = Derivation(recipe, {}, "x86_64-linux").path
     assert a == Derivation(mirrored, {}, "x86_64-linux").path
+
+
+def old_stack(recipes: Path, newlib: str = "newlib") -> None:
+    """The shape of ``retinanet-offline --with onnxruntime=onnxruntime@1.12.1``: an app on
+    ``python@3.9:`` needs ``oldlib`` (wheels for 3.9 only, as ONNX Runtime 1.12.1) and
+    ``newlib`` (as LoadGen: the newest release for the machine's Python only, an older one
+    for 3.9 too); ``oldlib`` needs ``helper`` (as packaging: the same)."""
+    write(recipes, "newlib", "2.0", multi("newlib", [MINE], "2.0"))
+    write(recipes, "newlib", "1.0", multi("newlib", [OLD, MINE]))
+    write(recipes, "helper", "2.0", multi("helper", [MINE], "2.0"))
+    write(recipes, "helper", "1.0", multi("helper", [OLD, MINE]))
+    oldlib = multi("oldlib", [OLD]).replace("[wheel]", 'helper = "helper"\n[wheel]', 1)
+    write(recipes, "oldlib", "1.0", oldlib)
+    write(recipes, "app", "1.0", (
+        'name = "app"\nversion = "1.0"\nkind = "build"\n'
+        f'[inputs]\npython = "python@3.9:"\noldlib = "oldlib"\nnewlib = "{newlib}"\n'
+        '[build]\nscript = "mkdir $out"\n'
+    ))  # fmt: skip
+
+
+def test_every_package_takes_a_version_with_a_wheel_for_the_interpreter_chosen(
+    recipes: Path, tmp_path: Path
+) -> None:
+    """oldlib has wheels for 3.9 only, so the closure is on 3.9.2, and newlib and helper
+    take their newest release with a wheel for it (as uv or pip would on 3.9)."""
+    old_stack(recipes)
+    plan = plan_of(recipes, tmp_path / "home", "app")
+    assert node(plan, "python").drv.version == "3.9.2"
+    for name in ("newlib", "helper", "oldlib"):
+        assert node(plan, name).drv.version == "1.0"
+        wheel = node(plan, name).drv.recipe.wheel
+        assert wheel is not None and "-cp39-" in (wheel.filename or "")
+    assert plan.python is not None and plan.python["chosen"] == "3.9.2"
+
+
+def test_a_pin_with_no_wheel_for_the_interpreter_another_pin_needs_is_named(
+    recipes: Path, tmp_path: Path
+) -> None:
+    """When the app pins newlib@2 (for the machine's Python only) and oldlib needs 3.9,
+    there is no solution: the error names that conflict and the pin that forces newlib
+    2.0, not helper 2.0's, which the search got past by taking helper 1.0."""
+    old_stack(recipes, newlib="newlib@2")
+    with pytest.raises(ResolutionError) as err:
+        plan_of(recipes, tmp_path / "home", "app")
+    message = err.value.message
+    assert message.startswith("No version of python satisfies every requirement: ")
+    assert f"oldlib@1.0 (input python) needs python@{OLD}," in message
+    assert f"newlib@2.0 (input python) needs python@{MINE};" in message
+    assert "helper" not in message and "app@1.0" not in message
+    assert err.value.details == [
+        "oldlib@1.0 is the only version of oldlib there is.",
+        "newlib@2.0 is the only version of newlib that its requirements allow: "
+        "app@1.0 (input newlib) needs newlib@2.",
+    ]
+
+
+def test_the_collections_old_stack_plans_and_its_loadgen_pin_is_named(tmp_path: Path) -> None:
+    """The same on the recipe collection (``--dry-run``: no network). retinanet-offline
+    asks for mlcommons-loadgen@5.1, whose one release has wheels for 3.11 only: with
+    ONNX Runtime 1.12.1 (3.9 only) the error names that pin, not packaging 26.4 (which the
+    search replaced by 26.3); allowing other LoadGen releases plans on 3.9 with each
+    package's newest release for it."""
+    from tests.cli_support import mlpkg_in
+
+    home = tmp_path / "home"
+    app, ort = "retinanet-offline+synthetic", ("--with", "onnxruntime=onnxruntime@1.12.1")
+    r = mlpkg_in(home, "build", "--dry-run", app, *ort)
+    assert r.code != 0 and "packaging" not in r.err, r.err
+    assert "mlcommons-loadgen@5.1.2 (input python) needs python@3.11" in r.err
+    assert "retinanet-offline@1.0 (input loadgen) needs mlcommons-loadgen@5.1." in r.err
+    for loadgen in ("mlcommons-loadgen", "mlcommons-loadgen@4.0"):
+        plan = mlpkg_in(home, "build", "--dry-run", "--json", app, *ort,
+                        "--with", f"loadgen={loadgen}").ok().json()["plan"]  # fmt: skip
+        nodes = {n["path"]: n for n in plan["nodes"]}
+        inputs = nodes[plan["roots"][0]]["inputs"]  # the app's: its closure's nodes
+        chosen = {key: nodes[path]["version"] for key, path in inputs.items()}
+        chosen["packaging"] = nodes[nodes[inputs["onnxruntime"]]["inputs"]["packaging"]]["version"]
+        assert plan["python"]["chosen"].startswith("3.9.") and chosen["python"].startswith("3.9.")
+        assert chosen["loadgen"] == "4.0" and chosen["packaging"] == "26.3"
+        assert chosen["numpy"].startswith("1.") and chosen["onnxruntime"] == "1.12.1"

@@ -351,3 +351,24 @@ def test_random_dag_resolves_quickly() -> None:
     assert any(pin.version == Version("1.0") for pin in resolution.pins.values())
     assert any(pin.version == Version("2.0") for pin in resolution.pins.values())
     assert max(index.calls.values()) == 1
+
+
+def test_the_conflict_reported_is_the_one_that_ended_the_search() -> None:
+    """helper 2.0's conflict with x (on z) is met first and got past with helper 1.0; the
+    resolution fails on x against the pin on y, which is what the error names, with the
+    requirement that holds y to one version."""
+    index = Index().add("app", "1.0", x="x", helper="helper", y="y@2")
+    index.add("x", "1.0", helper="helper", z="z@1")
+    index.add("helper", "2.0", z="z@2").add("helper", "1.0", z="z")
+    index.add("y", "2.0", z="z@2").add("y", "1.0", z="z@1")
+    index.add("z", "2.0").add("z", "1.0")
+    with pytest.raises(ResolutionError) as info:
+        run(index, "app")
+    assert info.value.message == (
+        "No version of z satisfies every requirement: x@1.0 (input z) needs z@1, "
+        "y@2.0 (input z) needs z@2; available: 2.0, 1.0."
+    )
+    assert info.value.details == [
+        "x@1.0 is the only version of x there is.",
+        "y@2.0 is the only version of y that its requirements allow: app@1.0 (input y) needs y@2.",
+    ]
