@@ -1,4 +1,4 @@
-"""``mlpkg runs list|show|compare|export``: the records of past ``mlpkg run`` invocations
+"""``mlpkg runs list|show|compare|report|export``: the records of past ``mlpkg run`` invocations
 (mlpkg.env.runs), and of sweeps (mlpkg.experiments).
 
 ``compare REF...`` prints the comparison (mlpkg.experiments.compare) of the runs and
@@ -6,7 +6,7 @@ experiments referred to (mlpkg.experiments.select), the first being the base; ``
 prints the comparison document. ``export [REF...] --csv FILE|- | --json`` writes one row
 per run (mlpkg.experiments.export); with no REF, every run. Both exit 0 whatever the runs'
 status (a failed run is shown with its ``error:`` line); a bad reference or a record of
-another format is BadInput (exit 2).
+another format is BadInput (exit 2). ``report`` is mlpkg.cli.report_cmds's.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any
 import click
 
 from mlpkg.cli.context import App, common
+from mlpkg.cli.report_cmds import runs_report_cmd
 from mlpkg.env import runs
 from mlpkg.errors import BadInput
 
@@ -142,5 +143,7 @@ def _write_csv(file: Path, table: list[dict[str, Any]]) -> None:
     except OSError as e:
         raise BadInput(f"Cannot write {file}: {e.strerror}.", field="--csv") from None
 
+
+runs_group.add_command(runs_report_cmd)
 
 COMMANDS = [runs_group]
