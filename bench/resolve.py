@@ -100,7 +100,7 @@ def child(directory: Path) -> None:
     t1, c1 = time.perf_counter(), time.process_time()
     provider = IndexProvider(RecipeIndex([directory]))
     # What `mlpkg build` runs before it asks the store anything: resolve, then hash.
-    drvs, roots = derive(provider, [parse_spec("root")])
+    drvs, roots, _python = derive(provider, [parse_spec("root")])
     t3 = time.perf_counter()
     doc: dict[str, Any] = {"import_s": t1 - t0, "total_s": t3 - t1}
     doc["cpu_s"] = time.process_time() - c1
