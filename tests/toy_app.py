@@ -35,6 +35,7 @@ def main() -> None:
     p.add_argument("--sleep", type=float, default=0.0)
     p.add_argument("--flag", default=None)
     p.add_argument("--plain", action="store_true", help="no SIGINT handler of its own")
+    p.add_argument("--accuracy", action="store_true")
     a = p.parse_args()
 
     def report(status: str) -> None:

@@ -82,7 +82,7 @@ class SweepPlan:
     cells: list[CellPlan] = field(default_factory=list)
 
     def todo(self) -> list[Point]:
-        return [p for p in self.experiment.points if p.status not in DONE]
+        return [p for p in self.experiment.points if p.status == "pending"]  # not not-built
 
 
 def plan_sweep(session: Session, exp: Experiment, resume: bool = False) -> SweepPlan:
