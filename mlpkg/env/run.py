@@ -12,6 +12,9 @@ call), given the store, a realised plan whose root is an app, and a :class:`RunR
    rewrite the record when it ends: the run status of its exit status
    (:func:`run_status`) and the app's own report (:func:`finish_record`).
 
+Steps 1 to 3 and the lock are :func:`prepare_run`, which uses the store; step 4 is
+:meth:`PreparedRun.start`, which does not, and may run in another thread.
+
 The record's format and the run directory's layout are :mod:`mlpkg.env.runs`'s. Nothing
 here prints or picks an exit code: the caller reads :attr:`RunResult.status`. The checks
 a caller makes before building anything (:func:`check_app`, :func:`check_output`,
@@ -86,6 +89,47 @@ def run_app(
     """Run the app at the root of the realised ``plan`` (see the module docstring).
     ``on_start`` is told the run id and directory once result.json exists, before the app
     starts. RunError when the app's program could not be started (the record says so)."""
+    return prepare_run(store, plan, request).start(on_start)
+
+
+@dataclass
+class PreparedRun:
+    """A run with its directory, environment and ``running`` record, not started yet.
+    :func:`prepare_run` uses the store (its database connection belongs to the thread
+    that opened it); :meth:`start` does not, so a caller may start runs from other
+    threads (a sweep's ``--jobs``)."""
+
+    id: str
+    dir: Path
+    argv: list[str]
+    env: dict[str, str]
+    record: dict[str, Any]
+    readonly: list[Path]
+    request: RunRequest
+
+    def start(self, on_start: Callable[[str, Path], None] | None = None) -> RunResult:
+        """Start the app, wait for it and complete the record."""
+        run_dir, record = self.dir, self.record
+        runs.write_json(run_dir / runs.RESULT_FILE, record)
+        if on_start is not None:
+            on_start(self.id, run_dir)
+        started = record["started"] = time.time()
+        try:
+            exited = launch(self.argv, self.env, run_dir, show=self.request.show,
+                            on_start=lambda pid: _record_pid(run_dir, record, pid),
+                            readonly=self.readonly,
+                            show_stderr=self.request.show_errors)  # fmt: skip
+        except RunError as e:  # the program could not start: the record says so
+            record.update(status="failed", exit_code=None, finished=time.time(), error=e.message)
+            runs.write_json(run_dir / runs.RESULT_FILE, record)
+            raise
+        finish_record(record, run_dir, exited, started)
+        return RunResult(self.id, run_dir, record, exited)
+
+
+def prepare_run(store: Store, plan: Plan, request: RunRequest) -> PreparedRun:
+    """Check the app and its arguments, record the closure as the profile's generation,
+    make the run directory and its lock; the run, ready to start."""
     drv = plan.node(plan.roots[0]).drv
     check_app(store, drv)  # a caller other than the CLI gets BadInput, not an assertion
     check_args(drv, request.args)
@@ -93,29 +137,16 @@ def run_app(
     run_id, run_dir = make_run_dir(store.home, drv.name, request.output)
     argv = [*command_of(store, drv, run_dir), *request.args]
     env.update(MLPKG_RUN_ID=run_id, MLPKG_RUN_DIR=str(run_dir))
-    started = time.time()
     lockfile = str(request.lockfile) if request.lockfile else None
     record: dict[str, Any] = {
         "format": runs.RESULT_FORMAT, "id": run_id, "status": "running", "exit_code": None,
         "app": request.spec, "app_path": str(drv.path), "command": argv, "args": request.args,
-        "overrides": dict(request.overrides), "lockfile": lockfile, "started": started,
+        "overrides": dict(request.overrides), "lockfile": lockfile, "started": time.time(),
         "output": str(run_dir), "machine": runs.machine(),
         "lock": _write_lock(store, plan, request.spec, run_dir),
     }  # fmt: skip
-    runs.write_json(run_dir / runs.RESULT_FILE, record)
-    if on_start is not None:
-        on_start(run_id, run_dir)
-    try:
-        exited = launch(argv, env, run_dir, show=request.show,
-                        on_start=lambda pid: _record_pid(run_dir, record, pid),
-                        readonly=[store.dir, store.home / "envs"],
-                        show_stderr=request.show_errors)  # fmt: skip
-    except RunError as e:  # the program could not start: the record says so
-        record.update(status="failed", exit_code=None, finished=time.time(), error=e.message)
-        runs.write_json(run_dir / runs.RESULT_FILE, record)
-        raise
-    finish_record(record, run_dir, exited, started)
-    return RunResult(run_id, run_dir, record, exited)
+    readonly = [store.dir, store.home / "envs"]
+    return PreparedRun(run_id, run_dir, argv, env, record, readonly, request)
 
 
 def plan_of_lock(

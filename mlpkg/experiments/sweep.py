@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from mlpkg.env import runs
-from mlpkg.env.run import RunRequest, check_app, check_args, run_app
+from mlpkg.env.run import PreparedRun, RunRequest, check_app, check_args, prepare_run
 from mlpkg.errors import BadInput, Interrupted, MlpkgError
 from mlpkg.experiments.record import Experiment, Point, cell_label
 
@@ -206,18 +206,27 @@ def _run_parallel(
     jobs: int,
     guard: threading.Lock,
 ) -> None:
-    """``jobs`` points at once; a Ctrl-C (seen by this, the main thread) is passed on to
-    every running app, whose runs then end as interrupted."""
+    """``jobs`` points at once. Each is prepared here, in the thread that owns the store
+    (its database connection cannot be shared), and started in a worker; a Ctrl-C (seen
+    by this, the main thread) is passed on to every running app, whose runs then end as
+    interrupted."""
     by_cell = {tuple(c.cell.items()): c for c in sweep.cells}
     exp = sweep.experiment
+    slots = threading.BoundedSemaphore(jobs)
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = [
-            pool.submit(
-                _run_point, session, exp, by_cell[tuple(p.cell.items())], p, observer, guard
-            )
-            for p in todo
-        ]
+        futures = []
         try:
+            for point in todo:
+                slots.acquire()
+                began = time.monotonic()
+                prepared = _prepare(session, exp, by_cell[tuple(point.cell.items())], point,
+                                    observer, guard)  # fmt: skip
+                if prepared is None:
+                    slots.release()
+                    continue
+                future = pool.submit(_start, exp, point, prepared, observer, guard, began)
+                future.add_done_callback(lambda _f: slots.release())
+                futures.append(future)
             for future in futures:
                 future.result()
         except KeyboardInterrupt:
@@ -247,10 +256,39 @@ def _run_point(
 ) -> None:
     """Run one point and record how it ended (never raises for a failed run)."""
     began = time.monotonic()
-    request = RunRequest(
-        exp.app, list(point.args), overrides=dict(point.overrides), show=False, show_errors=False
-    )
+    prepared = _prepare(session, exp, cell, point, observer, guard)
+    if prepared is not None:
+        _start(exp, point, prepared, observer, guard, began)
 
+
+def _prepare(
+    session: Session,
+    exp: Experiment,
+    cell: CellPlan,
+    point: Point,
+    observer: Observer,
+    guard: threading.Lock,
+) -> PreparedRun | None:
+    """The point's run, ready to start; None (the point failed, and is recorded so) when
+    it could not be prepared."""
+    request = RunRequest(exp.app, list(point.args), overrides=dict(point.overrides),
+                         show=False, show_errors=False)  # fmt: skip
+    try:
+        return prepare_run(session.store, cell.plan, request)
+    except MlpkgError as e:
+        _ended(exp, point, "failed", e.message, 0.0, 0.0, guard)
+        observer.finished(point)
+        return None
+
+
+def _start(
+    exp: Experiment,
+    point: Point,
+    prepared: PreparedRun,
+    observer: Observer,
+    guard: threading.Lock,
+    began: float,
+) -> None:
     def on_start(run_id: str, _run_dir: Path) -> None:
         with guard:
             point.run, point.status = run_id, "running"
@@ -258,13 +296,24 @@ def _run_point(
         observer.started(point)
 
     try:
-        result = run_app(session.store, cell.plan, request, on_start=on_start)
+        result = prepared.start(on_start)
         status, error, app_s = result.status, result.record.get("error"), result.exited.seconds
     except MlpkgError as e:  # the program could not start: its record says so
         status, error, app_s = "failed", e.message, 0.0
+    _ended(exp, point, status, error, app_s, time.monotonic() - began, guard)
+    observer.finished(point)
+
+
+def _ended(
+    exp: Experiment,
+    point: Point,
+    status: str,
+    error: str | None,
+    app_s: float,
+    total: float,
+    guard: threading.Lock,
+) -> None:
     with guard:
         point.status, point.error = status, error
-        total = time.monotonic() - began
         point.timings.update(run_s=round(app_s, 4), overhead_s=round(total - app_s, 4))
         exp.save()
-    observer.finished(point)

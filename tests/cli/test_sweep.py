@@ -219,12 +219,6 @@ def test_dry_run_prints_the_plan_and_writes_nothing(toy: Home) -> None:
     assert toy.run_ids() == runs_before and _exp_ids(toy) == exps_before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="--jobs 2 fails: run_app activates the closure from a worker thread, whose "
-    "store.is_valid uses the main thread's SQLite connection (ProgrammingError)",
-)
 def test_jobs_for_an_accuracy_sweep_runs_points_side_by_side(toy: Home) -> None:
     before = _exp_ids(toy)
     r = toy(
