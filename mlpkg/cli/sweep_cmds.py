@@ -151,8 +151,8 @@ def _print_plan(app: App, sweep: SweepPlan, dry_run: bool) -> None:
         )
         return
     app.info(
-        f"experiment {exp.id}: {cells} cell{'s' * (cells != 1)} x {repeat} "
-        f"repeat{'s' * (repeat != 1)} = {len(exp.points)} points, {len(todo)} to run"
+        f"experiment {exp.id}: {_count(cells, 'cell')} x {_count(repeat, 'repeat')} = "
+        f"{_count(len(exp.points), 'point')}, {len(todo)} to run"
     )
     for c in sweep.cells:
         counts = {k: v for k, v in c.plan.counts().items() if v and k != "valid"}
@@ -160,6 +160,10 @@ def _print_plan(app: App, sweep: SweepPlan, dry_run: bool) -> None:
         done = sum(1 for p in c.points if p.status == "ok")
         resumed = f", {done} done" if done else ""
         app.info(f"  {c.label}: {c.app_path} ({len(c.plan.nodes)} paths: {make}{resumed})")
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' * (n != 1)}"
 
 
 class _Display:

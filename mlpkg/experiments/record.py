@@ -170,8 +170,10 @@ def read_experiment(directory: Path) -> Experiment:
         doc = load_json(text, str(file))
     except ValueError as e:
         raise BadInput(f"{file} is not valid JSON ({e}).", file=str(file)) from None
-    if not isinstance(doc, dict) or doc.get("format") != EXPERIMENT_FORMAT:
-        found = doc.get("format") if isinstance(doc, dict) else None
+    if not isinstance(doc, dict) or "format" not in doc:
+        raise BadInput(f"{file} is not an experiment record (no format field).", file=str(file))
+    if doc.get("format") != EXPERIMENT_FORMAT:
+        found = doc.get("format")
         raise FormatVersionError(
             f"{file} has experiment format {found}; this mlpkg reads format {EXPERIMENT_FORMAT}.",
             file=str(file),

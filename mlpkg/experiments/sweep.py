@@ -144,7 +144,9 @@ def _accuracy_only(args: Sequence[str]) -> bool:
 
 
 def realise_cells(session: Session, sweep: SweepPlan) -> None:
-    """Realise the closure of every cell with points to run (step 2)."""
+    """Realise the closure of every cell with points to run (step 2). The experiment is
+    recorded first, so that one interrupted while building can be resumed."""
+    sweep.experiment.save()
     for cell in sweep.cells:
         if all(p.status in DONE for p in cell.points):
             continue
