@@ -9,7 +9,9 @@ app reported, the app's store path and the run directory), then one column per c
 of a sweep (``with.NAME``, ``arg.NAME``). A value absent is None (an empty CSV field).
 
 :func:`to_csv` writes rows with the csv module, columns in a stable order: those of
-:data:`COLUMNS` first, then the others sorted by name.
+:data:`COLUMNS` first, then the others sorted by name. Records are data from others: a
+text cell that a spreadsheet would take for a formula gets a leading ``'``, and a start
+time that is no time of the years 1 to 9999 is None.
 """
 
 from __future__ import annotations
@@ -40,10 +42,18 @@ def rows(groups: Sequence[Group]) -> list[dict[str, Any]]:
 
 
 def _iso(value: object) -> str | None:
+    """``value`` (seconds since the epoch) as ISO 8601 UTC; None when it is no number, or
+    no time of the years 1 to 9999 (a record is data from others: 1e20 is no time)."""
     seconds = fig.number(value)
     if seconds is None:
         return None
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+    try:
+        when = time.gmtime(seconds)
+    except (OverflowError, OSError, ValueError):
+        return None
+    if not 1 <= when.tm_year <= 9999:
+        return None
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", when)
     return f"{stamp}.{int(seconds * 1000) % 1000:03d}Z"
 
 
@@ -85,9 +95,25 @@ def columns(table: Sequence[dict[str, Any]]) -> list[str]:
     return [*COLUMNS, *extra]
 
 
+# A text cell starting with one of these is read as a formula by spreadsheets (OWASP's
+# "CSV injection"): such a cell gets a leading ' so that it is shown as text.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: object) -> object:
+    if value is None:
+        return ""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
 def to_csv(table: Sequence[dict[str, Any]], file: TextIO) -> None:
-    """Write ``table`` as CSV (a header, then one line per row) to ``file``."""
-    writer = csv.DictWriter(file, fieldnames=columns(table), lineterminator="\n")
+    """Write ``table`` as CSV (a header, then one line per row, RFC 4180's CRLF line
+    ends, so that a CR inside a value is quoted too) to ``file``. A text cell that a
+    spreadsheet would read as a formula (``=``, ``+``, ``-``, ``@``, tab, CR first) gets
+    a leading ``'``; numbers are written as they are."""
+    writer = csv.DictWriter(file, fieldnames=columns(table), lineterminator="\r\n")
     writer.writeheader()
     for row in table:
-        writer.writerow({k: "" if v is None else v for k, v in row.items()})
+        writer.writerow({k: _cell(v) for k, v in row.items()})

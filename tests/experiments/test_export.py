@@ -65,3 +65,28 @@ def test_csv_has_fixed_columns_first_then_the_cells_sorted() -> None:
     assert second["started"] == "" and second["onnxruntime_version"] == "" and second["app"] == ""
     assert second["arg.threads"] == "" and second["samples_per_second"] == "40.5893"
     assert export.columns([]) == list(export.COLUMNS)
+
+
+@pytest.mark.parametrize("started", [1e20, -1e20, 1.7e308, -62135596801.0])
+def test_a_start_time_out_of_range_is_no_time(started: float) -> None:
+    res = sample()
+    res["started"] = started
+    (row,) = export.rows([group("g", res)])
+    assert row["started"] is None
+
+
+def test_csv_cells_that_a_spreadsheet_would_read_as_formulas_are_quoted() -> None:
+    res = perf(-3.5)
+    res.update(error='=HYPERLINK("http://x","y")', app="+app", scenario="-1+1", mode="@SUM(A1)")
+    res["versions"] = {"onnxruntime_version": "\t=1", "loadgen_version": "\r=2",
+                       "python_version": "3.11"}  # fmt: skip
+    g = group("=cmd|' /C calc'!A0", res, cell={"arg.x": "-2"})
+    out = io.StringIO()
+    export.to_csv(export.rows([g]), out)
+    (row,) = csv.DictReader(io.StringIO(out.getvalue()))
+    assert row["error"] == '\'=HYPERLINK("http://x","y")'
+    assert (row["app"], row["scenario"], row["mode"]) == ("'+app", "'-1+1", "'@SUM(A1)")
+    assert (row["onnxruntime_version"], row["loadgen_version"]) == ("'\t=1", "'\r=2")
+    assert row["group"] == "'=cmd|' /C calc'!A0" and row["arg.x"] == "'-2"
+    assert row["python_version"] == "3.11"
+    assert row["samples_per_second"] == "-3.5"  # a number stays a number
