@@ -21,17 +21,24 @@ saved with no metadata (no date) and a fixed hash salt per plot (the salt also k
 ids of the SVGs of one page apart). Text stays text (``svg.fonttype: none``), so a
 browser's page holds the numbers; ``$`` in labels is escaped so that no label is read as
 mathtext, and matplotlib escapes ``<``, ``>``, ``&`` itself.
+
+Figures are records' data: any finite float is drawn without an exception (the x axis
+ends by 1e308, where matplotlib's ticks would overflow), and the warnings matplotlib and
+NumPy give on such figures are kept in, never printed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import textwrap
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import matplotlib
+import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
@@ -41,6 +48,10 @@ GREEN = "#2ca02c"
 RED = "#d62728"
 PERCENTILES = (("p50", BLUE), ("p90", ORANGE), ("p99", GREEN))
 _WIDTH_IN = 10.0
+# The x axis ends by 1e308 at the latest: a record may hold figures up to the largest
+# float (~1.8e308), and past 1e308 matplotlib's ticks overflow (OverflowError). Larger
+# figures run off the plot's right edge.
+_AXIS_END = 1e308
 # No date (deterministic output) and no Dublin Core block (its URIs look like links).
 _NO_METADATA = ("Date", "Format", "Type", "Creator")
 _RC: dict[Any, Any] = {  # matplotlib types the keys as a Literal of every rcParam
@@ -86,15 +97,24 @@ def label(index: int, group: Group, width: int = 34) -> str:
     return "\n".join(lines).replace("$", r"\$")
 
 
+@contextlib.contextmanager
+def _drawing() -> Iterator[None]:
+    """mlpkg's style, and matplotlib's and NumPy's warnings kept in (figures from records
+    at the ends of the float range make them warn; they must not reach stderr)."""
+    with warnings.catch_warnings(), matplotlib.rc_context(_RC), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        yield
+
+
 def throughput_svg(groups: Sequence[Group]) -> str | None:
     """Samples/s by group with the spread; None when no group has samples/s."""
-    with matplotlib.rc_context(_RC):
+    with _drawing():
         return _spread_plot(groups, ("samples_per_second",), "samples/s", BLUE, "throughput")
 
 
 def map_svg(groups: Sequence[Group]) -> str | None:
     """mAP by group with the spread; None when no group has an mAP."""
-    with matplotlib.rc_context(_RC):
+    with _drawing():
         return _spread_plot(groups, ("mAP",), "mAP (%)", GREEN, "map")
 
 
@@ -103,7 +123,7 @@ def latency_svg(groups: Sequence[Group]) -> str | None:
     group has a latency."""
     if not any(stats(g, "latency_ms", p) for g in groups for p, _ in PERCENTILES):
         return None
-    with matplotlib.rc_context(_RC):
+    with _drawing():
         return _latency_plot(groups)
 
 
@@ -191,10 +211,10 @@ def _missing(ax: Axes, groups: Sequence[Group], has: Any) -> None:
 
 def _finish(ax: Axes, groups: Sequence[Group], xlabel: str, xmax: float) -> None:
     """Axes, ticks and limits: from 0 to past the largest value, leaving room for the
-    numbers written beside the bars."""
+    numbers written beside the bars (but no further than :data:`_AXIS_END`)."""
     ax.set_yticks(range(len(groups)), [label(i, g) for i, g in enumerate(groups)])
     ax.set_ylim(len(groups) - 0.5, -0.5)  # the first group on top
-    ax.set_xlim(0, xmax * 1.25 if xmax > 0 else 1.0)
+    ax.set_xlim(0, min(xmax * 1.25, _AXIS_END) if xmax > 0 else 1.0)
     ax.set_xlabel(xlabel)
     ax.grid(axis="x", color="#dddddd", linewidth=0.6)
     ax.set_axisbelow(True)

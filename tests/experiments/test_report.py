@@ -7,6 +7,7 @@ import html
 import json
 import re
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -211,3 +212,34 @@ def test_the_command_refuses_an_output_it_cannot_write(tmp_path: Path) -> None:
     assert not (tmp_path / "missing").exists()
     result = _invoke(home, "latest", "-o", str(tmp_path))
     assert result.exit_code == 2 and "is a directory" in result.output
+
+
+def test_figures_near_the_largest_float_are_plotted_without_a_warning() -> None:
+    """A record is data from others: samples/s of 1.5e308 must neither overflow the plot's
+    limits (to inf: matplotlib raises) nor let matplotlib's warnings reach stderr."""
+    big, huge = 1.5e308, 1.7976931348623157e308
+    doc = docs.doc([
+        docs.group_doc("big", [docs.run("a", big, latency=(big, huge, huge)),
+                               docs.run("b", huge, latency=(1.0, 2.0, huge))]),
+        docs.group_doc("tiny", [docs.run("c", 5e-324, latency=(5e-324, 5e-324, 5e-324))]),
+    ])  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        page = render(doc, made=0)
+    assert len(svgs(page)) == 2
+    assert_self_contained(page)
+
+
+def test_the_command_reports_runs_of_absurd_figures(tmp_path: Path) -> None:
+    home, ids = _home_with_runs(tmp_path)
+    for run_id, rate in zip(ids, (1.5e308, 1.7976931348623157e308), strict=True):
+        file = home / "runs" / run_id / "result.json"
+        result = json.loads(file.read_text())
+        result["loadgen"]["samples_per_second"] = rate
+        file.write_text(json.dumps(result))
+    out = tmp_path / "report.html"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = _invoke(home, *ids, "-o", str(out))
+    assert result.exit_code == 0, result.output
+    assert len(svgs(out.read_text())) == 2
