@@ -23,12 +23,15 @@ prints and the HTML report renders:
   distinct closure (by app path) against the first group's.
 
 Nothing here reads files or raises for odd figures: the document is made of the records
-as they were read. :func:`format_text` renders the document as lines of text.
+as they were read, except that a float that is not finite (NaN, an overflowing ratio) is
+None, so that the document is strict JSON. :func:`format_text` renders the document as
+lines of text.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import shlex
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -47,7 +50,7 @@ def compare(groups: Sequence[Group]) -> dict[str, Any]:
     """The comparison document of ``groups`` (see the module docstring)."""
     docs = [_group_doc(g) for g in groups]
     reps = [_representative(g) for g in groups]
-    return {
+    doc: dict[str, Any] = {
         "format": FORMAT,
         "groups": docs,
         "verdicts": _verdicts(docs),
@@ -57,6 +60,20 @@ def compare(groups: Sequence[Group]) -> dict[str, Any]:
         "machine": {"differ": _differ([_machine(r) for r in reps])},
         "closure": _closures(reps),
     }
+    strict: dict[str, Any] = _finite(doc)
+    return strict
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every float that is not finite (a record's NaN, say) made None, so
+    that the document is strict JSON: figures that are not finite are not figures."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _representative(group: Group) -> RunRecord | None:

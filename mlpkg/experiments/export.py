@@ -17,6 +17,7 @@ time that is no time of the years 1 to 9999 is None.
 from __future__ import annotations
 
 import csv
+import math
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TextIO
@@ -58,7 +59,10 @@ def _iso(value: object) -> str | None:
 
 
 def _scalar(value: object) -> Any:
-    return value if isinstance(value, str | int | float | bool) else None
+    """A text, a number or a boolean as it is (a float only when finite), else None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    return value if isinstance(value, str | int | bool) else None
 
 
 def _row(group: Group, record: RunRecord) -> dict[str, Any]:

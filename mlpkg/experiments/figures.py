@@ -15,7 +15,9 @@ an error. An interrupted run's figures are not measurements (as in
 :func:`stats` gives the median, minimum and maximum of a group's values (None when it has
 none); :func:`verdict` compares two such statistics: "higher" or "lower" only where the
 min–max ranges do not overlap, "within spread" where they do, "no spread (1 run)" where
-either side is a single run. The ratio is the other median over the base median.
+either side is a single run. The ratio is the other median over the base median, None
+where that is not finite (figures that are not finite are not figures); the median of
+finite figures is always finite (no overflow near the largest float).
 
 :data:`FIGURES` names the figures compared, as the comparison document's verdicts name
 them: ``samples_per_second``, ``latency_ms.p50``, ``latency_ms.p90``, ``latency_ms.p99``,
@@ -88,19 +90,33 @@ def stats(values: Iterable[object]) -> dict[str, Any] | None:
         return None
     return {
         "n": len(numbers),
-        "median": statistics.median(numbers),
+        "median": _median(numbers),
         "min": min(numbers),
         "max": max(numbers),
         "values": numbers,
     }
 
 
+def _median(numbers: list[float]) -> float:
+    """The median of finite ``numbers``, finite itself: where the two middle ones are
+    near the largest float, their sum overflows (statistics.median gives inf), so their
+    halves are added instead."""
+    middle = statistics.median(numbers)
+    if math.isfinite(middle):
+        return middle
+    ordered = sorted(numbers)
+    k = len(ordered) // 2
+    return ordered[k - 1] / 2 + ordered[k] / 2
+
+
 def verdict(base: dict[str, Any] | None, other: dict[str, Any] | None) -> dict[str, Any] | None:
     """``{"ratio", "verdict"}`` of ``other`` against ``base`` (two :func:`stats`), or None
-    when either has no values. The ratio is None when the base median is 0."""
+    when either has no values. The ratio is None when the base median is 0, and when the
+    ratio is not finite (1e300 / 1e-300): figures that are not finite are not figures."""
     if base is None or other is None:
         return None
     ratio = other["median"] / base["median"] if base["median"] else None
+    ratio = ratio if ratio is not None and math.isfinite(ratio) else None
     if base["n"] < 2 or other["n"] < 2:
         word = ONE_RUN
     elif other["min"] > base["max"]:

@@ -189,3 +189,36 @@ def test_export_needs_one_output(retinanet: Home, tmp_path: Path) -> None:
     assert retinanet("runs", "export", "--csv", "-", "--json").code == 2
     r = retinanet("runs", "export", "--csv", str(tmp_path / "no" / "such" / "dir.csv"))
     assert r.code == 2 and "Cannot write" in r.err, r
+
+
+def _strict_json(text: str) -> Any:
+    """``text`` parsed as strict JSON: NaN and Infinity are refused."""
+
+    def refuse(token: str) -> None:
+        raise AssertionError(f"{token} in the JSON printed")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_the_json_printed_is_strict_whatever_the_figures(retinanet: Home) -> None:
+    """Records are data from others: figures whose ratio (1e300 / 1e-300) or median (two
+    figures near the largest float) overflow, and a NaN among the versions, must not
+    print NaN or Infinity, which strict JSON readers refuse."""
+    huge = 1.7976931348623157e308
+    for run_id, rate in (("20261130T000001.000Z-retinanet-offline-aaaaa1", 1e-300),
+                         ("20261130T000002.000Z-retinanet-offline-aaaaa2", 1e300),
+                         ("20261130T000003.000Z-retinanet-offline-aaaaa3", huge)):  # fmt: skip
+        doc = json.loads((DATA / "ort-1.22.1.result.json").read_text())
+        doc["loadgen"]["samples_per_second"] = rate
+        _copy(retinanet, "ort-1.22.1", {"id": run_id, "loadgen": doc["loadgen"],
+                                        "versions": {"onnxruntime_version": float("nan")}})  # fmt: skip
+    ids = sorted(p.name for p in retinanet.runs.iterdir() if p.name.startswith("20261130"))
+    doc = _strict_json(retinanet("runs", "compare", *ids, "--json").ok().out)
+    ratios = [v["ratio"] for v in doc["verdicts"] if v["figure"] == "samples_per_second"]
+    assert ratios == [None, None]
+    assert doc["groups"][0]["versions"] == {"onnxruntime_version": None}
+    assert doc["groups"][2]["figures"]["samples_per_second"]["median"] == huge
+    rows = _strict_json(retinanet("runs", "export", *ids, "--json").ok().out)
+    assert [r["samples_per_second"] for r in rows] == [1e-300, 1e300, huge]
+    assert [r["onnxruntime_version"] for r in rows] == [None, None, None]
+    retinanet("runs", "compare", *ids).ok()

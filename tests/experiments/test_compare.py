@@ -16,8 +16,11 @@ from tests.experiments.records import ORT_NEW, ORT_OLD, group, perf, sample
 
 
 def _verdict(doc: dict[str, Any], figure: str, other: int = 1) -> dict[str, Any]:
-    (found,) = [v for v in doc["verdicts"] if v["figure"] == figure and v["other"] == other]
-    return found
+    found: list[dict[str, Any]] = [
+        v for v in doc["verdicts"] if v["figure"] == figure and v["other"] == other
+    ]
+    assert len(found) == 1, found
+    return found[0]
 
 
 def test_repeats_give_median_min_max_and_a_verdict_beyond_the_spread() -> None:
@@ -246,3 +249,23 @@ def _arguments_record(path: Path, args: list[str], ort: str, workers: int) -> Ru
               "session": {"workers": workers, "warmup_latencies_s": [0.1 * workers],
                           "calibration": {"qps": workers}}}  # fmt: skip
     return RunRecord(path.name, path, result)
+
+
+def test_figures_that_overflow_give_strict_json() -> None:
+    """A median of two figures near the largest float, a ratio of 1e300 / 1e-300 and a
+    NaN among a record's versions: the document holds no NaN or Infinity."""
+    top = 1.7976931348623157e308
+    tiny = group("tiny", perf(1e-300), perf(2e-300))
+    big = group("big", perf(top), perf(top), perf(1e300))
+    odd = sample()
+    odd["versions"] = {"numpy": float("nan"), "deep": [{"x": float("inf")}]}
+    doc = compare([tiny, big, group("odd", odd)])
+    json.dumps(doc, allow_nan=False)
+    assert doc["groups"][1]["figures"]["samples_per_second"]["median"] == top
+    assert _verdict(doc, "samples_per_second") == {
+        "figure": "samples_per_second", "base": 0, "other": 1, "ratio": None,
+        "verdict": "higher",
+    }  # fmt: skip
+    assert doc["groups"][2]["versions"] == {"numpy": None, "deep": [{"x": None}]}
+    text = format_text(doc)
+    assert "samples/s: big is higher than the first, better (ranges do not overlap)" in text

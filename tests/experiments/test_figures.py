@@ -111,3 +111,18 @@ def test_group_figures_count_loadgen_verdicts() -> None:
     assert group["latency_ms"]["p99"]["n"] == 3
     assert fig.figure_of(group, "latency_ms.p99") is group["latency_ms"]["p99"]
     assert fig.figure_of(None, "mAP") is None
+
+
+def test_the_median_of_figures_near_the_largest_float_is_finite() -> None:
+    top = 1.7976931348623157e308
+    assert fig.stats([top, top])["median"] == top  # type: ignore[index]
+    assert fig.stats([1.7e308, 1.5e308])["median"] == pytest.approx(1.6e308)  # type: ignore[index]
+    assert fig.stats([-top, top])["median"] == 0.0  # type: ignore[index]
+    assert fig.stats([1.0, 3.0])["median"] == 2.0  # type: ignore[index]
+
+
+def test_a_ratio_that_is_not_finite_is_no_ratio() -> None:
+    """Figures that are not finite are not figures: 1e300 / 1e-300 overflows to inf."""
+    found = fig.verdict(_s(1e-300, 2e-300), _s(1e300, 2e300))
+    assert found == {"ratio": None, "verdict": "higher"}
+    assert fig.verdict(_s(-1e-300), _s(1e300))["ratio"] is None  # type: ignore[index]
