@@ -8,7 +8,8 @@ directories); the page is rendered from the same comparison document
 page or the new one, never part of one. The path written is printed on stdout (in
 ``--json`` mode, ``{"report": PATH}``). A report of failed runs is still a report: the
 exit status is 0 once the page is written; bad references and records of a newer format
-are refused before anything is written (exit 2), as by ``runs compare``.
+are refused before anything is written (exit 2), as by ``runs compare``; so is a FILE
+that cannot be written (its directory read-only, ``/proc``), with the reason.
 """
 
 from __future__ import annotations
@@ -52,7 +53,10 @@ def runs_report_cmd(app: App, refs: tuple[str, ...], output: Path, title: str | 
     groups = select(app.home, list(refs))
     doc = compare(groups)
     page = render(doc, title, machine=_machine(groups))
-    write_atomic(output, page)
+    try:
+        write_atomic(output, page)
+    except OSError as e:
+        raise BadInput(f"Cannot write {output}: {e.strerror or e}.", field="--output") from None
     app.out(str(output))
     if app.json:
         app.emit({"report": str(output)})

@@ -243,3 +243,11 @@ def test_the_command_reports_runs_of_absurd_figures(tmp_path: Path) -> None:
         result = _invoke(home, *ids, "-o", str(out))
     assert result.exit_code == 0, result.output
     assert len(svgs(out.read_text())) == 2
+
+
+def test_a_file_that_cannot_be_written_is_bad_input_naming_it(tmp_path: Path) -> None:
+    home, _ = _home_with_runs(tmp_path)
+    result = _invoke(home, "latest", "-o", "/proc/r.html")  # a directory, but not writable
+    assert isinstance(result.exception, BadInput), result.output
+    assert result.exception.message.startswith("Cannot write /proc/r.html: ")
+    assert result.exception.exit_code == 2
