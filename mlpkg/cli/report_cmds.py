@@ -63,11 +63,12 @@ def runs_report_cmd(app: App, refs: tuple[str, ...], output: Path, title: str | 
 
 
 def _machine(groups: list[Group]) -> dict[str, Any] | None:
-    """The machine table of the first group's first ok run (else its first run): the
-    header's machine (the document holds only what differs between groups)."""
-    for group in groups[:1]:
+    """The machine table of the first group with a run (one whose closure did not build
+    has none): its first ok run's, else its first run's; the header's machine (the
+    document holds only what differs between groups)."""
+    for group in groups:
         records = [r for r in group.records if r.status == "ok"] or list(group.records)
-        machine = records[0].result.get("machine") if records else None
-        if isinstance(machine, dict):
-            return machine
+        if records:
+            machine = records[0].result.get("machine")
+            return machine if isinstance(machine, dict) else None
     return None

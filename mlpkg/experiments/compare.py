@@ -9,9 +9,11 @@ prints and the HTML report renders:
   replays it exactly: ``mlpkg run --lock <run dir>``), its problems and pending points,
   the statistics of its figures over its runs with status ok
   (:func:`mlpkg.experiments.figures.group_figures`) and the versions of its first ok run;
-* ``verdicts``: each group after the first against the first, per figure of
+* ``verdicts``: each group after the base against the base, per figure of
   :data:`~mlpkg.experiments.figures.FIGURES` both sides have
-  (:func:`~mlpkg.experiments.figures.verdict`);
+  (:func:`~mlpkg.experiments.figures.verdict`); the base is the first group with a
+  figure (usually the first group; not one whose closure did not build, so that it has
+  no run, or whose runs all failed), and each verdict names it (``base``, an index);
 * ``apps``: whether the runs are of the same app, with a note when not (allowed: their
   figures are compared as they are);
 * ``settings`` and ``machine``: the keys whose values differ between the groups (the
@@ -20,7 +22,8 @@ prints and the HTML report renders:
   without that key); a group is represented by its first ok run, else its first run, and
   a group with neither, or whose run has no such table, takes no part;
 * ``closure``: the closure diff (:func:`mlpkg.experiments.closure.closure_diff`) of each
-  distinct closure (by app path) against the first group's.
+  distinct closure (by app path) against the base's: the first group whose run has a
+  lock, named by each diff (``base``).
 
 Nothing here reads files or raises for odd figures: the document is made of the records
 as they were read, except that a float that is not finite (NaN, an overflowing ratio) is
@@ -125,17 +128,21 @@ def _distinct(values: Any) -> list[str]:
 
 
 def _verdicts(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    if not docs:
+    """Each group after the base against the base: the first group with a figure (one
+    whose runs all failed, or that has none, is passed over)."""
+    has = [any(fig.figure_of(d["figures"], n) for n in fig.FIGURES) for d in docs]
+    if True not in has:
         return []
+    base = has.index(True)
     verdicts = []
-    base = docs[0]["figures"]
-    for other in range(1, len(docs)):
+    for other in range(base + 1, len(docs)):
         for name in fig.FIGURES:
             found = fig.verdict(
-                fig.figure_of(base, name), fig.figure_of(docs[other]["figures"], name)
+                fig.figure_of(docs[base]["figures"], name),
+                fig.figure_of(docs[other]["figures"], name),
             )
             if found is not None:
-                verdicts.append({"figure": name, "base": 0, "other": other, **found})
+                verdicts.append({"figure": name, "base": base, "other": other, **found})
     return verdicts
 
 
@@ -223,22 +230,27 @@ def _closure_key(record: RunRecord) -> str:
     return json.dumps(sorted(paths))
 
 
+def _lock(record: RunRecord) -> dict[str, Any] | None:
+    lock = record.result.get("lock")
+    return lock if isinstance(lock, dict) else None
+
+
 def _closures(reps: list[RunRecord | None]) -> list[dict[str, Any]]:
-    """The closure diff of each distinct closure against the first group's."""
+    """The closure diff of each distinct closure against the base's: the first group
+    whose run has a lock (a group with no run, its closure not built, is passed over)."""
     from mlpkg.experiments.closure import closure_diff
 
-    base = reps[0] if reps else None
-    base_lock = base.result.get("lock") if base is not None else None
-    if base is None or not isinstance(base_lock, dict):
+    locked = [(i, r, lock) for i, r in enumerate(reps) if r and (lock := _lock(r)) is not None]
+    if not locked:
         return []
-    seen = {_closure_key(base)}
+    (base, base_rep, base_lock), *others = locked
+    seen = {_closure_key(base_rep)}
     diffs = []
-    for index, rep in enumerate(reps[1:], start=1):
-        lock = rep.result.get("lock") if rep is not None else None
-        if rep is None or not isinstance(lock, dict) or _closure_key(rep) in seen:
+    for index, rep, lock in others:
+        if _closure_key(rep) in seen:
             continue
         seen.add(_closure_key(rep))
-        diffs.append({"base": 0, "other": index, **closure_diff(base_lock, lock)})
+        diffs.append({"base": base, "other": index, **closure_diff(base_lock, lock)})
     return diffs
 
 
@@ -300,8 +312,10 @@ def _verdict_lines(doc: dict[str, Any]) -> list[str]:
         better = (v["verdict"] == fig.LOWER) == (v["figure"] in fig.LOWER_IS_BETTER)
         how = f"{v['ratio']:.2f}x" if v["ratio"] is not None else v["verdict"] + " than"
         word = "better" if better else "worse"
+        base = "the first" if v["base"] == 0 else (
+            f"{groups[v['base']]['label']} (the first group with figures)")  # fmt: skip
         lines.append(f"{FIGURE_NAMES[v['figure']]}: {groups[v['other']]['label']} is {how} "
-                     f"the first, {word} (ranges do not overlap)")  # fmt: skip
+                     f"{base}, {word} (ranges do not overlap)")  # fmt: skip
     if single:
         lines.append("no verdict where a side has one run (repeat runs for a spread: "
                      "mlpkg sweep --repeat N)")  # fmt: skip

@@ -9,13 +9,13 @@ fetched, so it opens offline and can be mailed or archived as it is. It holds, i
 1. a header: the title, when the page was made (UTC), the apps, the machine;
 2. the table: per group its label, runs ok/total, samples/s (median and min–max), the
    p50/p90/p99 latency medians (ms), mAP, and LoadGen's VALID/INVALID counts;
-3. the verdicts (each group against the first);
+3. the verdicts (each group against the base, the first group with figures);
 4. the plots: throughput with its spread, latency percentiles, mAP (each only when some
    group has that figure);
 5. what differs besides the closure: arguments, settings as LoadGen read them back, the
    machine;
-6. the closure diff of each distinct closure against the first group's: version changes,
-   rebuilds (with the inputs that caused them and the dependency chain), added, removed;
+6. the closure diff of each distinct closure against the base's (the first with a lock):
+   version changes, rebuilds (with the causes and the dependency chains), added, removed;
 7. failures (each failed run with its ``error:`` line, the problems of points that never
    ran) and pending points, in red;
 8. each run's command line to reproduce it.
@@ -305,7 +305,7 @@ def _differences(doc: Doc, groups: Sequence[Doc]) -> str:
 def _closure(doc: Doc, groups: Sequence[Doc]) -> str:
     diffs = [d for d in _listed(doc.get("closure")) if isinstance(d, Mapping)]
     if not diffs:
-        return '<h2>Closure diff</h2>\n<p class="dim">No closure differs from the first.</p>'
+        return '<h2>Closure diff</h2>\n<p class="dim">No closure differs from that of the base.</p>'
     parts = ["<h2>Closure diff</h2>"]
     for d in diffs:
         against = f"{_ref(groups, d.get('other'))} against {_ref(groups, d.get('base'))}"

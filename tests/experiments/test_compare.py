@@ -269,3 +269,34 @@ def test_figures_that_overflow_give_strict_json() -> None:
     assert doc["groups"][2]["versions"] == {"numpy": None, "deep": [{"x": None}]}
     text = format_text(doc)
     assert "samples/s: big is higher than the first, better (ranges do not overlap)" in text
+
+
+def test_the_base_is_the_first_group_with_a_run_when_the_first_has_none() -> None:
+    """The first cell's closure did not build: its group has no run. The closure diff and
+    the verdicts are still given, against the first group that has a lock / figures."""
+    unbuilt = group("ort=9", experiment="exp-1", problems=["point 0 (not-built): error: x"])
+    a = group("a", perf(40.0), perf(41.0))
+    b = group("b", perf(56.0, ORT_OLD), perf(57.0, ORT_OLD))
+    doc = compare([unbuilt, a, b])
+    (diff,) = doc["closure"]
+    assert (diff["base"], diff["other"]) == (1, 2)
+    assert {e["name"] for e in diff["version_changed"]} == {"onnxruntime", "numpy"}
+    rate = _verdict(doc, "samples_per_second", other=2)
+    assert (rate["base"], rate["verdict"]) == (1, "higher")
+    assert {(v["base"], v["other"]) for v in doc["verdicts"]} == {(1, 2)}
+    text = format_text(doc)
+    assert "closure: b vs a" in text
+    line = "samples/s: b is 1.40x a (the first group with figures), better (ranges do not overlap)"
+    assert line in text
+
+
+def test_closure_and_verdicts_may_have_different_bases() -> None:
+    """The first group's only run failed: it has a lock (a closure) but no figures."""
+    failed = perf(None, status="failed", error="error: out of memory")
+    no_lock = perf(39.0, ORT_OLD)
+    del no_lock["lock"]
+    doc = compare([group("failed", failed), group("nolock", no_lock, perf(40.0, ORT_OLD)),
+                   group("c", perf(50.0, ORT_OLD), perf(51.0, ORT_OLD))])  # fmt: skip
+    assert [(d["base"], d["other"]) for d in doc["closure"]] == [(0, 2)]
+    assert {(v["base"], v["other"]) for v in doc["verdicts"]} == {(1, 2)}
+    assert compare([group("none"), group("x")])["verdicts"] == []

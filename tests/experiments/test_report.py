@@ -14,12 +14,13 @@ from typing import Any
 from click.testing import CliRunner
 
 from mlpkg.cli.context import App
-from mlpkg.cli.report_cmds import runs_report_cmd
+from mlpkg.cli.report_cmds import _machine, runs_report_cmd
 from mlpkg.errors import BadInput
 from mlpkg.experiments import plots
+from mlpkg.experiments.compare import compare
 from mlpkg.experiments.report import render
 from tests.experiments import report_docs as docs
-from tests.experiments.records import DATA, ORT_NEW, ORT_OLD
+from tests.experiments.records import DATA, ORT_NEW, ORT_OLD, group, perf
 
 NAMESPACES = {"http://www.w3.org/2000/svg", "http://www.w3.org/1999/xlink"}
 
@@ -99,7 +100,7 @@ def test_one_group_of_one_run() -> None:
     assert len(svgs(page)) == 2  # throughput and latency, no spread to show
     assert "Verdicts" not in page and '<td class="n">1 run</td>' in page
     assert "Every run succeeded; nothing is pending." in page
-    assert "No closure differs from the first." in page
+    assert "No closure differs from that of the base." in page
 
 
 def test_every_run_failed() -> None:
@@ -251,3 +252,16 @@ def test_a_file_that_cannot_be_written_is_bad_input_naming_it(tmp_path: Path) ->
     assert isinstance(result.exception, BadInput), result.output
     assert result.exception.message.startswith("Cannot write /proc/r.html: ")
     assert result.exception.exit_code == 2
+
+
+def test_a_first_group_without_runs_is_not_the_base() -> None:
+    """The first cell's closure did not build: the closure diff and the verdicts are
+    against the first group with runs, and the header's machine is that group's."""
+    unbuilt = group("ort=9", experiment="exp-1", problems=["point 0 (not-built): error: x"])
+    a = group("a", perf(40.0), perf(41.0))
+    b = group("b", perf(56.0, ORT_OLD), perf(57.0, ORT_OLD))
+    page = render(compare([unbuilt, a, b]), made=0)
+    assert "<h3>#3 b against #2 a</h3>" in page
+    assert "<tr><td>#3 b</td><td>#2</td>" in page  # the verdicts' row
+    machine = _machine([unbuilt, a, b])
+    assert machine is not None and machine["hostname"] == "vm"
