@@ -28,7 +28,8 @@ prints and the HTML report renders:
 Nothing here reads files or raises for odd figures: the document is made of the records
 as they were read, except that a float that is not finite (NaN, an overflowing ratio) is
 None, so that the document is strict JSON. :func:`format_text` renders the document as
-lines of text.
+lines of text, the records' text escaped (:func:`mlpkg.store.verify.show_name`: control
+characters, escape sequences and newlines shown as ``\\x1b``, ``\\n``).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from mlpkg.experiments import figures as fig
+from mlpkg.store.verify import show_name
 
 if TYPE_CHECKING:
     from mlpkg.env.runs import RunRecord
@@ -266,8 +268,7 @@ def format_text(doc: dict[str, Any]) -> list[str]:
     the apps, settings and machine that differ, failures and problems, pending points and
     the closure diffs."""
     groups = doc["groups"]
-    lines = _table(groups)
-    lines += _verdict_lines(doc)
+    lines = _verdict_lines(doc)
     if doc["apps"]["note"]:
         lines.append(f"note: {doc['apps']['note']}")
     lines += _differ_lines("arguments that differ", doc.get("arguments", {"differ": {}}))
@@ -275,7 +276,9 @@ def format_text(doc: dict[str, Any]) -> list[str]:
     lines += _differ_lines("machine differs", doc["machine"])
     lines += _failure_lines(groups)
     lines += _closure_lines(doc)
-    return lines
+    # Records are data from others: their text reaches the terminal escaped (no escape
+    # sequence, no newline of their own); the table escapes its cells, for its widths.
+    return _table(groups) + [show_name(line) for line in lines]
 
 
 def _stat_text(stats: dict[str, Any] | None, unit: str = "") -> str:
@@ -293,8 +296,9 @@ def _table(groups: list[dict[str, Any]]) -> list[str]:
         ok = sum(1 for r in g["runs"] if r["status"] == "ok")
         verdicts = " ".join(f"{k} {n}" for k, n in sorted(figures["result"].items())) or "-"
         rate, p90 = figures["samples_per_second"], figures["latency_ms"]["p90"]
-        rows.append((g["label"], f"{ok}/{len(g['runs'])}", _stat_text(rate), _stat_text(p90),
-                     _stat_text(figures["mAP"], "%"), verdicts))  # fmt: skip
+        rows.append((show_name(g["label"]), f"{ok}/{len(g['runs'])}", _stat_text(rate),
+                     _stat_text(p90), _stat_text(figures["mAP"], "%"),
+                     show_name(verdicts)))  # fmt: skip
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return [
         "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows

@@ -222,3 +222,12 @@ def test_the_json_printed_is_strict_whatever_the_figures(retinanet: Home) -> Non
     assert [r["samples_per_second"] for r in rows] == [1e-300, 1e300, huge]
     assert [r["onnxruntime_version"] for r in rows] == [None, None, None]
     retinanet("runs", "compare", *ids).ok()
+
+
+def test_an_escape_sequence_in_a_record_does_not_reach_the_terminal(retinanet: Home) -> None:
+    bad = "20261130T000004.000Z-retinanet-offline-aaaaa4"
+    _copy(retinanet, "ort-1.17.3", {"id": bad, "status": "failed",
+                                    "error": "error: \x1b]0;PWNED\x07\nsecond line"})  # fmt: skip
+    out = retinanet("runs", "compare", NEW_ID, bad).ok().out
+    assert "\x1b" not in out and "\x07" not in out
+    assert f"run {bad} failed: error: \\x1b]0;PWNED\\x07\\nsecond line" in out.splitlines()

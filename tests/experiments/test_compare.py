@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -300,3 +301,30 @@ def test_closure_and_verdicts_may_have_different_bases() -> None:
     assert [(d["base"], d["other"]) for d in doc["closure"]] == [(0, 2)]
     assert {(v["base"], v["other"]) for v in doc["verdicts"]} == {(1, 2)}
     assert compare([group("none"), group("x")])["verdicts"] == []
+
+
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def test_text_from_records_reaches_the_terminal_without_control_characters() -> None:
+    """Records are data from others: an escape sequence in an error line, a label, a
+    setting, a hostname, a package name or a LoadGen verdict is shown escaped, and a
+    newline in one does not start a line of its own."""
+    failed = perf(None, status="failed", error="error: \x1b]0;PWNED\x07 and\nmore")
+    other = perf(41.0, ORT_OLD, app="app\x9b31m")
+    other["machine"]["hostname"] = "evil\x1b[2J"
+    other["settings"]["values"]["min_duration_ms"] = "5\x7f\r"
+    other["loadgen"]["result"] = "VALID\x1b[0m"
+    for n in other["lock"]["node"]:
+        if n["name"] == "numpy":
+            n["name"] = "numpy\x1b[31m"
+    hostile = group("g\x1b[1m", perf(40.0), failed, problems=["point 2: error: \x1bc"])
+    lines = format_text(compare([hostile, group("h\u202e", other)]))
+    assert not [line for line in lines if CONTROL.search(line)]
+    assert "run g\x1b[1m-1 failed: error: \\x1b]0;PWNED\\x07 and\\nmore" not in lines
+    assert "run g\\x1b[1m-1 failed: error: \\x1b]0;PWNED\\x07 and\\nmore" in lines
+    text = "\n".join(lines)
+    for shown in ("g\\x1b[1m: point 2: error: \\x1bc", "hostname: vm | evil\\x1b[2J",
+                  "min_duration_ms: 5000 | 5\\x7f\\r", "VALID\\x1b[0m 1", "h\\u202e",
+                  "app\\x9b31m", "numpy\\x1b[31m"):  # fmt: skip
+        assert shown in text, shown
