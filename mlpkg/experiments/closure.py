@@ -292,12 +292,28 @@ def closure_diff(base: Mapping[str, Any], other: Mapping[str, Any]) -> dict[str,
 
 def format_diff(diff: Mapping[str, Any]) -> list[str]:
     """Terminal lines of a :func:`closure_diff`: ``  onnxruntime 1.22.1 -> 1.17.3``, then
-    ``  pycocotools 2.0.11 rebuilt: numpy 2.4.6 -> 1.26.4``, ``  + name version``,
-    ``  - name version``; ``["  (same closure)"]`` when nothing differs."""
+    ``  pycocotools 2.0.11 rebuilt: numpy 2.4.6 -> 1.26.4`` with, under it, the chains
+    that say more than its causes (those of more than two names, at most
+    :data:`MAX_CHAINS`: ``    via retinanet-offline -> pycocotools -> numpy``),
+    ``  + name version``, ``  - name version``; ``["  (same closure)"]`` when nothing
+    differs."""
     lines = [f"  {e['name']} {e['from']} -> {e['to']}" for e in diff.get("version_changed", [])]
     for e in diff.get("rebuilt", []):
         because = ", ".join(e.get("because", [])) or "its path changed"
         lines.append(f"  {e['name']} {e['version']} rebuilt: {because}")
+        lines += ["    via " + " -> ".join(str(n) for n in c) for c in _long_chains(e)]
     lines += [f"  + {e['name']} {e['version']}" for e in diff.get("added", [])]
     lines += [f"  - {e['name']} {e['version']}" for e in diff.get("removed", [])]
     return lines or ["  (same closure)"]
+
+
+def _long_chains(entry: Mapping[str, Any]) -> list[list[Any]]:
+    """The chains of a rebuilt entry of more than two names (a chain of two, the node and
+    a direct cause, says what ``because`` does), at most :data:`MAX_CHAINS`."""
+    chains = entry.get("chain")
+    found = (
+        [c for c in chains if isinstance(c, list) and len(c) > 2]
+        if isinstance(chains, list)
+        else []
+    )
+    return found[:MAX_CHAINS]

@@ -114,6 +114,7 @@ def test_a_change_three_levels_down_rebuilds_each_node_above_it() -> None:
     assert format_diff(diff) == [
         "  c 1.0 -> 2.0",
         "  a 1.0 rebuilt: b rebuilt",
+        "    via a -> b -> c",  # the recursive why; b's chain [b, c] says no more than because
         "  b 1.0 rebuilt: c 1.0 -> 2.0",
     ]
 
@@ -218,6 +219,15 @@ def test_several_nodes_of_a_name_on_both_sides_pair_by_path_then_version() -> No
     diff = closure_diff(lock(py1, py2), lock(py1))
     assert diff["removed"] == [{"name": "python", "version": "3.12", "path": py2["path"]}]
     assert diff["version_changed"] == [] and diff["added"] == []
+
+
+def test_the_text_gives_the_chains_longer_than_because_bounded() -> None:
+    chains = [["a", "b", f"x{i}"] for i in range(MAX_CHAINS + 2)] + [["a", "y"], "x", [3, 4, 5]]
+    entry = {"name": "a", "version": "1.0", "because": ["b rebuilt"], "chain": chains}
+    lines = format_diff({"rebuilt": [entry]})
+    assert lines[0] == "  a 1.0 rebuilt: b rebuilt"
+    assert lines[1:] == [f"    via a -> b -> x{i}" for i in range(MAX_CHAINS)]
+    assert format_diff({"rebuilt": [entry | {"chain": None}]}) == lines[:1]
 
 
 def test_a_diamond_gives_one_chain_per_cause() -> None:
