@@ -1,5 +1,6 @@
 """The HTML report as a browser shows it: headless Chromium (Debian's ``chromium``
-package; CI installs it, and the test is skipped where there is none) renders a report
+package; CI installs it and sets MLPKG_REQUIRE_CHROMIUM=1, so that the test fails there
+without it; elsewhere it is skipped where there is none) renders a report
 of real run records, takes a screenshot, and dumps the DOM it built. The screenshot must
 not be blank and must show the plots (pixels of their colours where they are drawn); the
 DOM must hold the figures' text. Chromium runs with a throwaway profile and HOME in the
@@ -27,10 +28,18 @@ TIMEOUT_S = 120
 
 
 def _chromium() -> str:
+    """The chromium binary; where there is none, the test is skipped, or fails where
+    MLPKG_REQUIRE_CHROMIUM=1 (CI, which installs it: a skip there would hide the check)."""
     for name in ("chromium", "chromium-browser"):
         found = shutil.which(name)
         if found:
             return found
+    if os.environ.get("MLPKG_REQUIRE_CHROMIUM") == "1":
+        pytest.fail(
+            "MLPKG_REQUIRE_CHROMIUM=1 but there is no chromium (or chromium-browser) binary "
+            "on PATH: the report's browser test cannot run (Debian: apt-get install chromium)",
+            pytrace=False,
+        )
     pytest.skip("no chromium binary on PATH (Debian: apt-get install chromium)")
 
 
