@@ -10,8 +10,9 @@ of a sweep (``with.NAME``, ``arg.NAME``). A value absent is None (an empty CSV f
 
 :func:`to_csv` writes rows with the csv module, columns in a stable order: those of
 :data:`COLUMNS` first, then the others sorted by name. Records are data from others: a
-text cell that a spreadsheet would take for a formula gets a leading ``'``, and a start
-time that is no time of the years 1 to 9999 is None.
+text cell that a spreadsheet would take for a formula gets a leading ``'``, text written
+to a terminal is escaped (no escape sequence reaches it), a start time that is no time of
+the years 1 to 9999 is None, and a float that is not finite is None (strict JSON).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 from mlpkg.experiments import figures as fig
+from mlpkg.store.verify import show_name
 
 if TYPE_CHECKING:
     from mlpkg.env.runs import RunRecord
@@ -104,11 +106,13 @@ def columns(table: Sequence[dict[str, Any]]) -> list[str]:
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
-def _cell(value: object) -> object:
+def _cell(value: object, terminal: bool) -> object:
     if value is None:
         return ""
     if isinstance(value, str) and value.startswith(_FORMULA_START):
-        return "'" + value
+        value = "'" + value
+    if isinstance(value, str) and terminal:
+        return show_name(value)
     return value
 
 
@@ -116,8 +120,11 @@ def to_csv(table: Sequence[dict[str, Any]], file: TextIO) -> None:
     """Write ``table`` as CSV (a header, then one line per row, RFC 4180's CRLF line
     ends, so that a CR inside a value is quoted too) to ``file``. A text cell that a
     spreadsheet would read as a formula (``=``, ``+``, ``-``, ``@``, tab, CR first) gets
-    a leading ``'``; numbers are written as they are."""
-    writer = csv.DictWriter(file, fieldnames=columns(table), lineterminator="\r\n")
-    writer.writeheader()
+    a leading ``'``; numbers are written as they are. Written to a terminal, text is
+    shown escaped (:func:`mlpkg.store.verify.show_name`: no escape sequence of a record's
+    reaches it)."""
+    terminal, names = file.isatty(), columns(table)
+    writer = csv.DictWriter(file, fieldnames=names, lineterminator="\r\n")
+    writer.writerow({name: _cell(name, terminal) for name in names})  # the header
     for row in table:
-        writer.writerow({k: _cell(v) for k, v in row.items()})
+        writer.writerow({k: _cell(v, terminal) for k, v in row.items()})

@@ -90,3 +90,23 @@ def test_csv_cells_that_a_spreadsheet_would_read_as_formulas_are_quoted() -> Non
     assert row["group"] == "'=cmd|' /C calc'!A0" and row["arg.x"] == "'-2"
     assert row["python_version"] == "3.11"
     assert row["samples_per_second"] == "-3.5"  # a number stays a number
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_csv_written_to_a_terminal_shows_control_characters_escaped() -> None:
+    res = perf(40.0, error="error: \x1b]0;PWNED\x07\nmore")
+    table = export.rows([group("g\x1b[2J", res, cell={"arg.\x1b[2J": "1"})])
+    out = _Terminal()
+    export.to_csv(table, out)
+    assert "\x1b" not in out.getvalue() and "\x07" not in out.getvalue()
+    (row,) = csv.DictReader(io.StringIO(out.getvalue()))
+    assert row["error"] == "error: \\x1b]0;PWNED\\x07\\nmore" and row["group"] == "g\\x1b[2J"
+    assert row["arg.\\x1b[2J"] == "1"
+    file = io.StringIO()  # a file keeps the data as it is
+    export.to_csv(table, file)
+    (row,) = csv.DictReader(io.StringIO(file.getvalue(), newline=""))
+    assert row["error"] == "error: \x1b]0;PWNED\x07\nmore"
