@@ -39,10 +39,14 @@ HIGHER, LOWER, WITHIN, ONE_RUN = "higher", "lower", "within spread", "no spread 
 
 
 def number(value: object) -> float | None:
-    """``value`` as a float when it is a finite number (not a boolean), else None."""
+    """``value`` as a float when it is a finite number (not a boolean, not an integer
+    too large for a float), else None."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    result = float(value)
+    try:
+        result = float(value)
+    except OverflowError:  # JSON has integers of any size: 10**400
+        return None
     return result if math.isfinite(result) else None
 
 

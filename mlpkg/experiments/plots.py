@@ -42,6 +42,8 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from mlpkg.experiments.figures import number
+
 BLUE = "#1f77b4"  # matplotlib's first series colour: throughput
 ORANGE = "#ff7f0e"
 GREEN = "#2ca02c"
@@ -78,9 +80,8 @@ def stats(group: Group, *path: str) -> Mapping[str, Any] | None:
 
 def _f(value: object, default: float) -> float:
     """``value`` as a finite float, else ``default``."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return default
-    return float(value) if math.isfinite(value) else default
+    found = number(value)
+    return default if found is None else found
 
 
 def _values(s: Mapping[str, Any]) -> list[float]:

@@ -32,7 +32,7 @@ import html
 import shlex
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any, TypeGuard
+from typing import Any
 
 from mlpkg.experiments import figures as fig
 from mlpkg.experiments import plots
@@ -126,13 +126,14 @@ def _header(doc: Doc, groups: Sequence[Doc], title: str, made: float, machine: D
 def _machine_text(doc: Doc, machine: Doc | None) -> str:
     differs = bool(_mapping(doc.get("machine")).get("differ"))
     m = machine or {}
+    memory = fig.number(m.get("memory_bytes"))  # None for an integer too large (10**400)
     where = ", ".join(
         str(part)
         for part in (
             m.get("hostname"),
             m.get("cpu"),
             f"{m['cpus']} CPUs" if m.get("cpus") else None,
-            f"{m['memory_bytes'] / 2**30:.0f} GiB" if _number(m.get("memory_bytes")) else None,
+            f"{memory / 2**30:.0f} GiB" if memory is not None else None,
             " ".join(str(m[k]) for k in ("system", "release", "machine") if m.get(k)),
             f"Python {m['python']}" if m.get("python") else None,
         )
@@ -204,13 +205,11 @@ def _median(s: Doc | None) -> str:
     return esc(num(s["median"])) if s else "—"
 
 
-def _number(value: object) -> TypeGuard[int | float]:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
 def num(value: object) -> str:
-    """A figure as the table prints it (4 significant digits); "—" when not a number."""
-    return plots.fmt(float(value)) if _number(value) else "—"
+    """A figure as the table prints it (4 significant digits); "—" when not a finite
+    number."""
+    found = fig.number(value)
+    return "—" if found is None else plots.fmt(found)
 
 
 def _verdicts(doc: Doc, groups: Sequence[Doc]) -> str:

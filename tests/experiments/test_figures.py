@@ -126,3 +126,10 @@ def test_a_ratio_that_is_not_finite_is_no_ratio() -> None:
     found = fig.verdict(_s(1e-300, 2e-300), _s(1e300, 2e300))
     assert found == {"ratio": None, "verdict": "higher"}
     assert fig.verdict(_s(-1e-300), _s(1e300))["ratio"] is None  # type: ignore[index]
+
+
+def test_an_integer_too_large_for_a_float_is_no_figure() -> None:
+    res = sample()
+    res["loadgen"]["latency_ns"]["p50.00"] = 10**400  # JSON has integers of any size
+    assert fig.number(10**400) is None and fig.number(-(10**400)) is None
+    assert fig.run_figures(res)["latency_ms"]["p50"] is None

@@ -265,3 +265,12 @@ def test_a_first_group_without_runs_is_not_the_base() -> None:
     assert "<tr><td>#3 b</td><td>#2</td>" in page  # the verdicts' row
     machine = _machine([unbuilt, a, b])
     assert machine is not None and machine["hostname"] == "vm"
+
+
+def test_integers_too_large_for_a_float_give_a_page() -> None:
+    doc = docs.sweep_doc()
+    doc["groups"][0]["figures"]["samples_per_second"] = {"n": 2, "median": 10**400,
+                                                         "min": 1, "max": 10**400,
+                                                         "values": [1, 10**400]}  # fmt: skip
+    page = render(doc, made=0, machine={"hostname": "vm", "memory_bytes": 10**400})
+    assert "Machine: <b>vm</b>" in page and len(svgs(page)) == 2
