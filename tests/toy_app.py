@@ -35,6 +35,7 @@ def main() -> None:
     p.add_argument("--sleep", type=float, default=0.0)
     p.add_argument("--flag", default=None)
     p.add_argument("--plain", action="store_true", help="no SIGINT handler of its own")
+    p.add_argument("--interrupt-exit", type=int, default=130, help="exit status on SIGINT")
     p.add_argument("--accuracy", action="store_true")
     a = p.parse_args()
 
@@ -48,7 +49,7 @@ def main() -> None:
     def interrupted(signum, frame) -> None:
         report("interrupted")
         print("toyapp: interrupted", flush=True)
-        sys.exit(130)
+        sys.exit(a.interrupt_exit)
 
     if not a.plain:
         signal.signal(signal.SIGINT, interrupted)

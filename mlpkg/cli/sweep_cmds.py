@@ -8,6 +8,8 @@ still ran the others), 130 when interrupted, 2 for bad input (before anything ra
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -74,14 +76,19 @@ def sweep_cmd(
     jobs = jobs if jobs is not None else int(exp.matrix.get("jobs", 1))
     check_jobs(exp, jobs)
     app.overrides.clear()  # each cell has its own
-    sweep = plan_sweep(app, exp, resume=resume_ref is not None)
-    _print_plan(app, sweep, dry_run)
-    if dry_run:
-        return
-    exp.matrix["jobs"] = jobs
-    realise_cells(app, sweep)
-    with _Display(app, len(sweep.todo())) as display:
-        run_points(app, sweep, display, jobs)
+    with contextlib.ExitStack() as held:
+        if resume_ref is not None and not dry_run:  # refused before planning; a new
+            held.enter_context(record.lock(exp))  # experiment has no directory before it
+        sweep = plan_sweep(app, exp, resume=resume_ref is not None)
+        _print_plan(app, sweep, dry_run)
+        if dry_run:
+            return
+        exp.matrix["jobs"] = jobs
+        if resume_ref is None:
+            held.enter_context(record.lock(exp))
+        realise_cells(app, sweep)
+        with _Display(app, len(sweep.todo())) as display:
+            run_points(app, sweep, display, jobs)
     _report(app, exp)
 
 
@@ -120,12 +127,9 @@ def _resumed(
         exp = record.read_experiment(path)
     else:
         exp = record.find_experiment(app.home, ref)
-    if record.is_running(exp):
-        raise BadInput(
-            f"The experiment {exp.id} is being run by process {exp.mlpkg_pid}; "
-            "wait for it or stop it first.",
-            field="--resume",
-        )
+    if not exp.points:
+        raise BadInput(f"The experiment {exp.id} has no points; there is nothing to resume.",
+                       file=str(exp.dir / record.EXPERIMENT_FILE))  # fmt: skip
     return exp
 
 
@@ -174,6 +178,7 @@ class _Display:
         self.app, self.total, self.done = app, total, 0
         self.bar: Any = None
         self.task: Any = None
+        self.lock = threading.Lock()
 
     def __enter__(self) -> _Display:
         if self.app.interactive and self.total:
@@ -205,14 +210,15 @@ class _Display:
         if self.bar is not None:
             self.bar.update(self.task, description=_name(point))
 
-    def finished(self, point: Point) -> None:
-        self.done += 1
-        line = f"[{self.done}/{self.total}] {_name(point)}: {_outcome(self.app, point)}"
-        if self.bar is not None:
-            self.bar.console.print(line, highlight=False, markup=False)
-            self.bar.update(self.task, advance=1)
-        else:
-            self.app.info(line)
+    def finished(self, point: Point) -> None:  # called from --jobs' workers too
+        with self.lock:
+            self.done += 1
+            line = f"[{self.done}/{self.total}] {_name(point)}: {_outcome(self.app, point)}"
+            if self.bar is not None:
+                self.bar.console.print(line, highlight=False, markup=False)
+                self.bar.update(self.task, advance=1)
+            else:
+                self.app.info(line)
 
 
 def _name(point: Point) -> str:
@@ -221,7 +227,8 @@ def _name(point: Point) -> str:
 
 def _outcome(app: App, point: Point) -> str:
     if point.status != "ok" or point.run is None:
-        return f"{point.status}" + (f" ({point.error})" if point.error else "")
+        run = f" (run {point.run})" if point.run else ""
+        return f"{point.status}" + (f" ({point.error})" if point.error else "") + run
     try:
         headline = runs.headline(runs.read_record(runs.runs_dir(app.home) / point.run).result)
     except BadInput:

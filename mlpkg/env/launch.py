@@ -21,8 +21,10 @@ The contract of :func:`launch`:
   it has no capability left, so that not even root can change a store path
   (:func:`mlpkg.store.sandbox.run_isolation`); its pid is the same (nothing stands
   between);
-- it returns the exit status (negative for a signal, as :mod:`subprocess` does), the pid
-  and the last line of stderr that starts with ``error:`` (the reason of a failure).
+- it returns the exit status (negative for a signal, as :mod:`subprocess` does), the pid,
+  the last line of stderr that starts with ``error:`` (the reason of a failure), how long
+  the app ran, and the signal mlpkg passed on to it, if any (an app may handle SIGINT and
+  exit 1: the caller still knows it was interrupted).
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ class Exited:
     pid: int
     error: str | None
     seconds: float = 0.0  # from the process's start to its exit (and its output's end)
+    signalled: int | None = None  # the first signal mlpkg received and passed on, if any
 
 
 def _start(
@@ -138,8 +141,10 @@ def launch(
         # Handlers first: a signal caught here is reset to the default in the child at
         # exec, while an ignored one (nohup, `&` in a script) would stay ignored there.
         started: list[subprocess.Popen[bytes]] = []
+        received: list[int] = []
 
         def forward(signum: int, _frame: FrameType | None) -> None:
+            received.append(signum)
             for child in started:
                 with contextlib.suppress(ProcessLookupError):
                     child.send_signal(signum)
@@ -170,7 +175,8 @@ def launch(
             lost = next((t.failure for t in tees if t.failure is not None), None)
             if lost is not None:
                 raise _log_lost(run_dir, lost)
-            return Exited(code, proc.pid, tees[1].error, time.monotonic() - began)
+            took = time.monotonic() - began
+            return Exited(code, proc.pid, tees[1].error, took, received[0] if received else None)
         finally:
             for s, handler in old.items():
                 signal.signal(s, handler)

@@ -110,10 +110,10 @@ class PreparedRun:
     def start(self, on_start: Callable[[str, Path], None] | None = None) -> RunResult:
         """Start the app, wait for it and complete the record."""
         run_dir, record = self.dir, self.record
+        started = record["started"] = time.time()
         runs.write_json(run_dir / runs.RESULT_FILE, record)
         if on_start is not None:
             on_start(self.id, run_dir)
-        started = record["started"] = time.time()
         try:
             exited = launch(self.argv, self.env, run_dir, show=self.request.show,
                             on_start=lambda pid: _record_pid(run_dir, record, pid),
@@ -145,6 +145,7 @@ def prepare_run(store: Store, plan: Plan, request: RunRequest) -> PreparedRun:
         "output": str(run_dir), "machine": runs.machine(),
         "lock": _write_lock(store, plan, request.spec, run_dir),
     }  # fmt: skip
+    runs.write_json(run_dir / runs.RESULT_FILE, record)  # listed from now on
     readonly = [store.dir, store.home / "envs"]
     return PreparedRun(run_id, run_dir, argv, env, record, readonly, request)
 
@@ -325,9 +326,12 @@ def _record_pid(run_dir: Path, record: dict[str, Any], pid: int) -> None:
 
 def finish_record(record: dict[str, Any], run_dir: Path, exited: Exited, started: float) -> None:
     """Complete ``record`` with how the app ended and what its report says (a report of
-    failure or interruption overrides an exit status of 0), and rewrite result.json."""
+    failure or interruption overrides an exit status of 0), and rewrite result.json. A run
+    that mlpkg passed a signal to (Ctrl-C, SIGTERM, SIGHUP) is ``interrupted`` whatever
+    the app's exit status: its figures are not a measurement."""
     finished, code = time.time(), exited.code
-    record.update(status=run_status(code), exit_code=code, finished=finished, pid=exited.pid,
+    status = run_status(code) if exited.signalled is None else "interrupted"
+    record.update(status=status, exit_code=code, finished=finished, pid=exited.pid,
                   duration_s=round(finished - started, 3), error=exited.error)  # fmt: skip
     report = runs.read_app_report(run_dir)
     if report is not None:

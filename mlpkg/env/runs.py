@@ -50,6 +50,10 @@ REPORT_KEYS = ("scenario", "mode", "model_name", "settings", "summary", "loadgen
                "errors", "session", "counts")  # fmt: skip
 
 
+# What new_run_id makes: a run id never names another directory (records are data).
+RUN_ID = r"^\d{8}T\d{6}\.\d{3}Z-[A-Za-z0-9][A-Za-z0-9._-]*-[0-9a-f]{6}$"
+
+
 def runs_dir(home: Path) -> Path:
     return home / "runs"
 

@@ -27,9 +27,10 @@ malformed one :class:`~mlpkg.errors.BadInput`, each naming the file.
 
 from __future__ import annotations
 
+import contextlib
 import functools
-import os
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
 EXPERIMENT_FORMAT = 1
 EXPERIMENT_FILE = "experiment.json"
 ID_PREFIX = "exp-"
+CELL_KEY = r"^(with|arg)\.[A-Za-z0-9][A-Za-z0-9._-]*$"  # with.NAME or arg.OPTION
 
 
 def experiments_dir(home: Path) -> Path:
@@ -75,7 +77,7 @@ class Point:
         return cell_label(self.cell)
 
 
-def cell_label(cell: dict[str, str]) -> str:
+def cell_label(cell: dict[str, str]) -> str:  # keys: CELL_KEY
     """``NAME=SPEC ... OPTION=VALUE ...``: the inputs first, then the options (each in
     name order: experiment.json keeps its keys sorted)."""
     keys = sorted(cell, key=lambda k: (not k.startswith("with."), k))
@@ -120,17 +122,19 @@ class Experiment:
 @functools.cache
 def _model() -> type[BaseModel]:
     """The pydantic model of experiment.json, format 1."""
+    from typing import Annotated
+
     from pydantic import BaseModel, ConfigDict, Field
 
     class _Point(BaseModel):
         model_config = ConfigDict(extra="forbid")
         index: int
-        cell: dict[str, str]
+        cell: dict[Annotated[str, Field(pattern=CELL_KEY)], str]
         repeat: int
         overrides: dict[str, str]
         args: list[str]
         app_path: str | None = None
-        run: str | None = None
+        run: Annotated[str, Field(pattern=runs.RUN_ID)] | None = None
         status: str
         error: str | None = None
         timings: dict[str, float] = Field(default_factory=dict)
@@ -146,7 +150,7 @@ def _model() -> type[BaseModel]:
     class ExperimentDoc(BaseModel):
         model_config = ConfigDict(extra="allow")
         format: int
-        id: str
+        id: Annotated[str, Field(pattern=f"^{ID_PREFIX}" + runs.RUN_ID[1:])]
         app: str
         created: float
         updated: float | None = None
@@ -212,15 +216,23 @@ def find_experiment(home: Path, ref: str) -> Experiment:
     return read_experiment(root / matches[0])
 
 
-def is_running(exp: Experiment) -> bool:
-    """Whether the mlpkg that records ``exp`` is still alive (a sweep in progress)."""
-    pid = exp.mlpkg_pid
-    if exp.status != "running" or not pid or pid == os.getpid():
-        return False
+@contextlib.contextmanager
+def lock(exp: Experiment) -> Iterator[None]:
+    """Hold the experiment's lock (``.lock`` in its directory) while a sweep records it:
+    a second ``mlpkg sweep --resume`` of it is refused rather than measuring beside the
+    first. The lock goes with the process, however it ends (an ``flock``)."""
+    from mlpkg.store.locks import FileLock
+
+    exp.dir.mkdir(parents=True, exist_ok=True)
+    held = FileLock(exp.dir / ".lock")
+    if not held.acquire(blocking=False):
+        held.release()
+        raise BadInput(
+            f"The experiment {exp.id} is being run by another mlpkg (process "
+            f"{exp.mlpkg_pid}); wait for it or stop it first.",
+            field="--resume",
+        )
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        yield
+    finally:
+        held.release()

@@ -30,8 +30,8 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -152,8 +152,9 @@ def realise_cells(session: Session, sweep: SweepPlan) -> None:
             continue
         try:
             session.act(cell.plan, keep_going=True)
-        except Interrupted:
-            raise
+        except (Interrupted, KeyboardInterrupt):
+            _finish(sweep.experiment, interrupted=True)
+            raise _interrupted(sweep.experiment) from None
         except MlpkgError as e:
             cell.error = e.message
             for point in cell.points:
@@ -164,7 +165,8 @@ def realise_cells(session: Session, sweep: SweepPlan) -> None:
 
 
 def run_points(session: Session, sweep: SweepPlan, observer: Observer, jobs: int = 1) -> None:
-    """Run every point still to run (step 3); Interrupted when a run was interrupted."""
+    """Run every point still to run (step 3); Interrupted when a run was interrupted. The
+    experiment's status is final when this returns or raises, whatever happened."""
     exp = sweep.experiment
     by_cell = {tuple(c.cell.items()): c for c in sweep.cells}
     todo = [p for p in exp.points if p.status == "pending"]
@@ -181,14 +183,19 @@ def run_points(session: Session, sweep: SweepPlan, observer: Observer, jobs: int
             _run_parallel(session, sweep, todo, observer, jobs, guard)
     except KeyboardInterrupt:
         _finish(exp, interrupted=True)
-        raise Interrupted(
-            f"The sweep {exp.id} was interrupted; `mlpkg sweep --resume {exp.id}` continues it."
-        ) from None
+        raise _interrupted(exp) from None
+    except BaseException:  # an unexpected error: the record must not say running
+        _finish(exp, interrupted=False)
+        raise
     _finish(exp, interrupted=any(p.status == "interrupted" for p in exp.points))
     if exp.status == "interrupted":
-        raise Interrupted(
-            f"The sweep {exp.id} was interrupted; `mlpkg sweep --resume {exp.id}` continues it."
-        )
+        raise _interrupted(exp)
+
+
+def _interrupted(exp: Experiment) -> Interrupted:
+    return Interrupted(
+        f"The sweep {exp.id} was interrupted; `mlpkg sweep --resume {exp.id}` continues it."
+    )
 
 
 def _finish(exp: Experiment, interrupted: bool) -> None:
@@ -215,8 +222,8 @@ def _run_parallel(
     by_cell = {tuple(c.cell.items()): c for c in sweep.cells}
     exp = sweep.experiment
     slots = threading.BoundedSemaphore(jobs)
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = []
+    with _stops_as_interrupts(), ThreadPoolExecutor(max_workers=jobs) as pool:
+        started: dict[Future[None], PreparedRun] = {}
         try:
             for point in todo:
                 slots.acquire()
@@ -228,24 +235,71 @@ def _run_parallel(
                     continue
                 future = pool.submit(_start, exp, point, prepared, observer, guard, began)
                 future.add_done_callback(lambda _f: slots.release())
-                futures.append(future)
-            for future in futures:
+                started[future] = prepared
+            for future in started:
                 future.result()
         except KeyboardInterrupt:
-            for future in futures:
-                future.cancel()
-            _signal_running(session.store.home, exp, guard)
+            _stop_all(session.store.home, exp, started, guard)
             raise
 
 
-def _signal_running(home: Path, exp: Experiment, guard: threading.Lock) -> None:
+def _stop_all(
+    home: Path, exp: Experiment, started: dict[Future[None], PreparedRun], guard: threading.Lock
+) -> None:
+    """Stop a parallel sweep: runs prepared but not started are recorded as interrupted;
+    every app that starts is passed SIGINT (once), until every worker is done."""
+    for future, prepared in started.items():
+        if future.cancel():
+            prepared.record.update(status="interrupted", finished=time.time())
+            runs.write_json(prepared.dir / runs.RESULT_FILE, prepared.record)
+    signalled: dict[int, str] = {}  # pid: run id
+    while wait(started, timeout=0.05).not_done:
+        _signal_running(home, exp, guard, signalled)
+    for run_id in signalled.values():  # however the app chose to exit, it was stopped
+        _mark_interrupted(runs.runs_dir(home) / run_id)
+        with guard:
+            for point in exp.points:
+                if point.run == run_id:
+                    point.status = "interrupted"
+
+
+def _mark_interrupted(run_dir: Path) -> None:
+    with contextlib.suppress(MlpkgError, OSError):
+        result = runs.read_record(run_dir).result
+        if result.get("status") != "interrupted":
+            result["status"] = "interrupted"
+            runs.write_json(run_dir / runs.RESULT_FILE, result)
+
+
+@contextlib.contextmanager
+def _stops_as_interrupts() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise KeyboardInterrupt here, in the main thread, as Ctrl-C
+    does: with points started from workers, launch installs no handler of its own, and
+    the default action would kill mlpkg with its records saying running."""
+
+    def stop(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    old = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+
+
+def _signal_running(
+    home: Path, exp: Experiment, guard: threading.Lock, done: dict[int, str]
+) -> None:
+    """Pass SIGINT to the app of every running point not in ``done`` (then added)."""
     with guard:
         running = [p.run for p in exp.points if p.status == "running" and p.run]
     for run_id in running:
         with contextlib.suppress(MlpkgError, OSError, TypeError):
             pid = runs.read_record(runs.runs_dir(home) / run_id).result.get("pid")
-            if isinstance(pid, int) and pid > 0:
+            if isinstance(pid, int) and pid > 0 and pid not in done:
                 os.kill(pid, signal.SIGINT)
+                done[pid] = run_id
 
 
 def _run_point(

@@ -302,7 +302,7 @@ def test_a_running_point_is_recorded_as_running(toy: Home) -> None:
     assert isinstance(res["pid"], int)
     # a second mlpkg may not resume an experiment that is being run
     r = toy("sweep", "--resume", doc["id"])
-    assert r.code == 2 and f"is being run by process {proc.pid}" in _one_error(r.err)
+    assert r.code == 2 and f"being run by another mlpkg (process {proc.pid})" in _one_error(r.err)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, (out, err)
     doc = _doc(toy, doc["id"])
@@ -427,3 +427,67 @@ def test_resume_reruns_a_point_whose_closure_changed_or_whose_run_is_gone(
     exp = record.find_experiment(toy.home, exp.id)
     assert exp.points[0].run == kept and exp.points[1].run not in (gone, None)
     assert exp.status == "ok"
+
+
+def test_ctrl_c_stops_the_sweep_whatever_the_app_exits_with(toy: Home) -> None:
+    """An app that handles SIGINT and exits 1 was still interrupted: the point says so
+    and the sweep stops there (one Ctrl-C, not one per point)."""
+    before = _exp_ids(toy)
+    proc = toy.popen("sweep", "toyapp", "--arg", "sleep=5,0.1", "--", "--interrupt-exit", "1")
+    doc, run_dir = _wait_for("point 0 to run", _running_point(toy, before, 0), proc)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, (out, err)
+    doc = _doc(toy, doc["id"])
+    assert [p["status"] for p in doc["points"]] == ["interrupted", "pending"]
+    assert doc["status"] == "interrupted"
+    assert result_of(run_dir)["status"] == "interrupted"
+    assert result_of(run_dir)["exit_code"] == 1
+
+
+def test_sigterm_stops_a_parallel_sweep_and_its_records_say_so(toy: Home) -> None:
+    """--jobs starts apps from worker threads; SIGTERM to mlpkg still reaches them, and
+    the experiment ends interrupted (exit 130), with no point left running."""
+    before = _exp_ids(toy)
+    proc = toy.popen("sweep", "toyapp", "--arg", "flag=a,b,c,d", "--jobs", "2", "--",
+                     "--accuracy", "--sleep", "5")  # fmt: skip
+    doc, _ = _wait_for("point 0 to run", _running_point(toy, before, 0), proc)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, (out, err)
+    doc = _doc(toy, doc["id"])
+    assert doc["status"] == "interrupted"
+    statuses = [p["status"] for p in doc["points"]]
+    assert "running" not in statuses and "interrupted" in statuses
+    for point in doc["points"]:
+        if point["run"]:
+            assert result_of(toy.runs / point["run"])["status"] == "interrupted"
+
+
+def test_a_sweep_interrupted_while_building_is_recorded_and_resumes(
+    toy: Home, tmp_path: Path
+) -> None:
+    overlay = tmp_path / "slow"
+    (overlay / "data").mkdir(parents=True)
+    slow = DATA_TOML.replace("mkdir", "sleep 30; mkdir").replace("echo 42", "echo 45")
+    (overlay / "data" / "1.0.toml").write_text(textwrap.dedent(slow).lstrip())
+    before = _exp_ids(toy)
+    proc = toy.popen("sweep", "toyapp", "--recipes", str(overlay), "--arg", "flag=a,b")
+    exp_id = _wait_for("the experiment", lambda: sorted(_exp_ids(toy) - before), proc)[0]
+    time.sleep(1)  # the build has started
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, (out, err)
+    assert f"`mlpkg sweep --resume {exp_id}` continues it" in err
+    doc = _doc(toy, exp_id)
+    assert doc["status"] == "interrupted"
+    assert [p["status"] for p in doc["points"]] == ["pending", "pending"]
+
+
+def test_resuming_an_experiment_with_no_points_is_bad_input(toy: Home) -> None:
+    exp_id = record.new_experiment_id("toyapp")
+    exp = record.Experiment(exp_id, record.experiments_dir(toy.home) / exp_id, "toyapp",
+                            {"with": {}, "arg": {}, "repeat": 1, "args": []}, [])  # fmt: skip
+    exp.save()
+    r = toy("sweep", "--resume", exp_id)
+    assert r.code == 2 and "has no points; there is nothing to resume" in _one_error(r.err)

@@ -214,23 +214,44 @@ def test_a_found_record_of_another_format_is_refused(home: Path) -> None:
         record.find_experiment(home, "exp-latest")
 
 
-def test_is_running_only_while_the_recording_mlpkg_lives(tmp_path: Path) -> None:
+def test_the_lock_refuses_a_second_sweep_of_one_experiment(tmp_path: Path) -> None:
+    """An flock: held by another process, it is refused with the recorded pid; released
+    when that process dies, however it dies."""
     exp = _experiment(tmp_path)
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    exp.mlpkg_pid = 4242
+    code = (
+        "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
+        "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); time.sleep(30)"
+    )
+    exp.dir.mkdir(parents=True)
+    child = subprocess.Popen([sys.executable, "-c", code, str(exp.dir / ".lock")],
+                             stdout=subprocess.PIPE, text=True)  # fmt: skip
     try:
-        exp.status, exp.mlpkg_pid = "running", child.pid
-        assert record.is_running(exp)
-        exp.status = "interrupted"
-        assert not record.is_running(exp)  # only a running experiment is being run
-        exp.status, exp.mlpkg_pid = "running", os.getpid()
-        assert not record.is_running(exp)  # this very process
-        exp.mlpkg_pid = None
-        assert not record.is_running(exp)
+        assert child.stdout is not None and child.stdout.readline().strip() == "held"
+        refused = pytest.raises(BadInput, match=r"being run by another mlpkg \(process 4242\)")
+        with refused, record.lock(exp):
+            pass
     finally:
         child.kill()
         child.wait()
-    exp.mlpkg_pid = child.pid  # reaped: the pid is gone
-    assert not record.is_running(exp)
+    with record.lock(exp), pytest.raises(BadInput), record.lock(exp):
+        pass  # the holder is gone: the lock is free, and held by the first `lock` now
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("run", "../../elsewhere"), ("run", "/etc"), ("cell", {"x": "1"}),
+     ("cell", {"with.": "1"})],
+)  # fmt: skip
+def test_a_point_naming_another_directory_or_an_odd_cell_is_refused(
+    tmp_path: Path, field: str, value: Any
+) -> None:
+    exp = _experiment(tmp_path)
+    doc = exp.to_json()
+    doc["points"][0][field] = value
+    file = _write(exp.dir, doc)
+    with pytest.raises(BadInput, match=str(file)):
+        record.read_experiment(exp.dir)
 
 
 def test_a_point_defaults_to_pending() -> None:

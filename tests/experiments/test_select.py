@@ -146,7 +146,7 @@ def test_a_run_of_a_newer_result_format_is_refused(toy: Home, tmp_path: Path) ->
     exp = _exp(toy)
     source = exp.points[0].run
     assert source is not None
-    copy = toy.runs / f"{source}-format2"
+    copy = toy.runs / f"{source[:-6]}f0f0f2"  # another valid run id
     shutil.copytree(toy.runs / source, copy)
     try:
         result = json.loads((copy / "result.json").read_text())
