@@ -168,19 +168,20 @@ def run_points(session: Session, sweep: SweepPlan, observer: Observer, jobs: int
     """Run every point still to run (step 3); Interrupted when a run was interrupted. The
     experiment's status is final when this returns or raises, whatever happened."""
     exp = sweep.experiment
-    by_cell = {tuple(c.cell.items()): c for c in sweep.cells}
     todo = [p for p in exp.points if p.status == "pending"]
     exp.status, exp.mlpkg_pid = "running", os.getpid()
     exp.save()
-    guard = threading.Lock()
+    points = _Points(session, sweep, observer)
     try:
         if jobs == 1:
             for point in todo:
-                _run_point(session, exp, by_cell[tuple(point.cell.items())], point, observer, guard)
+                prepared = points.prepare(point)
+                if prepared is not None:
+                    points.start(point, prepared)
                 if point.status == "interrupted":
                     break
         else:
-            _run_parallel(session, sweep, todo, observer, jobs, guard)
+            points.run_parallel(todo, jobs)
     except KeyboardInterrupt:
         _finish(exp, interrupted=True)
         raise _interrupted(exp) from None
@@ -207,60 +208,106 @@ def _finish(exp: Experiment, interrupted: bool) -> None:
     exp.save()
 
 
-def _run_parallel(
-    session: Session,
-    sweep: SweepPlan,
-    todo: list[Point],
-    observer: Observer,
-    jobs: int,
-    guard: threading.Lock,
-) -> None:
-    """``jobs`` points at once. Each is prepared here, in the thread that owns the store
-    (its database connection cannot be shared), and started in a worker; a Ctrl-C (seen
-    by this, the main thread) is passed on to every running app, whose runs then end as
-    interrupted."""
-    by_cell = {tuple(c.cell.items()): c for c in sweep.cells}
-    exp = sweep.experiment
-    slots = threading.BoundedSemaphore(jobs)
-    with _stops_as_interrupts(), ThreadPoolExecutor(max_workers=jobs) as pool:
-        started: dict[Future[None], PreparedRun] = {}
+class _Points:
+    """Runs points and records them: each is *prepared* (activation, run directory, lock)
+    in the thread that owns the store (its database connection cannot be shared) and
+    *started* there or in a worker; ``guard`` serialises changes to the experiment."""
+
+    def __init__(self, session: Session, sweep: SweepPlan, observer: Observer) -> None:
+        self.session, self.exp, self.observer = session, sweep.experiment, observer
+        self.cells = {tuple(c.cell.items()): c for c in sweep.cells}
+        self.guard = threading.Lock()
+        self.began: dict[int, float] = {}  # point index: when its preparation began
+
+    def prepare(self, point: Point) -> PreparedRun | None:
+        """The point's run, ready to start; None (the point failed, and is recorded so)
+        when it could not be prepared."""
+        self.began[point.index] = time.monotonic()
+        request = RunRequest(self.exp.app, list(point.args), overrides=dict(point.overrides),
+                             show=False, show_errors=False)  # fmt: skip
+        plan = self.cells[tuple(point.cell.items())].plan
         try:
-            for point in todo:
-                slots.acquire()
-                began = time.monotonic()
-                prepared = _prepare(session, exp, by_cell[tuple(point.cell.items())], point,
-                                    observer, guard)  # fmt: skip
-                if prepared is None:
-                    slots.release()
-                    continue
-                future = pool.submit(_start, exp, point, prepared, observer, guard, began)
-                future.add_done_callback(lambda _f: slots.release())
-                started[future] = prepared
-            for future in started:
-                future.result()
-        except KeyboardInterrupt:
-            _stop_all(session.store.home, exp, started, guard)
-            raise
+            return prepare_run(self.session.store, plan, request)
+        except MlpkgError as e:
+            self._ended(point, "failed", e.message, 0.0)
+            return None
 
+    def start(self, point: Point, prepared: PreparedRun) -> None:
+        """Run a prepared point and record how it ended (never raises for a failed run)."""
 
-def _stop_all(
-    home: Path, exp: Experiment, started: dict[Future[None], PreparedRun], guard: threading.Lock
-) -> None:
-    """Stop a parallel sweep: runs prepared but not started are recorded as interrupted;
-    every app that starts is passed SIGINT (once), until every worker is done."""
-    for future, prepared in started.items():
-        if future.cancel():
-            prepared.record.update(status="interrupted", finished=time.time())
-            runs.write_json(prepared.dir / runs.RESULT_FILE, prepared.record)
-    signalled: dict[int, str] = {}  # pid: run id
-    while wait(started, timeout=0.05).not_done:
-        _signal_running(home, exp, guard, signalled)
-    for run_id in signalled.values():  # however the app chose to exit, it was stopped
-        _mark_interrupted(runs.runs_dir(home) / run_id)
-        with guard:
-            for point in exp.points:
-                if point.run == run_id:
-                    point.status = "interrupted"
+        def on_start(run_id: str, _run_dir: Path) -> None:
+            with self.guard:
+                point.run, point.status = run_id, "running"
+                self.exp.save()
+            self.observer.started(point)
+
+        try:
+            result = prepared.start(on_start)
+            status, error, app_s = result.status, result.record.get("error"), result.exited.seconds
+        except MlpkgError as e:  # the program could not start: its record says so
+            status, error, app_s = "failed", e.message, 0.0
+        self._ended(point, status, error, app_s)
+
+    def _ended(self, point: Point, status: str, error: str | None, app_s: float) -> None:
+        total = time.monotonic() - self.began[point.index]
+        with self.guard:
+            point.status, point.error = status, error
+            point.timings.update(run_s=round(app_s, 4), overhead_s=round(total - app_s, 4))
+            self.exp.save()
+        self.observer.finished(point)
+
+    def run_parallel(self, todo: list[Point], jobs: int) -> None:
+        """``jobs`` points at once; a Ctrl-C, SIGTERM or SIGHUP (seen by this, the main
+        thread) stops them all (:meth:`_stop_all`)."""
+        slots = threading.BoundedSemaphore(jobs)
+        started: dict[Future[None], PreparedRun] = {}
+        with _stops_as_interrupts(), ThreadPoolExecutor(max_workers=jobs) as pool:
+            try:
+                for point in todo:
+                    slots.acquire()
+                    prepared = self.prepare(point)
+                    if prepared is None:
+                        slots.release()
+                        continue
+                    future = pool.submit(self.start, point, prepared)
+                    future.add_done_callback(lambda _f: slots.release())
+                    started[future] = prepared
+                for future in started:
+                    future.result()
+            except KeyboardInterrupt:
+                self._stop_all(started)
+                raise
+
+    def _stop_all(self, started: dict[Future[None], PreparedRun]) -> None:
+        """Runs prepared but not started are recorded as interrupted; every app that
+        starts is passed SIGINT (once), until every worker is done; and every run so
+        stopped is interrupted, however its app chose to exit."""
+        for future, prepared in started.items():
+            if future.cancel():
+                prepared.record.update(status="interrupted", finished=time.time())
+                runs.write_json(prepared.dir / runs.RESULT_FILE, prepared.record)
+        signalled: dict[int, str] = {}  # pid: run id
+        while wait(started, timeout=0.05).not_done:
+            self._signal_running(signalled)
+        root = runs.runs_dir(self.session.store.home)
+        for run_id in signalled.values():
+            _mark_interrupted(root / run_id)
+            with self.guard:
+                for point in self.exp.points:
+                    if point.run == run_id:
+                        point.status = "interrupted"
+
+    def _signal_running(self, done: dict[int, str]) -> None:
+        """Pass SIGINT to the app of every running point not in ``done`` (then added)."""
+        with self.guard:
+            running = [p.run for p in self.exp.points if p.status == "running" and p.run]
+        root = runs.runs_dir(self.session.store.home)
+        for run_id in running:
+            with contextlib.suppress(MlpkgError, OSError, TypeError):
+                pid = runs.read_record(root / run_id).result.get("pid")
+                if isinstance(pid, int) and pid > 0 and pid not in done:
+                    os.kill(pid, signal.SIGINT)
+                    done[pid] = run_id
 
 
 def _mark_interrupted(run_dir: Path) -> None:
@@ -286,90 +333,3 @@ def _stops_as_interrupts() -> Iterator[None]:
     finally:
         for s, handler in old.items():
             signal.signal(s, handler)
-
-
-def _signal_running(
-    home: Path, exp: Experiment, guard: threading.Lock, done: dict[int, str]
-) -> None:
-    """Pass SIGINT to the app of every running point not in ``done`` (then added)."""
-    with guard:
-        running = [p.run for p in exp.points if p.status == "running" and p.run]
-    for run_id in running:
-        with contextlib.suppress(MlpkgError, OSError, TypeError):
-            pid = runs.read_record(runs.runs_dir(home) / run_id).result.get("pid")
-            if isinstance(pid, int) and pid > 0 and pid not in done:
-                os.kill(pid, signal.SIGINT)
-                done[pid] = run_id
-
-
-def _run_point(
-    session: Session,
-    exp: Experiment,
-    cell: CellPlan,
-    point: Point,
-    observer: Observer,
-    guard: threading.Lock,
-) -> None:
-    """Run one point and record how it ended (never raises for a failed run)."""
-    began = time.monotonic()
-    prepared = _prepare(session, exp, cell, point, observer, guard)
-    if prepared is not None:
-        _start(exp, point, prepared, observer, guard, began)
-
-
-def _prepare(
-    session: Session,
-    exp: Experiment,
-    cell: CellPlan,
-    point: Point,
-    observer: Observer,
-    guard: threading.Lock,
-) -> PreparedRun | None:
-    """The point's run, ready to start; None (the point failed, and is recorded so) when
-    it could not be prepared."""
-    request = RunRequest(exp.app, list(point.args), overrides=dict(point.overrides),
-                         show=False, show_errors=False)  # fmt: skip
-    try:
-        return prepare_run(session.store, cell.plan, request)
-    except MlpkgError as e:
-        _ended(exp, point, "failed", e.message, 0.0, 0.0, guard)
-        observer.finished(point)
-        return None
-
-
-def _start(
-    exp: Experiment,
-    point: Point,
-    prepared: PreparedRun,
-    observer: Observer,
-    guard: threading.Lock,
-    began: float,
-) -> None:
-    def on_start(run_id: str, _run_dir: Path) -> None:
-        with guard:
-            point.run, point.status = run_id, "running"
-            exp.save()
-        observer.started(point)
-
-    try:
-        result = prepared.start(on_start)
-        status, error, app_s = result.status, result.record.get("error"), result.exited.seconds
-    except MlpkgError as e:  # the program could not start: its record says so
-        status, error, app_s = "failed", e.message, 0.0
-    _ended(exp, point, status, error, app_s, time.monotonic() - began, guard)
-    observer.finished(point)
-
-
-def _ended(
-    exp: Experiment,
-    point: Point,
-    status: str,
-    error: str | None,
-    app_s: float,
-    total: float,
-    guard: threading.Lock,
-) -> None:
-    with guard:
-        point.status, point.error = status, error
-        point.timings.update(run_s=round(app_s, 4), overhead_s=round(total - app_s, 4))
-        exp.save()
