@@ -1,4 +1,4 @@
-"""``mlpkg runs list|show|compare|report|export``: the records of past ``mlpkg run`` invocations
+"""``mlpkg runs list|experiments|show|compare|report|export``: the records of past ``mlpkg run`` invocations
 (mlpkg.env.runs), and of sweeps (mlpkg.experiments).
 
 ``compare REF...`` prints the comparison (mlpkg.experiments.compare) of the runs and
@@ -53,6 +53,37 @@ def _summary(r: runs.RunRecord) -> dict[str, Any]:
         "id": r.id, "app": res.get("app"), "status": r.status, "scenario": res.get("scenario"),
         "mode": res.get("mode"), "headline": runs.headline(res), "started": res.get("started"),
         "output": str(r.dir),
+    }  # fmt: skip
+
+
+@runs_group.command("experiments")
+@common
+def runs_experiments_cmd(app: App) -> None:
+    """List the experiments (`mlpkg sweep`), oldest first."""
+    from mlpkg.experiments import record
+
+    found, problems = record.list_experiments(app.home)
+    for problem in problems:
+        if not app.quiet:
+            click.echo(f"warning: {problem} (left out)", err=True)
+    rows = [_experiment_summary(e) for e in found]
+    if app.json:
+        app.emit(rows)
+        return
+    width = max((len(r["id"]) for r in rows), default=0)
+    for r in rows:
+        cells = f"{r['cells']} cell{'s' * (r['cells'] != 1)}"
+        app.out(f"{r['id']:<{width}}  {r['status']:<11}  {r['ok']}/{r['points']} ok  "
+                f"{cells}  {r['app']}")  # fmt: skip
+
+
+def _experiment_summary(exp: Any) -> dict[str, Any]:
+    from mlpkg.experiments import record
+
+    return {
+        "id": exp.id, "app": exp.app, "status": record.status_of(exp),
+        "points": len(exp.points), "ok": sum(p.status == "ok" for p in exp.points),
+        "cells": len(exp.cells()), "created": exp.created, "dir": str(exp.dir),
     }  # fmt: skip
 
 

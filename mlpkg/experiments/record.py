@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlpkg.documents import load_json, validate
 from mlpkg.env import runs
-from mlpkg.errors import BadInput, FormatVersionError
+from mlpkg.errors import BadInput, FormatVersionError, MlpkgError
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -236,3 +236,33 @@ def lock(exp: Experiment) -> Iterator[None]:
         yield
     finally:
         held.release()
+
+
+def list_experiments(home: Path) -> tuple[list[Experiment], list[str]]:
+    """Every readable experiment, oldest first, and a sentence (naming the file) for each
+    other one: one bad record never hides the others."""
+    found: list[Experiment] = []
+    problems: list[str] = []
+    for name in experiment_ids(home):
+        try:
+            found.append(read_experiment(experiments_dir(home) / name))
+        except MlpkgError as e:
+            problems.append(e.message)
+    return found, problems
+
+
+def status_of(exp: Experiment) -> str:
+    """The recorded status; ``died`` for one still marked running whose lock nobody holds
+    (the sweep was killed before it could finish the record: ``--resume`` continues it)."""
+    if exp.status != "running":
+        return exp.status
+    from mlpkg.store.locks import FileLock
+
+    probe = FileLock(exp.dir / ".lock")
+    try:
+        free = probe.acquire(blocking=False)
+    except OSError:
+        return exp.status
+    finally:
+        probe.release()
+    return "died" if free else exp.status

@@ -300,6 +300,8 @@ def test_a_running_point_is_recorded_as_running(toy: Home) -> None:
     res = result_of(run_dir)
     assert res["status"] == "running" and res["args"] == ["--sleep", "1"]
     assert isinstance(res["pid"], int)
+    listed = {e["id"]: e for e in toy("runs", "experiments", "--json").ok().json()}
+    assert listed[doc["id"]]["status"] == "running"  # its sweep holds the lock
     # a second mlpkg may not resume an experiment that is being run
     r = toy("sweep", "--resume", doc["id"])
     assert r.code == 2 and f"being run by another mlpkg (process {proc.pid})" in _one_error(r.err)
@@ -342,7 +344,11 @@ def test_an_interrupted_sweep_resumes_where_it_stopped(toy: Home) -> None:
     made = toy.run_ids() - runs_before
     assert len(made) == 4  # the two points that succeeded are not run again
     exp = record.find_experiment(toy.home, exp_id)
-    assert exp.status == "ok" and all(p.status == "ok" for p in exp.points)
+    assert exp.status == "ok"
+    line = next(x for x in toy("runs", "experiments").ok().out.splitlines() if exp_id in x)
+    assert line.split()[1:] == ["ok", "2/2", "ok", "2", "cells", "toyapp"] and all(
+        p.status == "ok" for p in exp.points
+    )
     assert [p.run for p in exp.points[:2]] == done
     assert {p.run for p in exp.points[2:]} == made
     assert [p.args for p in exp.points] == [["--sleep", "0.8"], ["--sleep", "0.2"]] * 3
@@ -369,6 +375,9 @@ def test_a_killed_sweep_resumes_and_reruns_the_killed_point(toy: Home) -> None:
     while time.monotonic() < deadline and not report.exists():
         time.sleep(0.02)
     assert json.loads(report.read_text())["status"] == "interrupted"
+    listed = {e["id"]: e for e in toy("runs", "experiments", "--json").ok().json()}
+    assert listed[exp_id]["status"] == "died"  # running, but nobody holds its lock
+    assert (listed[exp_id]["ok"], listed[exp_id]["points"], listed[exp_id]["cells"]) == (1, 2, 2)
 
     runs_before = toy.run_ids()
     r = toy("sweep", "--resume", exp_id[:-2])  # (a unique prefix)
