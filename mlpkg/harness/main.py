@@ -67,11 +67,9 @@ compares a fresh file with a golden one)::
     session              workers, intra_op_threads, inter_op_threads, sessions, cpu_count,
                          provider, graph_optimization_level, execution_mode,
                          warmup_latencies_s (the five warm-up predictions), calibration
-                         ({qps, predictions, seconds} of :func:`.sut.calibrate`, qps the
-                         capacity; its wall-clock rate is in the settings notes; null when
+                         ({qps, predictions, seconds} of :func:`.sut.calibrate`; null when
                          not needed: --qps, Offline accuracy mode, SingleStream, MultiStream),
-                         estimated_qps (Offline: 1.2 x the capacity; Server: the wall-clock
-                         rate)
+                         estimated_qps
     counts               dataset_images, samples (after --count), warmup, issued, answered,
                          succeeded, failed, drained (empty answers after Ctrl-C)
     errors               count, first (message), samples (failed QSL indices, first 1000)
@@ -120,15 +118,7 @@ from .settings import (
     loadgen_version,
     performance_sample_count,
 )
-from .sut import (
-    SUT,
-    Progress,
-    calibrate,
-    calibration_seconds,
-    start_loadgen,
-    wait_for_loadgen,
-    warm_up,
-)
+from .sut import SUT, Progress, calibrate, start_loadgen, wait_for_loadgen, warm_up
 
 SCENARIOS = ("SingleStream", "MultiStream", "Server", "Offline")
 LOG_FILES = (
@@ -343,32 +333,6 @@ def _log_settings(lg: Any, output: Path) -> Any:
     return log_settings
 
 
-OFFLINE_MARGIN = 1.2  # Offline's estimate: the calibration's capacity x this (docs/harness.md)
-
-
-def _estimate(scenario: str, calibration: dict[str, Any] | None) -> tuple[float | None, str]:
-    """The rate that sizes Offline's query or paces Server, and how it was measured.
-
-    Offline: :data:`OFFLINE_MARGIN` x the capacity of :func:`.sut.calibrate` (the rate from
-    the CPU time of its predictions, which other processes taking the cores do not lower;
-    the margin covers what they still do to it, sharing caches and memory, and a machine
-    busier during the calibration than during the test), so that the query lasts at least
-    the duration asked for: a test on a busy machine lasts longer instead. Server: the
-    wall-clock rate, the load the machine sustained then (a target above it only grows
-    the queue)."""
-    if calibration is None or calibration["mean_qps"] is None:
-        return None, ""
-    c = calibration
-    seconds = f"{c['predictions']} predictions on {c['samples']} samples in {c['seconds']:.2f} s"
-    if scenario != "Offline":
-        return c["mean_qps"], f"wall-clock rate of {seconds}"
-    what = "the capacity from the CPU time" if c["basis"] == "cpu" else "the wall-clock rate"
-    return OFFLINE_MARGIN * c["qps"], (
-        f"{OFFLINE_MARGIN} x {c['qps']:.3f}, {what} of {seconds}; "
-        f"wall-clock rate {c['mean_qps']:.3f}"
-    )
-
-
 def _settings(run: Run, lg: Any, backend: Backend, latencies: list[float]) -> Any:
     a, ds = run.args, run.dataset
     assert ds is not None
@@ -389,11 +353,11 @@ def _settings(run: Run, lg: Any, backend: Backend, latencies: list[float]) -> An
     # The estimate sizes Offline's one query (not in accuracy mode: all samples in one query)
     # and paces Server's queries (also in accuracy mode: at mlperf.conf's 1 QPS otherwise).
     if a.qps is None and (a.scenario == "Server" or (a.scenario == "Offline" and not a.accuracy)):
-        calibration = calibrate(backend, ds, calibration_seconds(a.time))
-    estimated, basis = _estimate(a.scenario, calibration)
+        calibration = calibrate(backend, ds)
+    estimated = None if calibration is None else calibration["qps"]
     steps = conf_plan(run.doc["loadgen_version"], a.mlperf_conf, a.user_conf)
     mean = sum(latencies[1:]) / max(1, len(latencies) - 1) if len(latencies) > 1 else None
-    estimates = Estimates(estimated, mean, backend.plan.workers, basis)
+    estimates = Estimates(estimated, mean, backend.plan.workers)
     settings, record = build_settings(lg, opts, a.model_name, steps, estimates)
     record["audit_conf"] = None if a.audit_conf is None else str(a.audit_conf)
     record["qsl_performance_sample_count"] = performance_sample_count(
@@ -403,10 +367,7 @@ def _settings(run: Run, lg: Any, backend: Backend, latencies: list[float]) -> An
     run.doc["session"] = {
         **backend.plan.as_dict(),
         "warmup_latencies_s": latencies,
-        # the keys of harness.json format 1; the rest of the calibration is in the notes
-        "calibration": None
-        if calibration is None
-        else {k: calibration[k] for k in ("qps", "predictions", "seconds")},
+        "calibration": calibration,
         "estimated_qps": estimated,
     }
     return settings

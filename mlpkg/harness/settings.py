@@ -35,16 +35,13 @@ concurrent warm-up (:func:`.sut.calibrate`: all workers predicting at once on di
 samples) rather than from workers / mean latency of the five sequential warm-up predictions:
 those repeat one sample, whose data stays in the CPU caches, and ignore contention between
 workers; on a memory-bound model the simple formula overestimated the rate five-fold and an
-Offline ``--time 1`` run lasted six seconds. For Offline the estimate is 1.2 x the
-calibration's capacity (from its CPU time, which other processes do not lower;
-docs/harness.md has the rule and the figures), so that a ``--time S`` test lasts at least
-S. (Offline accuracy runs measure no estimate: LoadGen sends all samples in one query
-there; Server accuracy runs do, as it paces their queries.) Likewise SingleStream and
-MultiStream with ``--time`` but no ``--max-latency``: LoadGen pre-generates duration /
-expected latency queries and ends the run early ("ran out of generated queries") when the
-model is faster than mlperf.conf's expectation (10 ms, 528 ms), so the expected latency is
-lowered to the warm-up's mean latency (times ceil(samples per query / workers) for
-MultiStream) when that is lower.
+Offline ``--time 1`` run lasted six seconds. (Offline accuracy runs measure no estimate:
+LoadGen sends all samples in one query there; Server accuracy runs do, as it paces their
+queries.) Likewise SingleStream and MultiStream with ``--time`` but no ``--max-latency``:
+LoadGen pre-generates duration / expected latency queries and ends the run early ("ran out
+of generated queries") when the model is faster than mlperf.conf's expectation (10 ms, 528
+ms), so the expected latency is lowered to the warm-up's mean latency (times ceil(samples
+per query / workers) for MultiStream) when that is lower.
 
 The values set and read back are recorded by :func:`build_settings` (``settings.values``),
 because LoadGen offers no other way to see them before the run; an audit.config is applied
@@ -228,24 +225,6 @@ class Estimates:
     qps: float | None = None
     latency_s: float | None = None
     workers: int = 1
-    qps_basis: str | None = None  # how ``qps`` was measured, for the notes
-
-
-OFFLINE_SLACK = 1.1  # LoadGen's Offline query: about expected QPS x min duration x 1.1
-
-
-def _sizing_note(key: str, qps: float, opts: Options, settings: Any, basis: str | None) -> str:
-    note = f"{key} estimated by the warm-up: {qps:.3f}"
-    if basis:
-        note += f" ({basis})"
-    if key == "offline_expected_qps":
-        seconds = (opts.time * 1000 if opts.time is not None else settings.min_duration_ms) / 1000
-        samples = int(qps * seconds * OFFLINE_SLACK)
-        note += (
-            f"; LoadGen sizes the query at about {qps:.3f} x {seconds:g} s x {OFFLINE_SLACK}"
-            f" = {samples} samples"
-        )
-    return note
 
 
 def _expected_latency(opts: Options, settings: Any, est: Estimates) -> dict[str, Any]:
@@ -284,7 +263,7 @@ def _overrides(lg: Any, opts: Options, settings: Any, est: Estimates) -> dict[st
         key = "offline_expected_qps" if opts.scenario == "Offline" else "server_target_qps"
         if getattr(settings, key) == PLACEHOLDER_QPS:
             o[key] = float(estimated_qps)
-            opts.notes.append(_sizing_note(key, estimated_qps, opts, settings, est.qps_basis))
+            opts.notes.append(f"{key} estimated by the warm-up: {estimated_qps:.3f}")
     if opts.max_latency is not None:
         ns = round(opts.max_latency * NS)
         o["server_target_latency_ns"] = ns

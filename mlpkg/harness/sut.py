@@ -274,76 +274,35 @@ def warm_up(backend: Backend, dataset: PreprocessedDataset, n: int = WARMUP) -> 
     return times
 
 
-CALIBRATION_SAMPLES = 16  # distinct samples, spread over the dataset
-CALIBRATION_MIN_S = 0.3
-CALIBRATION_MAX_S = 2.0
-CALIBRATION_FRACTION = 0.1  # of the run's duration (--time)
-
-
-def calibration_seconds(duration_s: float | None) -> float:
-    """How long :func:`calibrate` measures: a tenth of the run asked for, at least
-    :data:`CALIBRATION_MIN_S` and at most :data:`CALIBRATION_MAX_S` (the most, too, for a
-    run without ``--time``, which lasts mlperf.conf's ten minutes)."""
-    if duration_s is None:
-        return CALIBRATION_MAX_S
-    return min(CALIBRATION_MAX_S, max(CALIBRATION_MIN_S, CALIBRATION_FRACTION * duration_s))
-
-
-def _spread(count: int, n: int) -> list[int]:
-    """``n`` sample indices spread evenly over ``range(count)``."""
-    n = max(1, min(count, n))
-    return sorted({i * count // n for i in range(n)})
-
-
 def calibrate(
-    backend: Backend, dataset: PreprocessedDataset, min_seconds: float = CALIBRATION_MIN_S
+    backend: Backend, dataset: PreprocessedDataset, min_seconds: float = 0.3
 ) -> dict[str, Any]:
     """Estimate the throughput: every worker predicts concurrently, on its own samples (up
-    to :data:`CALIBRATION_SAMPLES` distinct ones spread over the dataset, so that caches
-    flatter less than the repeated warm-up sample and the set costs what the dataset
-    costs), for ``min_seconds`` and at least once after an untimed first prediction.
-
-    Two rates (samples/s): ``mean_qps``, the sum of the workers' predictions / time to
-    their last one (wall clock: what the machine did during the calibration, disturbances
-    included); and ``qps``, the *capacity*: the rate of an undisturbed machine, from the CPU
-    time of the workers' threads, which does not advance while another process has the
-    core (``time.thread_time``; the sum over the workers of predictions / CPU seconds,
-    times min(1, CPUs / workers) when there are more workers than CPUs). The CPU time of
-    the calling thread is the inference's whole cost only when ONNX Runtime runs it on that
-    thread (one intra-op thread, the default outside SingleStream); otherwise ``qps`` is
-    the wall-clock rate. Returns ``{"qps", "mean_qps", "basis" ("cpu" | "wall"),
-    "predictions", "seconds", "cpu_seconds", "samples"}``; the rates are None if nothing
-    could be run."""
+    to 16 distinct ones, so that caches flatter less than the repeated warm-up sample), for
+    at least ``min_seconds`` and at least once after an untimed first prediction; qps = the
+    sum of the workers' rates (each: predictions / time to its last one). Returns
+    ``{"qps", "predictions", "seconds"}``; qps is None if nothing could be run."""
     workers = backend.plan.workers
     samples = []
-    for i in _spread(dataset.count, CALIBRATION_SAMPLES):
+    for i in range(max(1, min(dataset.count, 2 * workers, 16))):
         with contextlib.suppress(Exception):
             samples.append(dataset.read(i))
     if not samples:
-        return {
-            "qps": None,
-            "mean_qps": None,
-            "basis": None,
-            "predictions": 0,
-            "seconds": 0.0,
-            "cpu_seconds": 0.0,
-            "samples": 0,
-        }
-    counts, spent, cpu = [0] * workers, [0.0] * workers, [0.0] * workers
+        return {"qps": None, "predictions": 0, "seconds": 0.0}
+    counts, spent = [0] * workers, [0.0] * workers
     barrier = threading.Barrier(workers)
 
     def loop(w: int) -> None:
         with contextlib.suppress(Exception):  # untimed: a thread's first run costs more
             backend.predict(samples[w % len(samples)], w)
         barrier.wait()
-        start, cpu_start = time.perf_counter(), time.thread_time()
+        start = time.perf_counter()
         k = w
         while counts[w] == 0 or spent[w] < min_seconds:
             with contextlib.suppress(Exception):
                 backend.predict(samples[k % len(samples)], w)
             counts[w] += 1
             spent[w] = time.perf_counter() - start
-            cpu[w] = time.thread_time() - cpu_start
             k += workers
 
     threads = [threading.Thread(target=loop, args=(w,), daemon=True) for w in range(workers)]
@@ -352,20 +311,7 @@ def calibrate(
     for t in threads:
         t.join()
     rates = [c / t for c, t in zip(counts, spent) if t > 0]
-    mean_qps = sum(rates) if rates else None
-    qps, basis = mean_qps, "wall"
-    if backend.plan.intra_op_threads == 1 and all(c > 0 for c in cpu):
-        share = min(1.0, backend.plan.cpu_count / workers)
-        qps, basis = share * sum(n / c for n, c in zip(counts, cpu)), "cpu"
-    return {
-        "qps": qps,
-        "mean_qps": mean_qps,
-        "basis": basis,
-        "predictions": sum(counts),
-        "seconds": max(spent),
-        "cpu_seconds": max(cpu),
-        "samples": len(samples),
-    }
+    return {"qps": sum(rates) if rates else None, "predictions": sum(counts), "seconds": max(spent)}
 
 
 def start_loadgen(

@@ -19,7 +19,6 @@ from typing import Any
 import pytest
 
 from mlpkg.harness import settings as hs
-from mlpkg.harness.errors import BadInput
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 OFFICIAL_CONF = Path("/tmp/lgsd/mlcommons_loadgen-4.1.30/mlperf.conf")
@@ -29,7 +28,6 @@ import json, sys
 from pathlib import Path
 import mlperf_loadgen as lg
 from mlpkg.harness import settings as hs
-from mlpkg.harness.errors import BadInput
 a = json.loads(sys.argv[1])
 opts = hs.Options(a["scenario"], a.get("accuracy", False), a.get("count"), a.get("time"),
                   a.get("qps"), a.get("max_latency"), a.get("samples_per_query"),
@@ -210,8 +208,6 @@ def test_short_runs_lower_the_query_minimum_and_use_the_estimates() -> None:
     assert rec["values"]["max_query_count"] == 0
     assert rec["values"]["offline_expected_qps"] == 321.0
     assert any("estimated" in n for n in rec["notes"])
-    # how the query was sized: LoadGen's samples_per_query is about qps x duration x 1.1
-    assert any(n.endswith("321.000 x 1 s x 1.1 = 353 samples") for n in rec["notes"])
     ms = record(scenario="MultiStream", time=1, samples_per_query=4, est_latency=0.002, workers=2)[
         "values"
     ]
@@ -250,7 +246,7 @@ def test_performance_sample_count() -> None:
 def test_unparseable_user_conf_is_bad_input(tmp_path: Path) -> None:
     user = tmp_path / "user.conf"
     user.write_text("retinanet.Offline.target_qps: 12\n")
-    with pytest.raises(BadInput, match=re.escape(str(user))):
+    with pytest.raises(hs.BadInput, match=re.escape(str(user))):
         hs.check_readable(user, "LoadGen user configuration file")
-    with pytest.raises(BadInput, match="cannot read"):
+    with pytest.raises(hs.BadInput, match="cannot read"):
         hs.check_readable(tmp_path / "missing.conf", "LoadGen user configuration file")
