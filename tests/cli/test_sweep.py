@@ -346,7 +346,7 @@ def test_an_interrupted_sweep_resumes_where_it_stopped(toy: Home) -> None:
     exp = record.find_experiment(toy.home, exp_id)
     assert exp.status == "ok"
     line = next(x for x in toy("runs", "experiments").ok().out.splitlines() if exp_id in x)
-    assert line.split()[1:] == ["ok", "2/2", "ok", "2", "cells", "toyapp"] and all(
+    assert line.split()[1:] == ["ok", "6/6", "ok", "2", "cells", "toyapp"] and all(
         p.status == "ok" for p in exp.points
     )
     assert [p.run for p in exp.points[:2]] == done
