@@ -1,5 +1,5 @@
-"""``mlpkg runs list|experiments|show|compare|report|export``: the records of past ``mlpkg run`` invocations
-(mlpkg.env.runs), and of sweeps (mlpkg.experiments).
+"""``mlpkg runs list|experiments|show|compare|report|export``: the records of past
+``mlpkg run`` invocations (mlpkg.env.runs), and of sweeps (mlpkg.experiments).
 
 ``compare REF...`` prints the comparison (mlpkg.experiments.compare) of the runs and
 experiments referred to (mlpkg.experiments.select), the first being the base; ``--json``
