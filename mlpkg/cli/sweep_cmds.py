@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from pathlib import Path
 from typing import Any
 
 import click
@@ -122,11 +121,7 @@ def _resumed(
             "--with, --arg, --repeat or options after --.",
             field="--resume",
         )
-    path = Path(ref)
-    if (path / record.EXPERIMENT_FILE).is_file():
-        exp = record.read_experiment(path)
-    else:
-        exp = record.find_experiment(app.home, ref)
+    exp = record.find_experiment(app.home, ref)
     if not exp.points:
         raise BadInput(f"The experiment {exp.id} has no points; there is nothing to resume.",
                        file=str(exp.dir / record.EXPERIMENT_FILE))  # fmt: skip

@@ -273,15 +273,21 @@ def list_runs(home: Path) -> tuple[list[RunRecord], list[str]]:
     return records, problems
 
 
+def matching_ids(names: list[str], ref: str, latest: str) -> list[str]:
+    """The ids among ``names`` (sorted, oldest first) that ``ref`` means: the newest for
+    the word ``latest``, else the one equal to it, else those it is a prefix of."""
+    if ref == latest and names:
+        return [names[-1]]
+    return [n for n in names if n == ref] or [n for n in names if n.startswith(ref)]
+
+
 def find_run(home: Path, run_id: str) -> RunRecord:
     """The run whose id is ``run_id`` or starts with it (unambiguously); ``latest`` is
     the newest run."""
     root = runs_dir(home)
     names = sorted(p.name for p in root.iterdir() if not p.name.startswith(".")) \
         if root.is_dir() else []  # fmt: skip
-    if run_id == "latest" and names:
-        return read_record(root / names[-1])
-    matches = [n for n in names if n == run_id] or [n for n in names if n.startswith(run_id)]
+    matches = matching_ids(names, run_id, "latest")
     if len(matches) != 1:
         what = "There is no run" if not matches else f"There are {len(matches)} runs"
         raise BadInput(

@@ -200,13 +200,14 @@ def experiment_ids(home: Path) -> list[str]:
 
 
 def find_experiment(home: Path, ref: str) -> Experiment:
-    """The experiment whose id is ``ref`` or starts with it (unambiguously); ``exp-latest``
-    is the newest one. BadInput when none or several match."""
+    """The experiment in the directory ``ref`` (one holding experiment.json), or whose id
+    is ``ref`` or starts with it (unambiguously); ``exp-latest`` is the newest one.
+    BadInput when none or several match."""
+    if (Path(ref) / EXPERIMENT_FILE).is_file():
+        return read_experiment(Path(ref))
     names = experiment_ids(home)
     root = experiments_dir(home)
-    if ref == f"{ID_PREFIX}latest" and names:
-        return read_experiment(root / names[-1])
-    matches = [n for n in names if n == ref] or [n for n in names if n.startswith(ref)]
+    matches = runs.matching_ids(names, ref, f"{ID_PREFIX}latest")
     if len(matches) != 1:
         what = "There is no experiment" if not matches else \
             f"There are {len(matches)} experiments"  # fmt: skip

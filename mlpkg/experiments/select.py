@@ -59,12 +59,10 @@ def all_runs(home: Path) -> tuple[list[Group], list[str]]:
 
 def _groups_of(home: Path, ref: str) -> list[Group]:
     path = Path(ref)
-    if (path / record.EXPERIMENT_FILE).is_file():
-        return experiment_groups(home, record.read_experiment(path))
+    if (path / record.EXPERIMENT_FILE).is_file() or ref.startswith(record.ID_PREFIX):
+        return experiment_groups(home, record.find_experiment(home, ref))
     if (path / runs.RESULT_FILE).is_file():
         return [_single(runs.read_record(path))]
-    if ref.startswith(record.ID_PREFIX):
-        return experiment_groups(home, record.find_experiment(home, ref))
     return [_single(runs.find_run(home, ref))]
 
 
