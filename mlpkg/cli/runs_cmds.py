@@ -34,9 +34,7 @@ def runs_group() -> None:
 def runs_list_cmd(app: App) -> None:
     """List the runs, oldest first."""
     records, problems = runs.list_runs(app.home)
-    for problem in problems:  # on stderr, in --json mode too: the list is short of a run
-        if not app.quiet:
-            click.echo(f"warning: {problem} (left out)", err=True)
+    _left_out(app, problems)
     if app.json:
         app.emit([_summary(r) for r in records])
         return
@@ -45,6 +43,14 @@ def runs_list_cmd(app: App) -> None:
         s = _summary(r)
         mode = s["mode"] or "-"
         app.out(f"{r.id:<{width}}  {s['status']:<11}  {mode:<15}  {s['headline']}")
+
+
+def _left_out(app: App, problems: list[str]) -> None:
+    """A warning for each record a list leaves out: on stderr, in --json mode too (the
+    list is short of it), hidden by -q."""
+    for problem in problems:
+        if not app.quiet:
+            click.echo(f"warning: {problem} (left out)", err=True)
 
 
 def _summary(r: runs.RunRecord) -> dict[str, Any]:
@@ -63,9 +69,7 @@ def runs_experiments_cmd(app: App) -> None:
     from mlpkg.experiments import record
 
     found, problems = record.list_experiments(app.home)
-    for problem in problems:
-        if not app.quiet:
-            click.echo(f"warning: {problem} (left out)", err=True)
+    _left_out(app, problems)
     rows = [_experiment_summary(e) for e in found]
     if app.json:
         app.emit(rows)
