@@ -37,6 +37,21 @@ from click.testing import CliRunner
 
 from tests.cli_support import CliResult
 
+SLOW_REASON = "slow: a long trial, run with `python -m pytest -m slow` or MLPKG_SLOW=1"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Make ``@pytest.mark.slow`` opt-in: the long trials (the 200-trial kill campaign, the
+    long fuzzing profiles, the realistic model end to end) are skipped, with the reason,
+    unless the ``-m`` expression names ``slow`` or ``MLPKG_SLOW=1`` is set (as ``.ci/run``
+    does). The default suite stays under ten minutes on two cores."""
+    if os.environ.get("MLPKG_SLOW") == "1" or "slow" in (config.getoption("markexpr") or ""):
+        return
+    skip = pytest.mark.skip(reason=SLOW_REASON)
+    for item in items:
+        if item.get_closest_marker("slow") is not None:
+            item.add_marker(skip)
+
 
 @dataclass
 class Route:

@@ -116,7 +116,6 @@ def run(argv: list[str | Path], **kw: object) -> subprocess.CompletedProcess[str
 
 
 @pytest.mark.pypi
-@pytest.mark.slow
 @pytest.mark.timeout(3 * 3600)
 def test_the_built_interpreter_imports_its_c_modules(built: Built) -> None:
     r = run([built.python, "-c", IMPORTS])
@@ -126,7 +125,6 @@ def test_the_built_interpreter_imports_its_c_modules(built: Built) -> None:
 
 
 @pytest.mark.pypi
-@pytest.mark.slow
 @pytest.mark.timeout(3 * 3600)
 def test_extensions_link_the_store_libraries_by_relative_run_paths(built: Built) -> None:
     store = built.path.parent
@@ -152,7 +150,6 @@ def test_extensions_link_the_store_libraries_by_relative_run_paths(built: Built)
 
 
 @pytest.mark.pypi
-@pytest.mark.slow
 @pytest.mark.timeout(3 * 3600)
 def test_nothing_names_the_store_and_a_copy_runs_elsewhere(built: Built, tmp_path: Path) -> None:
     root = os.fsencode(built.home)
@@ -177,7 +174,6 @@ def test_nothing_names_the_store_and_a_copy_runs_elsewhere(built: Built, tmp_pat
 
 
 @pytest.mark.pypi
-@pytest.mark.slow
 @pytest.mark.timeout(3 * 3600)
 def test_venv_and_ensurepip_work(built: Built, tmp_path: Path) -> None:
     assert run([built.python, "-m", "ensurepip", "--help"]).returncode == 0
@@ -193,7 +189,6 @@ def test_venv_and_ensurepip_work(built: Built, tmp_path: Path) -> None:
 
 
 @pytest.mark.pypi
-@pytest.mark.slow
 @pytest.mark.timeout(3 * 3600)
 def test_a_second_build_is_a_no_op(built: Built) -> None:
     logs = sorted(os.listdir(built.home / "logs"))
@@ -208,7 +203,6 @@ def test_a_second_build_is_a_no_op(built: Built) -> None:
 
 
 @pytest.mark.pypi
-@pytest.mark.slow
 @pytest.mark.timeout(3 * 3600)
 def test_every_harness_module_compiles_with_the_built_interpreter(
     built: Built, tmp_path: Path

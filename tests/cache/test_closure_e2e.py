@@ -19,7 +19,7 @@ import pytest
 
 from tests.cli_support import CliResult
 
-pytestmark = [pytest.mark.pypi, pytest.mark.slow]
+pytestmark = pytest.mark.pypi
 
 REPO = Path(__file__).resolve().parents[2]
 APP = "retinanet-offline+synthetic"

@@ -19,7 +19,7 @@ import pytest
 
 from tests.cli_support import CliResult, mlpkg_in
 
-pytestmark = [pytest.mark.pypi, pytest.mark.slow, pytest.mark.timeout(3600)]
+pytestmark = [pytest.mark.pypi, pytest.mark.timeout(3600)]
 
 MAP_LINE = re.compile(r"^mAP=(\d+\.\d{3})%$", re.MULTILINE)
 CARD = ("loadgen@4.0", "onnxruntime@1.12.1")

@@ -23,7 +23,7 @@ import pytest
 
 from tests.cli_support import CliResult
 
-pytestmark = [pytest.mark.pypi, pytest.mark.slow]
+pytestmark = pytest.mark.pypi
 
 REPO = Path(__file__).resolve().parents[2]
 MAP_LINE = re.compile(r"^mAP=(\d+\.\d{3})%$", re.MULTILINE)

@@ -110,7 +110,6 @@ print(open(os.path.join(out, "mlperf_log_summary.txt")).read())
 """
 
 
-@pytest.mark.slow
 def test_loadgen_built_from_source_runs_and_rebuilds_bit_identically(home: Path) -> None:
     built = mlpkg(home, "build", "loadgen@4.0+source")
     assert built.returncode == 0, built.stderr[-3000:]

@@ -158,7 +158,6 @@ def test_boxes_cover_the_drawn_pixels(synth64: Path, annotations: dict[str, Any]
             assert (ring > tol).all()
 
 
-@pytest.mark.slow
 def test_dataset_rebuild_is_bit_identical(synth64: Path, tmp_path: Path) -> None:
     again = tmp_path / "again"
     synth_dataset.write_dataset(again)
@@ -261,7 +260,6 @@ def reference_detections(
     return dets, seen
 
 
-@pytest.mark.slow
 def test_model_map_on_the_synthetic_set(preprocessed64: Path, capsys: Any) -> None:
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
