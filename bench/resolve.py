@@ -19,8 +19,9 @@ information: import time, and CPU time (less disturbed by other load than wall t
 Targets: 1,000 recipes (~5,000 edges) resolve in < 1 s (median), and 10,000 recipes
 (~50,000 edges) take at most 12 × the 1,000-recipe time (near-linear).
 
-Run: ``python bench/resolve.py [--repeat 3] [--json]`` with the interpreter of the
-environment mlpkg is installed in (its real path, not a pyenv shim).
+Run: ``python bench/resolve.py [--quick] [--repeat 3] [--json]`` with the interpreter of
+the environment mlpkg is installed in (its real path, not a pyenv shim). ``--quick``: 300
+and 3,000 recipes, one run each, no verdict; the document's ``rows`` follow bench/rows.py.
 """
 
 from __future__ import annotations
@@ -37,9 +38,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rows import row
+
 TARGET_SMALL_S = 1.0
 TARGET_RATIO = 12.0
 SIZES = (1_000, 10_000)
+QUICK_SIZES = (300, 3_000)
 MULTI = ["", "@1", "@>=1.0", "@1.0:", "@:2", "@1.0:1.1"]  # all admit 1.0: no dead ends
 SINGLE = ["", "@1.0", "@>=1.0"]
 PHASES = ("import_s", "total_s", "cpu_s")
@@ -121,69 +125,99 @@ def run_child(directory: Path) -> dict[str, Any]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, help="runs of each (default 3; --quick 1)")
+    ap.add_argument("--quick", action="store_true", help="300 and 3,000 recipes, no verdict")
     ap.add_argument("--json", action="store_true", help="print a JSON document")
     ap.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         child(args.child)
         return 0
+    sizes = QUICK_SIZES if args.quick else SIZES
+    repeat = args.repeat or (1 if args.quick else 3)
 
     work = Path(tempfile.mkdtemp(prefix="mlpkg-bench-resolve-"))
     try:
         shape: dict[int, dict[str, Any]] = {}
-        for n in SIZES:
+        for n in sizes:
             (work / str(n)).mkdir()
             packages, files, edges = generate(work / str(n), n)
             shape[n] = {"packages": packages, "recipes": files, "edges": edges}
-        runs: dict[int, list[dict[str, Any]]] = {n: [] for n in SIZES}
-        for n in SIZES:  # untimed: warms the page cache
+        runs: dict[int, list[dict[str, Any]]] = {n: [] for n in sizes}
+        for n in sizes:  # untimed: warms the page cache
             run_child(work / str(n))
-        for _ in range(args.repeat):
-            for n in SIZES:
+        for _ in range(repeat):
+            for n in sizes:
                 runs[n].append(run_child(work / str(n)))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    for n in SIZES:
+    for n in sizes:
         shape[n]["median_s"] = {p: statistics.median(r[p] for r in runs[n]) for p in PHASES}
         shape[n]["samples_s"] = [r["total_s"] for r in runs[n]]
         shape[n]["all_reached"] = all(r["nodes"] == shape[n]["packages"] for r in runs[n])
         shape[n]["deterministic"] = len({r["root"] for r in runs[n]}) == 1
         shape[n]["pinned_below_newest"] = runs[n][0]["older"]
-    small, large = (shape[n]["median_s"]["total_s"] for n in SIZES)
+    small, large = (shape[n]["median_s"]["total_s"] for n in sizes)
     ratio = large / small
-    cpu_ratio = shape[SIZES[1]]["median_s"]["cpu_s"] / shape[SIZES[0]]["median_s"]["cpu_s"]
-    checks = all(shape[n]["all_reached"] and shape[n]["deterministic"] for n in SIZES)
+    cpu_ratio = shape[sizes[1]]["median_s"]["cpu_s"] / shape[sizes[0]]["median_s"]["cpu_s"]
+    checks = all(shape[n]["all_reached"] and shape[n]["deterministic"] for n in sizes)
     ok_small, ok_ratio = small < TARGET_SMALL_S, ratio <= TARGET_RATIO
     doc: dict[str, Any] = {
         "benchmark": "resolve",
-        "repeat": args.repeat,
-        "sizes": {str(n): shape[n] for n in SIZES},
+        "repeat": repeat,
+        "sizes": {str(n): shape[n] for n in sizes},
         "small_s": small,
         "ratio": ratio,
         "cpu_ratio": cpu_ratio,
         "checks": checks,
-        "target": f"{SIZES[0]} recipes < {TARGET_SMALL_S} s; {SIZES[1]}/{SIZES[0]} <= "
+        "target": f"{sizes[0]} recipes < {TARGET_SMALL_S} s; {sizes[1]}/{sizes[0]} <= "
         f"{TARGET_RATIO}",
         "pass": checks and ok_small and ok_ratio,
     }
+    small_n, large_n = (shape[n] for n in sizes)
+    failed = "" if checks else " (a check failed: not every package resolved, or roots differ)"
+    doc["rows"] = [
+        row(
+            f"resolve and hash {small_n['recipes']:,} generated recipes ({small_n['edges']:,} "
+            f"edges) in a fresh process{failed}",
+            mlpkg=small,
+            unit="s",
+            target=f"< {TARGET_SMALL_S:g} s",
+            passed=checks and ok_small,
+            runs=repeat,
+            quick=args.quick,
+        ),
+        row(
+            f"the same for {large_n['recipes']:,} recipes ({large_n['edges']:,} edges), "
+            f"against {small_n['recipes']:,} (near-linear){failed}",
+            mlpkg=large,
+            peer=small,
+            peer_name=f"{small_n['recipes']:,} recipes, same run",
+            unit="s",
+            ratio=ratio,
+            target=f"≤ {TARGET_RATIO:g} ×",
+            passed=checks and ok_ratio,
+            runs=repeat,
+            quick=args.quick,
+        ),
+    ]
     if args.json:
         print(json.dumps(doc, indent=2))
-        return 0
+        return 0 if checks else 1
     print(f"{'recipes':>7} {'pkgs':>6} {'edges':>6} " + " ".join(f"{p:>9}" for p in PHASES))
-    for n in SIZES:
-        s, row = shape[n], " ".join(f"{shape[n]['median_s'][p]:>9.3f}" for p in PHASES)
-        print(f"{s['recipes']:>7} {s['packages']:>6} {s['edges']:>6} {row}")
-    below = "/".join(str(shape[n]["pinned_below_newest"]) for n in SIZES)
+    for n in sizes:
+        s, cells = shape[n], " ".join(f"{shape[n]['median_s'][p]:>9.3f}" for p in PHASES)
+        print(f"{s['recipes']:>7} {s['packages']:>6} {s['edges']:>6} {cells}")
+    below = "/".join(str(shape[n]["pinned_below_newest"]) for n in sizes)
     print(f"packages pinned below their newest version (constraints at work): {below}")
     print(f"checks (every package resolved, same root path each run): {checks}")
     print(
-        f"{'PASS' if ok_small else 'FAIL'}: {SIZES[0]} recipes in {small:.3f} s "
+        f"{'PASS' if ok_small else 'FAIL'}: {sizes[0]} recipes in {small:.3f} s "
         f"(target < {TARGET_SMALL_S} s)"
     )
     print(
-        f"{'PASS' if ok_ratio else 'FAIL'}: {SIZES[1]}/{SIZES[0]} time ratio {ratio:.2f} "
+        f"{'PASS' if ok_ratio else 'FAIL'}: {sizes[1]}/{sizes[0]} time ratio {ratio:.2f} "
         f"(target <= {TARGET_RATIO}; CPU time ratio {cpu_ratio:.2f}, for information)"
     )
     return 0
