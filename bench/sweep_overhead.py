@@ -22,7 +22,10 @@ beyond the app per point than separate runs (ratio <= 1.0).
 Run: ``python bench/sweep_overhead.py [--app toyapp] [--points 10]`` (hermetic: a toy app
 that exits at once, which isolates the machinery), or ``python bench/sweep_overhead.py
 --app retinanet-offline+synthetic --home DIR --points 6 -- --time 5`` (a home where that
-app's closure can be realised; the first run fetches and builds it).
+app's closure can be realised; the first run fetches and builds it). ``--quick``: 3
+points, no verdict. With ``--json`` the document's ``rows`` follow bench/rows.py: the
+machinery's share of the run (a target only for an app other than the toy app, which
+exits at once) and the cost beyond the app against separate runs.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -40,6 +44,8 @@ from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
+
+from rows import row  # noqa: E402
 
 from tests.toy_app import write_recipes  # noqa: E402
 
@@ -89,29 +95,66 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--app", default="toyapp")
     p.add_argument("--home", type=Path, help="MLPKG_HOME (default: a fresh one)")
-    p.add_argument("--points", type=int, default=10)
+    p.add_argument("--points", type=int, help="points of each (default 10; --quick 3)")
+    p.add_argument("--quick", action="store_true", help="3 points, no verdict")
     p.add_argument("--json", action="store_true")
     p.add_argument("app_args", nargs="*", help="the app's options (after --)")
     a = p.parse_args()
+    points = a.points or (3 if a.quick else 10)
     env = dict(os.environ)
     work = Path(tempfile.mkdtemp(prefix="bench-sweep-"))
     env["MLPKG_HOME"] = str(a.home or work / "home")
     if a.app == "toyapp":
         write_recipes(work / "recipes")
         env["MLPKG_RECIPES_PATH"] = str(work / "recipes")
-    mlpkg(env, "run", a.app, *a.app_args)  # warm-up: the closure is realised here
-    s = sweep(env, a.app, a.points, a.app_args)
-    r = separate(env, a.app, a.points, a.app_args)
+    try:
+        mlpkg(env, "run", a.app, *a.app_args)  # warm-up: the closure is realised here
+        s = sweep(env, a.app, points, a.app_args)
+        r = separate(env, a.app, points, a.app_args)
+    finally:  # the temp home's store is read-only: make it writable to remove it
+        for d, _dirs, _files in os.walk(work):
+            os.chmod(d, 0o755)
+        shutil.rmtree(work, ignore_errors=True)
     machinery = s["plan_s"] + s["overhead_s"]
     share = machinery / s["run_s"] if s["run_s"] else float("inf")
     ratio = s["beyond_app"] / r["beyond_app"]
-    doc = {"app": a.app, "args": a.app_args, "points": a.points, "sweep": s, "separate": r,
+    doc = {"app": a.app, "args": a.app_args, "points": points, "sweep": s, "separate": r,
            "machinery_s": machinery, "machinery_share": share, "ratio": ratio,
            "load": os.getloadavg()}  # fmt: skip
+    toy = a.app == "toyapp"
+    called = " ".join([a.app, *a.app_args])
+    doc["rows"] = [
+        row(
+            f"`mlpkg sweep`'s machinery per point (planning, activation, records) beside the "
+            f"run itself ({called}, {points} points)",
+            mlpkg=machinery,
+            peer=s["run_s"],
+            peer_name="the app's run",
+            unit="s",
+            ratio=share,
+            target="" if toy else f"≤ {OVERHEAD_TARGET:g} ×",
+            passed=None if toy else share <= OVERHEAD_TARGET,
+            runs=points,
+            quick=a.quick,
+        ),
+        row(
+            f"cost beyond the app per point: `mlpkg sweep` against separate `mlpkg run`s "
+            f"({called}, {points} points)",
+            mlpkg=s["beyond_app"],
+            peer=r["beyond_app"],
+            peer_name="separate `mlpkg run` commands",
+            unit="s",
+            ratio=ratio,
+            target=f"≤ {RATIO_TARGET:.1f} ×",
+            passed=ratio <= RATIO_TARGET,
+            runs=points,
+            quick=a.quick,
+        ),
+    ]
     if a.json:
         print(json.dumps(doc, indent=2))
         return
-    print(f"app {a.app} {' '.join(a.app_args)}: {a.points} points; load {doc['load']}")
+    print(f"app {a.app} {' '.join(a.app_args)}: {points} points; load {doc['load']}")
     print(f"{'':22}{'per point (s)':>14}{'app (s)':>10}{'beyond the app (s)':>20}")
     for name, t in (("mlpkg sweep", s), ("separate mlpkg run", r)):
         print(f"{name:22}{t['wall_per_point']:>14.3f}{t['run_s']:>10.3f}{t['beyond_app']:>20.3f}")
