@@ -26,15 +26,19 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from mlpkg.errors import FormatVersionError, StoreError
+
+if TYPE_CHECKING:
+    from hashlib import _Hash
 
 MAGIC = b"mlpkg-archive\x00"
 VERSION = 1
 _U64 = struct.Struct("<Q")
 _CHUNK = 1 << 20
 _THREADED = 64 * 1024  # pieces from this size on are hashed twice at once (two threads)
+_SMALL = 64 * 1024  # files under this size are read in one piece
 
 Sink = Callable[[bytes | memoryview], object]
 
@@ -81,7 +85,9 @@ class _Writer:
         self.sink(data)
         self.size += len(data)
 
-    def node(self, path: Path, rel: str) -> None:
+    def node(self, path: str, rel: str) -> None:
+        # Paths are plain strings here: pathlib's joins cost more than the hashing of a
+        # small file.
         st = os.lstat(path)
         mode = st.st_mode
         if stat.S_ISREG(mode):
@@ -102,38 +108,21 @@ class _Writer:
             for raw in names:
                 self.put(_U64.pack(len(raw)) + raw)
                 name = os.fsdecode(raw)
-                self.node(path / name, f"{rel}/{name}" if rel else name)
+                self.node(f"{path}/{name}", f"{rel}/{name}" if rel else name)
         else:
             raise StoreError(f"'{path}' is not a regular file, directory or symlink.")
 
-    def regular(self, path: Path, rel: str, size: int, executable: bool) -> None:
+    def regular(self, path: str, rel: str, size: int, executable: bool) -> None:
         self.put(b"R" + (b"\x01" if executable else b"\x00") + _U64.pack(size))
         file_hash = hashlib.sha256() if self.want_manifest else None
-        view = memoryview(self.buf)
-        seen = 0
-        tail = b""
-        found = False
-        with open(path, "rb", buffering=0) as f:
-            while True:
-                n = f.readinto(self.buf)
-                if not n:
-                    break
-                chunk = view[:n]
-                # The file's own hash runs in a helper thread beside the archive's (hashlib
-                # lets go of the GIL): both read the buffer, neither changes it.
-                pending = None
-                if file_hash is not None and n >= _THREADED:
-                    pending = self._hasher().submit(file_hash.update, chunk)
-                elif file_hash is not None:
-                    file_hash.update(chunk)
-                try:
-                    self.sink(chunk)
-                    if self.forbid and not found:
-                        found, tail = self._search(n, tail)
-                finally:
-                    if pending is not None:
-                        pending.result()
-                seen += n
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            if size < _SMALL:  # one read (and the byte past the end, to see growth)
+                seen, found = self._small(fd, size, file_hash)
+            else:
+                seen, found = self._pieces(fd, file_hash)
+        finally:
+            os.close(fd)
         if seen != size:
             raise StoreError(f"'{path}' changed size while it was being archived.")
         if found:
@@ -142,6 +131,42 @@ class _Writer:
         if file_hash is not None:
             kind = "x" if executable else "f"
             self.manifest.append(ManifestEntry(rel, kind, size, file_hash.hexdigest()))
+
+    def _small(self, fd: int, size: int, file_hash: _Hash | None) -> tuple[int, bool]:
+        """Feed a file of ``size`` < :data:`_SMALL` bytes; return (bytes read, whether a
+        forbidden string is in it)."""
+        data = os.read(fd, size + 1)
+        while len(data) < size + 1 and (more := os.read(fd, size + 1 - len(data))):
+            data += more  # a short read that was not the end
+        if file_hash is not None:
+            file_hash.update(data)
+        self.sink(data)
+        return len(data), any(f in data for f in self.forbid)
+
+    def _pieces(self, fd: int, file_hash: _Hash | None) -> tuple[int, bool]:
+        """Feed a file piece by piece through the reused buffer; as :meth:`_small`."""
+        view = memoryview(self.buf)
+        seen = 0
+        tail = b""
+        found = False
+        while n := os.readv(fd, [self.buf]):
+            chunk = view[:n]
+            # The file's own hash runs in a helper thread beside the archive's (hashlib
+            # lets go of the GIL): both read the buffer, neither changes it.
+            pending = None
+            if file_hash is not None and n >= _THREADED:
+                pending = self._hasher().submit(file_hash.update, chunk)
+            elif file_hash is not None:
+                file_hash.update(chunk)
+            try:
+                self.sink(chunk)
+                if self.forbid and not found:
+                    found, tail = self._search(n, tail)
+            finally:
+                if pending is not None:
+                    pending.result()
+            seen += n
+        return seen, found
 
     def _search(self, n: int, tail: bytes) -> tuple[bool, bytes]:
         """Whether a forbidden string is in the first ``n`` bytes of the buffer, or spans
@@ -171,7 +196,7 @@ def dump(
     writer = _Writer(sink, manifest, forbid)
     try:
         writer.put(MAGIC + struct.pack("<I", VERSION))
-        writer.node(Path(path), "")
+        writer.node(os.fspath(path), "")
     finally:
         if writer.hasher is not None:
             writer.hasher.shutdown()
