@@ -15,9 +15,11 @@ from :func:`.backend.thread_plan`), five warm-up predictions, TestSettings
 (:mod:`.settings`: configuration files, then the options; documented short-run rules), then
 LoadGen in a separate thread with the SUT of :mod:`.sut` and the QSL of :mod:`.dataset`,
 its logs in ``--output`` (mlperf_log_summary.txt, _detail.txt, _accuracy.json,
-_trace.json). Afterwards: in accuracy mode the COCOeval table, ``mAP=NN.NNN%`` and the
-reference's final line with ``acc=``/``mAP=``; in performance mode the reference's final
-line (:func:`.report.reference_line`) and LoadGen's verdict from the summary file.
+_trace.json; an Offline ``--time`` test shorter than asked is run again with a larger query,
+the short one's logs kept in ``attempt-N/``: :mod:`.duration`). Afterwards: in accuracy
+mode the COCOeval table, ``mAP=NN.NNN%`` and the reference's final line with
+``acc=``/``mAP=``; in performance mode the reference's final line
+(:func:`.report.reference_line`) and LoadGen's verdict from the summary file.
 
 Exit status: 0; 1 if samples failed, LoadGen failed or (performance mode) wrote no result,
 or the accuracy log had no detection to evaluate; 2 for bad input; 128 + the signal's number
@@ -62,7 +64,8 @@ compares a fresh file with a golden one)::
                          overrides (what the options and short-run rules set); values
                          (TestSettings read back after everything: durations, query counts,
                          performance_sample_count_override, QPS, latencies, percentiles,
-                         samples per query, seeds); notes (estimates used, caps);
+                         samples per query, seeds); notes (estimates used, caps,
+                         short Offline --time tests re-run: :mod:`.duration`);
                          qsl_performance_sample_count (given to ConstructQSL)
     session              workers, intra_op_threads, inter_op_threads, sessions, cpu_count,
                          provider, graph_optimization_level, execution_mode,
@@ -103,7 +106,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
 
-from . import __version__
+from . import __version__, duration
 from .accuracy import NoDetections, evaluate
 from .backend import Backend, load_backend, ort_module, thread_plan
 from .dataset import PreprocessedDataset, open_dataset
@@ -354,10 +357,13 @@ def _settings(run: Run, lg: Any, backend: Backend, latencies: list[float]) -> An
     # and paces Server's queries (also in accuracy mode: at mlperf.conf's 1 QPS otherwise).
     if a.qps is None and (a.scenario == "Server" or (a.scenario == "Offline" and not a.accuracy)):
         calibration = calibrate(backend, ds)
-    estimated = None if calibration is None else calibration["qps"]
+    estimated, basis = None if calibration is None else calibration["qps"], ""
+    if estimated and a.scenario == "Offline":  # a generous first query (duration.py)
+        basis = f"{duration.OFFLINE_MARGIN} x the warm-up's rate {estimated:.3f}"
+        estimated *= duration.OFFLINE_MARGIN
     steps = conf_plan(run.doc["loadgen_version"], a.mlperf_conf, a.user_conf)
     mean = sum(latencies[1:]) / max(1, len(latencies) - 1) if len(latencies) > 1 else None
-    estimates = Estimates(estimated, mean, backend.plan.workers)
+    estimates = Estimates(estimated, mean, backend.plan.workers, basis)
     settings, record = build_settings(lg, opts, a.model_name, steps, estimates)
     record["audit_conf"] = None if a.audit_conf is None else str(a.audit_conf)
     record["qsl_performance_sample_count"] = performance_sample_count(
@@ -404,8 +410,23 @@ def execute(run: Run) -> int:
     sut.start()
     progress.start()
     audit = "" if a.audit_conf is None else str(a.audit_conf.resolve())
-    done, failures = start_loadgen(lg, sut_h, qsl_h, settings, _log_settings(lg, run.output), audit)
-    interrupted = wait_for_loadgen(done, sut)
+    outcome: dict[str, Any] = {}
+
+    def test() -> bool:
+        done, failures = start_loadgen(
+            lg, sut_h, qsl_h, settings, _log_settings(lg, run.output), audit
+        )
+        outcome.update(done=done, failures=failures, interrupted=wait_for_loadgen(done, sut))
+        return bool(outcome["interrupted"] or failures)
+
+    if duration.applies(a.scenario, a.accuracy, a.time):
+        assert a.time is not None
+        notes = run.doc["settings"]["notes"]
+        duration.run_tests(test, settings, a.time, run.output, LOG_FILES, notes, sut.reset)
+        _record_qps(run, settings)
+    else:
+        test()
+    done, failures, interrupted = outcome["done"], outcome["failures"], outcome["interrupted"]
     ended = time.time()
     progress.close()
     if not done.is_set():  # interrupted and LoadGen cannot end: keep what exists, leave
@@ -414,6 +435,15 @@ def execute(run: Run) -> int:
     lg.DestroyQSL(qsl_h)
     lg.DestroySUT(sut_h)
     return finish(run, sut, ended, interrupted, failures)
+
+
+def _record_qps(run: Run, settings: Any) -> None:
+    """The expected QPS of the recorded test (grown when a short test was re-run)."""
+    qps = float(settings.offline_expected_qps)
+    record = run.doc["settings"]
+    if record["values"].get("offline_expected_qps") != qps:
+        record["values"]["offline_expected_qps"] = qps
+        record["overrides"]["offline_expected_qps"] = qps
 
 
 def _abandon(run: Run) -> NoReturn:

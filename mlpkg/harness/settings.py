@@ -35,7 +35,9 @@ concurrent warm-up (:func:`.sut.calibrate`: all workers predicting at once on di
 samples) rather than from workers / mean latency of the five sequential warm-up predictions:
 those repeat one sample, whose data stays in the CPU caches, and ignore contention between
 workers; on a memory-bound model the simple formula overestimated the rate five-fold and an
-Offline ``--time 1`` run lasted six seconds. (Offline accuracy runs measure no estimate:
+Offline ``--time 1`` run lasted six seconds. Offline's query is sized from 1.25 x that
+estimate, and a test shorter than ``--time`` is re-run with a larger query
+(:mod:`.duration`). (Offline accuracy runs measure no estimate:
 LoadGen sends all samples in one query there; Server accuracy runs do, as it paces their
 queries.) Likewise SingleStream and MultiStream with ``--time`` but no ``--max-latency``:
 LoadGen pre-generates duration / expected latency queries and ends the run early ("ran out
@@ -225,6 +227,7 @@ class Estimates:
     qps: float | None = None
     latency_s: float | None = None
     workers: int = 1
+    qps_basis: str = ""  # how ``qps`` was made from the measurement, for the notes
 
 
 def _expected_latency(opts: Options, settings: Any, est: Estimates) -> dict[str, Any]:
@@ -263,7 +266,8 @@ def _overrides(lg: Any, opts: Options, settings: Any, est: Estimates) -> dict[st
         key = "offline_expected_qps" if opts.scenario == "Offline" else "server_target_qps"
         if getattr(settings, key) == PLACEHOLDER_QPS:
             o[key] = float(estimated_qps)
-            opts.notes.append(f"{key} estimated by the warm-up: {estimated_qps:.3f}")
+            basis = f" ({est.qps_basis})" if est.qps_basis else ""
+            opts.notes.append(f"{key} estimated by the warm-up: {estimated_qps:.3f}{basis}")
     if opts.max_latency is not None:
         ns = round(opts.max_latency * NS)
         o["server_target_latency_ns"] = ns

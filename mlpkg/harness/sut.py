@@ -116,6 +116,12 @@ class SUT:
         self._next_ticket = 0
         self._tickets = 0
 
+    def reset(self) -> None:
+        """Forget what was counted (before LoadGen's test is run again, :mod:`.duration`);
+        only between tests, when every sample issued has been answered."""
+        self.stats = Stats()
+        self.hits = LabelHits()
+
     # -- LoadGen callbacks -----------------------------------------------------------------
 
     def issue_queries(self, samples: Sequence[Any]) -> None:
