@@ -62,9 +62,10 @@ def parse_size(value: Any) -> Any:
     or ``"512MiB"`` (powers of 1024); anything else is returned for pydantic to refuse."""
     if isinstance(value, str):
         match = _SIZE.fullmatch(value)
-        if match is None:
+        size = float(match[1]) * _UNITS[(match[2] or "").lower()] if match else None
+        if size is None or size == float("inf"):  # "999…9PiB" overflows a float
             raise ValueError(f"'{value}' is not a size (a number of bytes, or e.g. '200GiB')")
-        return int(float(match[1]) * _UNITS[(match[2] or "").lower()])
+        return int(size)
     return value
 
 

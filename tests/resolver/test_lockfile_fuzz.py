@@ -1,0 +1,74 @@
+"""Fuzzing the lockfile reader (issue 15): arbitrary bytes, edits of a valid lock's text,
+and structural mutations of its document (a value replaced by another of any TOML type, a
+key removed or added, a TOML date among them).
+
+Property: reading (:func:`~mlpkg.resolver.lockmake.read_lock`) and the trust checks
+(:func:`~mlpkg.resolver.lockfile.check_trusted`, with the unpack caps) either give a
+lock or raise an :class:`~mlpkg.errors.MlpkgError` with one sentence naming the file;
+never another exception. Reading touches no store. Profiles: tests/fuzz_support.py."""
+
+from __future__ import annotations
+
+import tempfile
+import tomllib
+from pathlib import Path
+
+import pytest
+from hypothesis import strategies as st
+
+from mlpkg.errors import MlpkgError
+from mlpkg.recipes.index import RecipeIndex
+from mlpkg.resolver.lockfile import check_trusted
+from mlpkg.resolver.lockmake import read_lock
+from tests.fuzz_support import PROFILES, TEXT_EDITS, edit_text, fuzz, mutate, toml_text
+from tests.resolver.test_lockfile import make_lock
+
+Valid = tuple[str, Path]
+
+
+@pytest.fixture(scope="module")
+def valid(tmp_path_factory: pytest.TempPathFactory) -> Valid:
+    """A valid lock's text and the recipe collection it was made from."""
+    root = tmp_path_factory.mktemp("lockfuzz")
+    return make_lock(root).dumps(), root / "recipes"
+
+
+def check_read(valid: Valid, data: bytes) -> None:
+    """Read ``data`` as a lockfile and check it against its recipe collection."""
+    recipes = valid[1]
+    with tempfile.TemporaryDirectory(prefix="mlpkg-lockfuzz-") as tmp:
+        file = Path(tmp) / "fuzz.lock"
+        file.write_bytes(data)
+        try:
+            lock = read_lock(file)
+            check_trusted(lock, RecipeIndex([recipes]))
+        except MlpkgError as e:
+            assert str(file) in e.message, e.message
+            assert "\n" not in e.message, e.message
+        assert sorted(p.name for p in Path(tmp).iterdir()) == ["fuzz.lock"]
+
+
+@st.composite
+def _mutated(draw: st.DrawFn, text: str) -> bytes:
+    return toml_text(mutate(draw, tomllib.loads(text)), text).encode()
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_arbitrary_bytes(valid: Valid, profile: str) -> None:
+    fuzz(profile, st.binary(max_size=512), lambda b: check_read(valid, b))
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_edited_text(valid: Valid, profile: str) -> None:
+    fuzz(profile, TEXT_EDITS, lambda e: check_read(valid, edit_text(valid[0], e).encode()))
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_mutated_document(valid: Valid, profile: str) -> None:
+    fuzz(profile, _mutated(valid[0]), lambda b: check_read(valid, b))
+
+
+def test_the_valid_lock_reads(valid: Valid, tmp_path: Path) -> None:
+    """The base of the mutations is itself valid (else every example would be refused)."""
+    (tmp_path / "ok.lock").write_text(valid[0])
+    check_trusted(read_lock(tmp_path / "ok.lock"), RecipeIndex([valid[1]]))
