@@ -261,9 +261,19 @@ def _node(n: _NodeModel, made: dict[str, LockedNode], platform: str, file: str) 
     )
     inputs = {k: made[v].path for k, v in n.inputs.items()}
     drv = Derivation(recipe, inputs, platform, detected, n.source_sha256)
-    if str(drv.path) != n.path:
+    try:
+        computed = drv.path
+    except BadInput as e:  # a detected_version that cannot be part of a store path name
         raise LockError(
-            f"{where}: its embedded recipe and inputs give store path {drv.path}, but the lock "
+            f"{where}: field detected_version {n.detected_version!r} gives no store path "
+            f"({e.message.rstrip('.')}).",
+            file=file,
+            field="detected_version",
+            package=n.name,
+        ) from None
+    if str(computed) != n.path:
+        raise LockError(
+            f"{where}: its embedded recipe and inputs give store path {computed}, but the lock "
             f"records {n.path}; the lock was edited or corrupted.",
             file=file,
             package=n.name,

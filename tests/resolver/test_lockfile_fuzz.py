@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from hypothesis import strategies as st
 
-from mlpkg.errors import MlpkgError
+from mlpkg.errors import LockError, MlpkgError
 from mlpkg.recipes.index import RecipeIndex
 from mlpkg.resolver.lockfile import check_trusted
 from mlpkg.resolver.lockmake import read_lock
@@ -72,3 +72,23 @@ def test_the_valid_lock_reads(valid: Valid, tmp_path: Path) -> None:
     """The base of the mutations is itself valid (else every example would be refused)."""
     (tmp_path / "ok.lock").write_text(valid[0])
     check_trusted(read_lock(tmp_path / "ok.lock"), RecipeIndex([valid[1]]))
+
+
+# -- regressions the fuzzing found ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("detected", [":", "1 2", "", "a/b"])
+def test_a_detected_version_unfit_for_a_path_name_names_the_lock(
+    valid: Valid, tmp_path: Path, detected: str
+) -> None:
+    """``detected_version = ":"`` made a BadInput about a store path name that named
+    neither the lock nor the field."""
+    doc = tomllib.loads(valid[0])
+    node = next(n for n in doc["node"] if n["name"] == "mytool")
+    node["detected_version"] = detected
+    file = tmp_path / "edited.lock"
+    file.write_text(toml_text(doc, ""))
+    with pytest.raises(LockError) as e:
+        read_lock(file)
+    assert str(file) in e.value.message and "mytool" in e.value.message
+    assert e.value.field == ("detected_version" if detected else None)
