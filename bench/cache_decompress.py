@@ -27,7 +27,8 @@ Target: mlpkg substitute ≥ 0.7 × the throughput of ``zstd -d`` to a file (med
 
 Run: ``python bench/cache_decompress.py [--quick] [--size-mib 1024] [--repeat 3] [--json]``
 from the repository root with the interpreter mlpkg is installed in. Needs ``zstd``
-(installed with apt-get when missing).
+(installed with apt-get when missing). ``--quick``: 64 MiB, 2 runs, no verdict. With
+``--json`` the document's ``rows`` follow bench/rows.py.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ from cache_common import (
     verdict,
     write_images,
 )
+from rows import row as table_row
 
 from mlpkg.cache.format import Listing, object_key
 from mlpkg.cache.restore import decode_listing, restore
@@ -156,6 +158,21 @@ def main() -> int:
         "ratio_restore_only": med["mlpkg restore only"] / med["zstd -d > file"],
         "target": TARGET,
         "pass": ratio >= TARGET,
+        "rows": [
+            table_row(
+                f"substitute a {data / MB:,.0f} MB path ({count} .npy images) from a file:// "
+                "cache into an empty store, against `zstd -d` of its objects to a file",
+                mlpkg=med["mlpkg substitute"],
+                peer=med["zstd -d > file"],
+                peer_name="`zstd -d -c FRAMES > FILE`",
+                unit="MB/s",
+                ratio=ratio,
+                target=f"≥ {TARGET:g} ×",
+                passed=ratio >= TARGET,
+                runs=repeat,
+                quick=args.quick,
+            )
+        ],
     }
     if args.json:
         print(json.dumps(doc, indent=2))

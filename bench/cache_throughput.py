@@ -23,7 +23,8 @@ Target: none fixed; the ratios mlpkg / curl are printed (issue 13 asks for the f
 
 Run: ``python bench/cache_throughput.py [--quick] [--size-mib 1024] [--repeat 3] [--json]``
 from the repository root with the interpreter mlpkg is installed in. Needs nginx and curl
-(curl installed with apt-get when missing).
+(curl installed with apt-get when missing). ``--quick``: 64 MiB, 2 runs. With ``--json``
+the document's ``rows`` follow bench/rows.py (for information: no target).
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ from cache_common import (
     tree_bytes,
     write_images,
 )
+from rows import row as table_row
 
 SEED = 20260603
 SHAPE = (800, 800)
@@ -123,6 +125,27 @@ def main() -> int:
         "medians_mb_per_s": med,
         "push_vs_curl": push_ratio,
         "substitute_vs_curl": sub_ratio,
+        "rows": [
+            table_row(
+                f"push a {data / MB:,.0f} MB path ({count} .npy images) to nginx, against "
+                "`curl -T` of its bytes",
+                mlpkg=med["mlpkg push"],
+                peer=med["curl -T (PUT)"],
+                peer_name="`curl -T FILE` (PUT)",
+                unit="MB/s",
+                ratio=push_ratio,
+                runs=repeat,
+            ),
+            table_row(
+                "substitute it from nginx into an empty store, against `curl -o` of its bytes",
+                mlpkg=med["mlpkg substitute"],
+                peer=med["curl -o (GET)"],
+                peer_name="`curl -o FILE` (GET)",
+                unit="MB/s",
+                ratio=sub_ratio,
+                runs=repeat,
+            ),
+        ],
     }
     if args.json:
         print(json.dumps(doc, indent=2))
