@@ -28,8 +28,9 @@ Target: mlpkg ≤ 0.5 × pip.
 
 Run: ``python bench/cache_install.py [--quick] [--spec SPEC] [--repeat 3]
 [--downloads DIR] [--json]`` from the repository root with the interpreter mlpkg is
-installed in. Needs nginx. ``--quick``: ``pycocotools``, one run, no verdict. With
-``--json`` the document's ``rows`` follow bench/rows.py.
+installed in. Needs nginx. ``--quick``: ``pycocotools``, one run of mlpkg and of pip
+(the two runs for information are left out), no verdict. With ``--json`` the document's
+``rows`` follow bench/rows.py.
 """
 
 from __future__ import annotations
@@ -191,6 +192,8 @@ def main() -> int:
                 t, actions = time_mlpkg(work, url, spec, public, i)
                 times["mlpkg build --substituter (closure)"].append(t)
                 times["pip install --no-index"].append(time_pip(work, work / "wheels", reqs, i))
+                if args.quick:
+                    continue
                 times["pip install --no-index --no-compile"].append(
                     time_pip(work, work / "wheels", reqs, i, "--no-compile")
                 )
@@ -199,7 +202,7 @@ def main() -> int:
                 )
     finally:
         drop_tree(work)
-    med = {k: median(v) for k, v in times.items()}
+    med = {k: median(v) for k, v in times.items() if v}
     ratio = med["mlpkg build --substituter (closure)"] / med["pip install --no-index"]
     doc: dict[str, Any] = {
         "benchmark": "cache_install",
@@ -250,15 +253,17 @@ def main() -> int:
     )
     print(header())
     for k, v in times.items():
-        print(row(k, v, "s"))
+        if v:
+            print(row(k, v, "s"))
     mlpkg_s, pip_s = med["mlpkg build --substituter (closure)"], med["pip install --no-index"]
-    no_compile = med["pip install --no-index --no-compile"]
-    only = med["mlpkg, wheel paths only (information)"]
-    print(
-        f"mlpkg / pip --no-compile = {mlpkg_s / no_compile:.3f}; wheel paths only / pip = "
-        f"{only / pip_s:.3f}; wheel paths only / pip --no-compile = {only / no_compile:.3f}"
-        " (information)"
-    )
+    if not args.quick:
+        no_compile = med["pip install --no-index --no-compile"]
+        only = med["mlpkg, wheel paths only (information)"]
+        print(
+            f"mlpkg / pip --no-compile = {mlpkg_s / no_compile:.3f}; wheel paths only / pip = "
+            f"{only / pip_s:.3f}; wheel paths only / pip --no-compile = {only / no_compile:.3f}"
+            " (information)"
+        )
     print(
         verdict(
             f"mlpkg cold install from the cache <= {TARGET} x pip install",
