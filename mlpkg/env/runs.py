@@ -216,7 +216,7 @@ class RunRecord:
 
 
 def _alive(pid: object) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
+    if not isinstance(pid, int) or not 0 < pid < 1 << 31:  # a record's pid is data
         return False
     try:
         os.kill(pid, 0)
@@ -299,7 +299,13 @@ def find_run(home: Path, run_id: str) -> RunRecord:
 
 
 def _number(value: object) -> float | None:
-    return float(value) if isinstance(value, int | float) else None
+    """``value`` as a float; None when it is not a number or an integer too big for one."""
+    if not isinstance(value, int | float):
+        return None
+    try:
+        return float(value)
+    except OverflowError:  # a record's integer may have hundreds of digits
+        return None
 
 
 def headline(result: dict[str, Any]) -> str:
