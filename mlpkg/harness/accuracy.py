@@ -101,8 +101,10 @@ def _image_detections(
     loc: str,
     inv_map: list[int] | None,
     out: TextIO,
+    log: Path,
 ) -> list[dict[str, Any]]:
-    """COCO result dicts for one image's float32 groups of 7."""
+    """COCO result dicts for one image's float32 groups of 7 (BadInput naming ``log`` for a
+    label outside ``inv_map``)."""
     groups = data.reshape(-1, 7)
     for payload_idx in groups[:, 0].astype(np.int64).tolist():
         if payload_idx != idx:
@@ -118,6 +120,12 @@ def _image_detections(
     w, h = (xmax - xmin).tolist(), (ymax - ymin).tolist()
     labels = groups[:, 6].astype(np.int64).tolist()
     if inv_map is not None:
+        bad = next((label for label in labels if not 0 <= label < len(inv_map)), None)
+        if bad is not None:
+            raise BadInput(
+                f"accuracy log {log}: sample {idx} has the category label {bad}, outside the "
+                f"{len(inv_map)} labels of the annotations' category map."
+            )
         labels = [inv_map[label] for label in labels]
     return [
         {
@@ -151,7 +159,7 @@ def detections_from_log(
         try:
             idx = int(j["qsl_idx"])
             data = np.frombuffer(bytes.fromhex(j["data"]), np.float32)
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, OverflowError) as e:  # "qsl_idx": 1e999
             raise BadInput(f"accuracy log {log} has a malformed entry ({e}).") from None
         if idx in seen:  # de-dupe in case LoadGen sends the same image twice
             continue
@@ -171,7 +179,7 @@ def detections_from_log(
                 f"accuracy log {log}: sample {idx} has {len(data)} values, not groups of 7."
             )
         loc = os.path.join(openimages_dir, "validation/data", str(image.get("file_name", "")))
-        detections += _image_detections(data, idx, image, loc, inv_map, out or sys.stdout)
+        detections += _image_detections(data, idx, image, loc, inv_map, out or sys.stdout, log)
     return detections, image_ids, no_results, len(seen)
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import math
 import os
 import re
 import sys
@@ -51,6 +52,25 @@ def _number(text: str) -> int | float | str:
             return float(text)
         except ValueError:
             return text
+
+
+def _per_sample_rate(samples_per_query: object, mean_ns: object) -> float | None:
+    """MultiStream's samples per second, or None unless both figures are finite positive
+    numbers (the file is LoadGen's, but a truncated or edited one must not stop the run's
+    report: ``Mean latency (ns) : abc``, ``0``, or 400 digits)."""
+    numbers = []
+    for value in (samples_per_query, mean_ns):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None
+        try:
+            number = float(value)
+        except OverflowError:
+            return None
+        if not 0 < number < math.inf:
+            return None
+        numbers.append(number)
+    rate = numbers[0] / (numbers[1] / 1e9)
+    return rate if rate < math.inf else None
 
 
 def parse_summary(path: Path) -> dict[str, Any] | None:
@@ -86,8 +106,8 @@ def parse_summary(path: Path) -> dict[str, Any] | None:
         return None
     rate = next((fields[k] for k in _RATE_KEYS if k in fields), None)
     spq, mean = parameters.get("samples_per_query"), latency.get("mean")
-    if rate is None and fields.get("Scenario") == "MultiStream" and spq and mean:
-        rate = float(spq) / (float(mean) / 1e9)
+    if rate is None and fields.get("Scenario") == "MultiStream":
+        rate = _per_sample_rate(spq, mean)
     return {
         "result": fields.get("Result is"),
         "scenario": fields.get("Scenario"),
