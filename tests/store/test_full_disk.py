@@ -8,6 +8,7 @@ The disk is a small tmpfs; the tests skip where mounting one is not permitted.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -238,3 +239,81 @@ def test_a_maker_or_repair_that_fills_the_disk_is_one_clear_error(tmp_path: Path
         with pytest.raises(StoreError, match="is full") as e:
             store.replace_content(P, full, relocatable=True)
         assert "repairing p-1.0" in e.value.message and store.real_path(P).is_dir()
+
+
+# -- a build or a fetch that fills the disk, then the same command after space is freed -----
+# (issue 15: the store is left as if the command had not run, and the same command succeeds
+# once the filler is gone; verify is clean throughout.)
+
+
+def verify_clean(cli: Any) -> None:
+    r = cli.sub("verify", "--check-contents", "--json")
+    assert r.code == 0, r
+    doc = json.loads(r.out)
+    assert doc["ok"] and [p for p in doc["problems"] if p["kind"] != "debris"] == [], r.out
+
+
+def leave_free(mnt: Path, free: int) -> Path:
+    """Fill the file system at ``mnt`` until about ``free`` bytes are left; the filler."""
+    filler = mnt / "filler"
+    st = os.statvfs(mnt)
+    size = st.f_bavail * st.f_frsize - free
+    with open(filler, "wb") as f:
+        f.write(b"\0" * max(size, 0))
+    return filler
+
+
+def test_a_build_that_fills_the_disk_fails_cleanly_and_succeeds_after_space_is_freed(
+    small_fs: Path, recipe_dir: Any, make_mlpkg_cli: Any
+) -> None:
+    from tests.recipe_text import build_toml
+
+    script = 'mkdir "$out"\nhead -c 3000000 /dev/zero > "$out/big"\necho made > "$out/ok"\n'
+    recipe_dir.add("filler-build", "1.0", build_toml("filler-build", "1.0", script))
+    home = small_fs / "home"
+    cli = make_mlpkg_cli(home, recipe_dir.path)
+    cli.sub("verify").ok()  # the home exists, with its database
+    filler = leave_free(small_fs, 1 * MiB)
+    r = cli.sub("build", "filler-build")
+    assert r.code == 1, r
+    errors = [line for line in r.err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in r.err, r.err
+    assert "filler-build" in errors[0], errors
+    assert cli.valid_paths() == []  # nothing half-registered
+    assert [e for e in cli.store_entries() if not e.startswith(".")] == []
+    verify_clean(cli)
+
+    filler.unlink()
+    r = cli.sub("build", "filler-build").ok()
+    out = Path(r.out.strip())
+    assert (out / "ok").read_text() == "made\n" and (out / "big").stat().st_size == 3000000
+    assert cli.valid_paths() == [out.name]
+    verify_clean(cli)
+    cli.sub("gc").ok()  # and what the failed build left is gone
+    assert cli.store_entries() == [] and os.listdir(home / "builds") == []
+
+
+def test_a_fetch_that_fills_the_disk_succeeds_after_space_is_freed(
+    small_fs: Path, http_server: Any, recipe_dir: Any, make_mlpkg_cli: Any
+) -> None:
+    body = os.urandom(2 * MiB)
+    http_server.route("/two.bin", body=body)
+    sha = hashlib.sha256(body).hexdigest()
+    url = http_server.url("/two.bin")
+    recipe_dir.add("two", "1.0", fetch_toml("two", "1.0", [url], sha, unpack=False))
+    home = small_fs / "home"
+    cli = make_mlpkg_cli(home, recipe_dir.path)
+    cli.sub("verify").ok()
+    filler = leave_free(small_fs, 1 * MiB)
+    r = cli.sub("build", "two")
+    assert r.code == 1, r
+    one_sentence(r.err, home)
+    assert cli.valid_paths() == [] and cli.store_entries() == []
+    verify_clean(cli)
+
+    filler.unlink()
+    out = Path(cli.sub("build", "two").ok().out.strip())
+    files = [out] if out.is_file() else [p for p in out.rglob("*") if p.is_file()]
+    assert [hashlib.sha256(p.read_bytes()).hexdigest() for p in files] == [sha], files
+    assert cli.valid_paths() == [out.name]
+    verify_clean(cli)
