@@ -6,7 +6,8 @@
 :func:`unpack` writes an archive into ``dest``, which must not exist and is created as a
 directory. Tar is read as a stream, each member checked as it arrives and written here (no
 ``extractall``). The *whole* archive is refused with ``UnsafeArchive`` (one sentence naming
-the label and the member) for: absolute paths; any ``..`` component; a NUL in a name; symlinks
+the label and the member) for: absolute paths; any ``..`` component; a NUL or another control
+character (C0, DEL, C1: a newline, an escape) in a name or a symlink's target; symlinks
 whose target is absolute or resolves outside the tree (from the link's own directory, through
 the archive's other symlinks); hard links whose target is not an earlier regular file member;
 devices, FIFOs, sockets and any other type; a path through a symlink or file member (in either
@@ -36,6 +37,7 @@ import lzma
 import os
 import stat
 import tarfile
+import unicodedata
 import zipfile
 import zlib
 from collections.abc import Callable, Generator
@@ -66,6 +68,7 @@ _MAGIC = (
 _CHUNK = 1 << 20
 _MAX_TARGET = 4095  # PATH_MAX - 1: the longest symlink target Linux accepts
 _MAX_HOPS = 40  # like Linux's limit on nested symlinks
+_WINDOW = 1 << 16  # bytes of the tar stream kept to check the block tarfile stopped at
 # What a corrupt, truncated or unreadable archive raises (NotImplementedError: a zip method).
 _CORRUPT: tuple[type[Exception], ...] = (tarfile.TarError, zipfile.BadZipFile, OSError)
 _CORRUPT += (EOFError, zlib.error, lzma.LZMAError, zstandard.ZstdError, NotImplementedError)
@@ -90,6 +93,13 @@ class _Member:
     target: str = ""  # a symlink's target, or a hard link's target path in the archive
     special: str | None = None  # why the member is of no allowed type, e.g. "a FIFO"
     size: int = 0  # a file's size as its header declares it
+
+
+def _control(text: str) -> str | None:
+    """The first control character of ``text`` (C0, DEL or C1), escaped, or None. A newline
+    or an escape sequence in a file name breaks line-oriented tools and terminals."""
+    found = next((c for c in text if unicodedata.category(c) == "Cc"), None)
+    return None if found is None else repr(found)
 
 
 def _join(parts: Parts) -> str:
@@ -220,6 +230,9 @@ class _Unpacker:
             self.refuse(name, f"is a hard link to '{show(path)}', which is outside the tree")
         if "\x00" in path:
             self.refuse(name, "has a NUL byte in its name")
+        if (control := _control(path)) is not None:
+            what = "is a hard link whose target has" if hardlink else "has"
+            self.refuse(name, f"{what} the control character {control}")
         if path.startswith("/"):
             self.refuse(name, "has an absolute path")
         if ".." in parts:
@@ -231,6 +244,8 @@ class _Unpacker:
             self.refuse(m.name, "is a symlink whose target has a NUL byte")
         if not m.target:
             self.refuse(m.name, "is a symlink with an empty target")
+        if (control := _control(m.target)) is not None:
+            self.refuse(m.name, f"is a symlink whose target has the control character {control}")
         if m.target.startswith("/"):
             self.refuse(m.name, f"is a symlink to the absolute path '{show(m.target)}'")
         if len(os.fsencode(m.target)) > _MAX_TARGET:
@@ -365,12 +380,15 @@ class _Readable(Protocol):
 
 
 class _Counting(io.RawIOBase):
-    """Hands on a decompressed stream to tarfile, counting bytes to spot a truncated tar."""
+    """Hands on a decompressed stream to tarfile, counting bytes to spot a truncated tar,
+    and keeping the last :data:`_WINDOW` bytes to read the block where tarfile stopped."""
 
     def __init__(self, inner: _Readable) -> None:
         super().__init__()
         self.inner = inner
         self.count = 0
+        self.window = bytearray()
+        self.start = 0  # the stream offset of window[0]
 
     def readable(self) -> bool:
         return True
@@ -378,7 +396,19 @@ class _Counting(io.RawIOBase):
     def read(self, size: int = -1, /) -> bytes:
         data = self.inner.read(size)
         self.count += len(data)
+        self.window += data
+        if len(self.window) > 2 * _WINDOW:
+            drop = len(self.window) - _WINDOW
+            del self.window[:drop]
+            self.start += drop
         return data
+
+    def block(self, offset: int) -> bytes | None:
+        """The 512 bytes at stream ``offset``, if still in the window."""
+        at = offset - self.start
+        if at < 0 or at + tarfile.BLOCKSIZE > len(self.window):
+            return None
+        return bytes(self.window[at : at + tarfile.BLOCKSIZE])
 
 
 def _decompressed(fmt: str, raw: IO[bytes]) -> _Readable:
@@ -411,6 +441,13 @@ def _tar_members(archive: Path, fmt: str, label: str) -> _Members:
         if stream.count < tf.offset + tarfile.BLOCKSIZE:
             raise FetchError(
                 f"Cannot unpack '{label}': it is truncated (no end-of-archive marker)."
+            )
+        # tarfile also ends, silently, at a header that is not valid after the first one.
+        end = stream.block(tf.offset)
+        if end is None or any(end):
+            raise FetchError(
+                f"Cannot unpack '{label}': the tar header at byte {tf.offset} is corrupt "
+                "(neither a member nor the end-of-archive marker)."
             )
         while stream.read(_CHUNK):  # reach the end, so that gzip, bz2 and xz check their CRC
             pass
