@@ -156,7 +156,7 @@ def run_trial(lab: Lab, seed: int, number: int) -> None:
     rng = random.Random(f"{seed}:{number}")
     trial = Trial(seed, number, op)
     trial.duration = measure(lab, op, seed)
-    trial.mode = "parent" if op.children and rng.random() < 0.3 else "group"
+    trial.mode = "parent" if op.children and rng.random() < 0.5 else "group"
     trial.delay = rng.uniform(0.0, trial.duration)
     if op.prepare:
         op.prepare(lab)
