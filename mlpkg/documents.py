@@ -106,9 +106,18 @@ def load_toml(text: str, what: str, error: type[BadInput] = BadInput) -> dict[st
     return data
 
 
+def printable(text: str) -> str:
+    """``text`` with control characters escaped (``a\\nb``): a document's keys and values
+    go into one-line error messages."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
 def field_of(loc: Iterable[int | str]) -> str:
-    """The dotted name of a pydantic error location (``node.3.recipe``)."""
-    return ".".join(str(p) for p in loc) or "(top level)"
+    """The dotted name of a pydantic error location (``node.3.recipe``), control
+    characters of keys escaped."""
+    return printable(".".join(str(p) for p in loc)) or "(top level)"
 
 
 def validate(
@@ -136,4 +145,4 @@ def _message(err: Any) -> str:
     """Pydantic's message, without the names of mlpkg's model classes."""
     if err["type"] == "model_type":
         return "Input should be a valid dictionary"
-    return str(err["msg"]).removeprefix("Value error, ")
+    return printable(str(err["msg"]).removeprefix("Value error, "))

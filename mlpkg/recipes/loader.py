@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from mlpkg.documents import load_toml
+from mlpkg.documents import load_toml, printable
 from mlpkg.errors import RecipeError
 from mlpkg.recipes.model import FieldError, Recipe
 
@@ -20,7 +20,7 @@ def _field(loc: tuple[int | str, ...], err: Any = None) -> str:
     cause = (err or {}).get("ctx", {}).get("error")
     if isinstance(cause, FieldError):
         parts.append(cause.field)
-    return ".".join(parts) or "(top level)"
+    return printable(".".join(parts)) or "(top level)"  # a TOML key may hold a newline
 
 
 def parse(text: str, file: str) -> Recipe:
@@ -35,7 +35,7 @@ def parse(text: str, file: str) -> Recipe:
     except ValidationError as e:
         problems = []
         for err in e.errors():
-            msg = err["msg"].removeprefix("Value error, ")
+            msg = printable(err["msg"].removeprefix("Value error, "))
             if err["type"] == "extra_forbidden":
                 msg = "unknown field (not part of recipe format 1)"
             problems.append(f"{file}: field {_field(err['loc'], err)}: {msg}")
@@ -63,7 +63,7 @@ def check_variants(recipe: Recipe, file: str) -> None:
         except ValidationError as e:
             err = e.errors()[0]
             where = f"variants.{name}.{_field(err['loc'], err)}"
-            msg = err["msg"].removeprefix("Value error, ")
+            msg = printable(err["msg"].removeprefix("Value error, "))
             raise RecipeError(f"{file}: field {where}: {msg}.", file=file, field=where) from None
 
 

@@ -49,7 +49,7 @@ from typing import Any
 from packaging.version import Version
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from mlpkg.documents import load_toml
+from mlpkg.documents import load_toml, printable
 from mlpkg.errors import BadInput, CheckError, FormatVersionError, LockError, RecipeError
 from mlpkg.recipes.index import RecipeIndex, default_dirs
 from mlpkg.recipes.model import Recipe
@@ -155,7 +155,7 @@ class Lockfile:
 
 def _field(loc: Sequence[int | str], model: dict[str, Any]) -> str:
     """``node 3 (hello): field recipe.build.script`` style names for validation errors."""
-    parts = [str(p) for p in loc]
+    parts = [printable(str(p)) for p in loc]  # a TOML key may hold a newline
     if len(parts) >= 2 and parts[0] == "node" and parts[1].isdigit():
         i = int(parts[1])
         nodes = model.get("node", [])
@@ -188,9 +188,11 @@ def parse(text: str, file: str) -> Lockfile:
     except ValidationError as e:
         first = e.errors()[0]
         where = _field(first["loc"], raw)
-        details = [f"{file}: {_field(err['loc'], raw)}: {err['msg']}" for err in e.errors()]
+        details = [
+            f"{file}: {_field(err['loc'], raw)}: {printable(err['msg'])}" for err in e.errors()
+        ]
         raise LockError(
-            f"{file} is not a valid lockfile: {where}: {first['msg']}.",
+            f"{file} is not a valid lockfile: {where}: {printable(first['msg'])}.",
             details=details,
             file=file,
             field=where,
@@ -216,15 +218,17 @@ def _build(model: _LockModel, file: str) -> Lockfile:
             if state.get(path) == 2:
                 continue
             if state.get(path) == 1:
-                raise LockError(f"{file}: the inputs of node {path} form a cycle.", file=file)
+                raise LockError(
+                    f"{file}: the inputs of node {printable(path)} form a cycle.", file=file
+                )
             state[path] = 1
             stack.append((path, True))
             node = by_path[path]
             for key, dep in sorted(node.inputs.items()):
                 if dep not in by_path:
                     raise LockError(
-                        f"{file}: node {node.name} has input {key} = {dep}, which is not a "
-                        "node of the lock.",
+                        f"{file}: node {printable(node.name)} has input {printable(key)} = "
+                        f"{printable(dep)}, which is not a node of the lock.",
                         file=file,
                         field=f"inputs.{key}",
                     )
@@ -236,20 +240,20 @@ def _build(model: _LockModel, file: str) -> Lockfile:
             visit(path)
     for root in model.roots:
         if root not in by_path:
-            raise LockError(f"{file}: root {root} is not a node of the lock.", file=file)
+            raise LockError(f"{file}: root {printable(root)} is not a node of the lock.", file=file)
     roots = [StorePath.parse(r) for r in model.roots]
     return Lockfile(model.platform, model.specs, roots, order, file)
 
 
 def _node(n: _NodeModel, made: dict[str, LockedNode], platform: str, file: str) -> LockedNode:
-    where = f"{file}: node {n.name}"
+    where = f"{file}: node {printable(n.name)}"
     try:
         recipe = Recipe.model_validate(n.recipe)
     except ValidationError as e:
         err = e.errors()[0]
-        field = ".".join(str(p) for p in err["loc"])
+        field = printable(".".join(str(p) for p in err["loc"]))
         raise RecipeError(
-            f"{where}: field recipe.{field}: {err['msg']}.",
+            f"{where}: field recipe.{field}: {printable(err['msg'])}.",
             file=file,
             field=f"recipe.{field}",
             package=n.name,

@@ -161,3 +161,12 @@ def test_a_headline_figure_too_big_for_a_float_is_passed_over(where: str) -> Non
         loadgen["samples_per_second"] = 10**400
         assert runs.headline({"loadgen": loadgen}) == "mean latency 2.00 ms VALID"
     assert runs.headline({"accuracy": {"mAP": 10**400}}) == ""
+
+
+def test_a_key_with_a_newline_is_escaped_in_the_one_sentence(tmp_path: Path) -> None:
+    entry = tmp_path / RUN_ID
+    entry.mkdir()
+    (entry / runs.RESULT_FILE).write_text(json.dumps(_result(overrides={"x\ny": 3})))
+    with pytest.raises(MlpkgError) as e:
+        runs.read_record(entry)
+    assert e.value.message.endswith("field overrides.x\\ny: Input should be a valid string.")

@@ -125,3 +125,22 @@ def test_a_size_too_big_for_a_float_is_a_recipe_error(tmp_path: Path, size: str)
         loader.load(file)
     assert e.value.field == "source.max_unpacked_size"
     assert "is not a size" in e.value.details[0], e.value.details
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        '[build]\n"\\n" = []\nscript = "x"\n',  # found by the slow profile
+        '[build]\nscript = "x"\n[env]\n"A\\nB" = "v"\n',
+        '[build]\nscript = "x"\n[variants."a\\nb".build]\nscript = 3\n',
+    ],
+)
+def test_a_key_with_a_newline_is_escaped_in_the_one_sentence(tmp_path: Path, extra: str) -> None:
+    file = tmp_path / "fuzz" / "1.0.toml"
+    file.parent.mkdir()
+    file.write_text('name = "fuzz"\nversion = "1.0"\nkind = "build"\n' + extra)
+    with pytest.raises(RecipeError) as e:
+        loader.load(file)
+    assert "\n" not in e.value.message, e.value.message
+    assert "\n" not in "".join(e.value.details) and "\n" not in (e.value.field or "")
+    assert "\\n" in e.value.message + "".join(e.value.details), e.value.details

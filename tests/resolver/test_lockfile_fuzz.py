@@ -92,3 +92,14 @@ def test_a_detected_version_unfit_for_a_path_name_names_the_lock(
         read_lock(file)
     assert str(file) in e.value.message and "mytool" in e.value.message
     assert e.value.field == ("detected_version" if detected else None)
+
+
+def test_a_key_with_a_newline_is_escaped_in_the_one_sentence(valid: Valid, tmp_path: Path) -> None:
+    doc = tomllib.loads(valid[0])
+    doc["node"][0]["recipe"]["build"]["a\nb"] = 1
+    doc["node"][0]["name"] = "app\nfake"
+    file = tmp_path / "edited.lock"
+    file.write_text(toml_text(doc, ""))
+    with pytest.raises(MlpkgError) as e:
+        read_lock(file)
+    assert "\n" not in e.value.message and "\\n" in e.value.message, e.value.message
