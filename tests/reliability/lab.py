@@ -160,3 +160,32 @@ def wait_group_gone(pgid: int, timeout: float) -> bool:
             return False
         time.sleep(0.02)
     return True
+
+
+def stragglers(home: Path) -> list[str]:
+    """Processes (but this one) whose command line or environment names ``home``: what a
+    command working on that home left running (a sandboxed builder, an app), as
+    ``pid: command`` lines. The builder of a sandboxed build runs in a session of its own,
+    so a kill of mlpkg's process group does not reach it: it must go by itself."""
+    needle = os.fsencode(str(home))
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+            environ = Path(f"/proc/{entry}/environ").read_bytes()
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if needle in cmdline or needle in environ:
+            command = cmdline.replace(b"\0", b" ").decode(errors="replace")
+            found.append(f"{entry}: {command}")
+    return found
+
+
+def wait_stragglers_gone(home: Path, timeout: float) -> list[str]:
+    """Wait until :func:`stragglers` finds none; those still there after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while (left := stragglers(home)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return left

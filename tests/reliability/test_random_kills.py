@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.reliability.lab import wait_group_gone
+from tests.reliability.lab import wait_group_gone, wait_stragglers_gone
 
 if TYPE_CHECKING:
     from tests.cli_support import CliResult
@@ -174,6 +174,8 @@ def run_trial(lab: Lab, seed: int, number: int) -> None:
     assert killed.code in (0, -signal.SIGKILL), f"{trial}: the killed command said {killed}"
     print(trial, "killed" if killed.code else "finished before the kill")
     assert wait_group_gone(proc.pid, 10), f"{trial}: processes of mlpkg's group outlived it"
+    left = wait_stragglers_gone(lab.home, 10)
+    assert not left, f"{trial}: processes outlived the killed mlpkg by 10 s: {left}"
     check_store(lab, trial, "after the kill")
 
     started = time.monotonic()
