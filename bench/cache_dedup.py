@@ -17,7 +17,7 @@ Variants, each reported (each dataset is about ``--size-mib``):
   change uploaded 60% again; Chunking in mlpkg/cache/format.py).
 
 With ``--quick`` the sizes are 64 MiB, with images of 200x200x3 (about the same file
-counts for the first variant).
+counts for the first variant), and only ``images`` runs unless ``--variants`` is given.
 
 Peer, in the same run: a Nix-style cache, which stores each path as one compressed archive,
 uploads the whole archive of version 2 again: its figure is the zstd (level 3, as mlpkg's
@@ -186,12 +186,13 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="64 MiB datasets, small images")
     parser.add_argument("--size-mib", type=int, help="dataset size (default 1024; quick 64)")
     parser.add_argument("--changed", type=float, default=0.02, help="fraction of files changed")
-    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--variants", help=f"default {','.join(VARIANTS)} (quick: images)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     size = (args.size_mib or (64 if args.quick else 1024)) * MIB
     results: list[dict[str, Any]] = []
-    for name in args.variants.split(","):
+    variants = args.variants or ("images" if args.quick else ",".join(VARIANTS))
+    for name in variants.split(","):
         shape = VARIANTS[name]
         if args.quick and name == "images":
             shape = (200, 200)
