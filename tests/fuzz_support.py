@@ -37,6 +37,13 @@ def fuzz(profile: str, strategy: st.SearchStrategy[Any], check: Callable[[Any], 
     settings(SETTINGS[profile])(given(strategy)(check))()
 
 
+def fuzz_with(
+    base: settings, examples: int, strategy: st.SearchStrategy[Any], check: Callable[[Any], None]
+) -> None:
+    """:func:`fuzz` with ``examples`` examples instead of the profile's (a slow check)."""
+    settings(base, max_examples=examples)(given(strategy)(check))()
+
+
 # -- structural mutations of TOML and JSON documents ------------------------------------------
 
 DATE = "__fuzz-date__"  # a string that :func:`toml_text` writes as a TOML date-time

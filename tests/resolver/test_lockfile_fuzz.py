@@ -12,6 +12,7 @@ from __future__ import annotations
 import tempfile
 import tomllib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from hypothesis import strategies as st
@@ -20,8 +21,20 @@ from mlpkg.errors import LockError, MlpkgError
 from mlpkg.recipes.index import RecipeIndex
 from mlpkg.resolver.lockfile import check_trusted
 from mlpkg.resolver.lockmake import read_lock
-from tests.fuzz_support import PROFILES, TEXT_EDITS, edit_text, fuzz, mutate, toml_text
+from tests.fuzz_support import (
+    PROFILES,
+    SETTINGS,
+    TEXT_EDITS,
+    edit_text,
+    fuzz,
+    fuzz_with,
+    mutate,
+    toml_text,
+)
 from tests.resolver.test_lockfile import make_lock
+
+if TYPE_CHECKING:
+    from tests.conftest import MlpkgCli
 
 Valid = tuple[str, Path]
 
@@ -103,3 +116,31 @@ def test_a_key_with_a_newline_is_escaped_in_the_one_sentence(valid: Valid, tmp_p
     with pytest.raises(MlpkgError) as e:
         read_lock(file)
     assert "\n" not in e.value.message and "\\n" in e.value.message, e.value.message
+
+
+# -- through the CLI: the store is unchanged -------------------------------------------------
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_mutated_lock_through_build_dry_run(
+    mlpkg_cli: MlpkgCli, tmp_path: Path, profile: str
+) -> None:
+    """``mlpkg build --dry-run --lock`` of a mutated lock: exit 0 or 2 with one sentence,
+    never a traceback, and the store's entries and database rows are as they were."""
+    text = make_lock(tmp_path).dumps()  # its recipes are the CLI's recipe directory
+    file = tmp_path / "fuzz.lock"
+    before = (mlpkg_cli.store_entries(), mlpkg_cli.valid_paths())
+
+    def check(data: bytes) -> None:
+        file.write_bytes(data)
+        r = mlpkg_cli.run("build", "--dry-run", "--lock", str(file))
+        assert r.code in (0, 2), r
+        assert "Traceback" not in r.err and "internal error" not in r.err, r.err
+        if r.code == 2:
+            errors = [line for line in r.err.splitlines() if line.startswith("error: ")]
+            assert len(errors) == 1 and str(file) in errors[0], r.err
+        assert (mlpkg_cli.store_entries(), mlpkg_cli.valid_paths()) == before
+
+    settings = SETTINGS[profile]
+    strategy = _mutated(text) | TEXT_EDITS.map(lambda e: edit_text(text, e).encode())
+    fuzz_with(settings, 20 if profile == "fast" else 500, strategy, check)
