@@ -25,6 +25,11 @@ COUNTED = (
     "elements x inner dimension, for one inference; other operators not counted"
 )
 WEIGHTED_OPS = ("Conv", "Gemm", "MatMul")
+SMALL = 64  # initializers up to this many elements stay constants for shape inference
+
+
+def _elements(init: Any) -> int:
+    return int(np.prod(init.dims, dtype=np.int64))
 
 
 @dataclass(frozen=True)
@@ -49,13 +54,24 @@ class Cost:
 
 
 def _shapes(model: Any) -> dict[str, tuple[int, ...]]:
-    """Static shapes of every value (inputs, outputs, intermediates, initializers)."""
-    from onnx import shape_inference  # type: ignore[import-untyped,unused-ignore]
+    """Static shapes of every value (inputs, outputs, intermediates, initializers).
 
-    inferred = shape_inference.infer_shapes(model)
-    g = inferred.graph
+    Shape inference runs on a copy of the graph whose large initializers (more than
+    :data:`SMALL` elements) are declared inputs of their shape and type, so that a large
+    model's weights are neither copied nor serialised; the small ones (shapes, scales) stay
+    constants that inference may read."""
+    from onnx import helper, shape_inference  # type: ignore[import-untyped,unused-ignore]
+
+    g = model.graph
+    large = [i for i in g.initializer if _elements(i) > SMALL]
+    weights = [helper.make_tensor_value_info(i.name, i.data_type, list(i.dims)) for i in large]
+    graph = helper.make_graph(list(g.node), g.name, [*g.input, *weights], list(g.output))
+    graph.initializer.extend(i for i in g.initializer if _elements(i) <= SMALL)
+    light = helper.make_model(graph, opset_imports=list(model.opset_import))
+    light.ir_version = model.ir_version
+    inferred = shape_inference.infer_shapes(light).graph
     shapes: dict[str, tuple[int, ...]] = {}
-    for vi in [*g.input, *g.value_info, *g.output]:
+    for vi in [*inferred.input, *inferred.value_info, *inferred.output]:
         dims = vi.type.tensor_type.shape.dim
         if all(d.HasField("dim_value") for d in dims):
             shapes[vi.name] = tuple(int(d.dim_value) for d in dims)
@@ -82,7 +98,7 @@ def _node_macs(node: Any, shapes: dict[str, tuple[int, ...]]) -> int:
 def count(model: Any) -> Cost:
     """Count ``model``'s (an ``onnx.ModelProto``) parameters, MACs and constants."""
     shapes = _shapes(model)
-    sizes = {i.name: int(np.prod(i.dims, dtype=np.int64)) for i in model.graph.initializer}
+    sizes = {i.name: _elements(i) for i in model.graph.initializer}
     weights: set[str] = set()
     by_op: dict[str, int] = {}
     for node in model.graph.node:
