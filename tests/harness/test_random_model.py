@@ -268,3 +268,35 @@ def test_a_rebuild_gives_the_same_bytes(built: Path, tmp_path: Path) -> None:
     random_model.build(tmp_path / "other.onnx", seed=random_model.SEED + 1)
     other = (tmp_path / "other.onnx").read_bytes()
     assert other != (built / random_model.MODEL_FILE).read_bytes()
+
+
+def test_the_recipes_ship_its_modules_and_run_it_from_the_store_path() -> None:
+    """The tools recipe includes every harness module the builder imports; each app's
+    +random variant takes this model and the synthetic set and passes the model file."""
+    import ast
+
+    from mlpkg.recipes import variants
+    from mlpkg.recipes.index import RecipeIndex, bundled_dir
+
+    recipes = {(r.name, r.version): r for r in RecipeIndex([bundled_dir()]).all_recipes()}
+    tools = recipes[("retinanet-random-tools", "1.0")]
+    assert tools.app is not None
+    src = Path(random_model.__file__).parent
+    needed, todo = {"__init__.py"}, ["random_model.py"]
+    while todo:  # the builder's own imports, transitively
+        name = todo.pop()
+        needed.add(name)
+        for node in ast.walk(ast.parse((src / name).read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                mods = [a.name for a in node.names] if node.module is None else [node.module]
+                todo += [f"{m}.py" for m in mods if f"{m}.py" not in needed]
+    assert needed <= set(tools.app.include)
+    model = recipes[("retinanet-resnext50-random", "1.0")]
+    assert model.inputs["tools"] == "retinanet-random-tools@1.0"
+    for app in ("offline", "server", "singlestream", "multistream"):
+        chosen = variants.apply(recipes[(f"retinanet-{app}", "1.0")], ["random"])
+        assert chosen.inputs["model"] == "retinanet-resnext50-random@1.0"
+        assert chosen.inputs["dataset"] == "openimages-synthetic-preprocessed@1.0"
+        assert chosen.run is not None
+        command = chosen.run.command
+        assert command[command.index("--model") + 1] == "${model}/" + random_model.MODEL_FILE
