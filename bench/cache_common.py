@@ -52,7 +52,8 @@ def image_array(seed: int, height: int = 800, width: int = 800) -> np.ndarray:
     low = rng.integers(0, 256, (height // 8 + 1, width // 8 + 1, 3), dtype=np.int16)
     up = np.repeat(np.repeat(low, 8, axis=0), 8, axis=1)[:height, :width]
     noise = rng.integers(-6, 7, (height, width, 3), dtype=np.int16)
-    return _LUT[np.clip(up + noise, 0, 255).astype(np.uint8)]
+    image: np.ndarray = _LUT[np.clip(up + noise, 0, 255).astype(np.uint8)]
+    return image
 
 
 def small_shape(nbytes: int) -> tuple[int, int]:

@@ -33,6 +33,7 @@ from the repository root with the interpreter mlpkg is installed in. Needs ``zst
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import sys
@@ -42,7 +43,6 @@ from typing import Any
 
 from cache_common import (
     MB,
-    Store,
     add_tree,
     drop_tree,
     header,
@@ -65,6 +65,7 @@ from rows import row as table_row
 from mlpkg.cache.format import Listing, object_key
 from mlpkg.cache.restore import decode_listing, restore
 from mlpkg.cache.transport import open_transport
+from mlpkg.store.store import Store
 
 TARGET = 0.7
 SEED = 20260602
@@ -124,11 +125,13 @@ def main() -> int:
         for i in range(repeat):
             home = work / f"home-b{i}"
             with Store(home) as store:
-                t, _ = timed(lambda s=store: substitute_path(s, cache.as_uri(), info.path, keys))
+                t, _ = timed(
+                    functools.partial(substitute_path, store, cache.as_uri(), info.path, keys)
+                )
             times["mlpkg substitute"].append(t)
             drop_tree(home)
             dest = work / f"restored-{i}"
-            t, _ = timed(lambda d=dest: restore_only(cache, entry["listing"], info.path, d))
+            t, _ = timed(functools.partial(restore_only, cache, entry["listing"], info.path, dest))
             times["mlpkg restore only"].append(t)
             drop_tree(dest)
             times["zstd -d > file"].append(sh(f"{zstd} -q -d -c {frames} > {out_file}"))
@@ -143,7 +146,7 @@ def main() -> int:
     rates = {k: [nbytes[k] / t / MB for t in v] for k, v in times.items()}
     med = {k: median(v) for k, v in rates.items()}
     ratio = med["mlpkg substitute"] / med["zstd -d > file"]
-    doc = {
+    doc: dict[str, Any] = {
         "benchmark": "cache_decompress",
         "files": count,
         "data_bytes": data,

@@ -42,12 +42,11 @@ import random
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 
 import zstandard
 from cache_common import (
     MIB,
-    Store,
     add_tree,
     drop_tree,
     machine,
@@ -61,6 +60,7 @@ from cache_common import (
 from rows import row
 
 from mlpkg.store import archive
+from mlpkg.store.store import Store
 
 TARGET = 0.05
 SEED = 20260601
@@ -90,12 +90,14 @@ def nix_compressed(path: Path) -> int:
     """Bytes of the zstd -3 compressed archive of ``path`` (a Nix-style cache's upload)."""
     count = _Count()
     cctx = zstandard.ZstdCompressor(level=3, threads=-1)
-    with cctx.stream_writer(count, closefd=False) as w:
-        archive.write(path, w)  # type: ignore[arg-type]
+    with cctx.stream_writer(cast(IO[bytes], count), closefd=False) as w:
+        archive.write(path, w)
     return count.n
 
 
-def run_variant(work: Path, name: str, shape: tuple[int, int], size: int, changed: float) -> dict:
+def run_variant(
+    work: Path, name: str, shape: tuple[int, int], size: int, changed: float
+) -> dict[str, Any]:
     file_bytes = shape[0] * shape[1] * 3 * 4 + 128
     count = max(1, size // file_bytes)
     rng = random.Random(f"{SEED}-{name}")

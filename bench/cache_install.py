@@ -43,10 +43,9 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from cache_common import (
-    Store,
     drop_tree,
     header,
     machine,
@@ -61,6 +60,7 @@ from rows import row as table_row
 
 from mlpkg.cache.keys import PublicKey, TrustedKeys
 from mlpkg.store.path import StorePath
+from mlpkg.store.store import Store
 
 TARGET = 0.5
 KEY = "bench-cache-install"
@@ -75,7 +75,9 @@ def mlpkg(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return r
 
 
-def wheels(store: Store, roots: list[StorePath], downloads: Path, dest: Path) -> list[dict]:
+def wheels(
+    store: Store, roots: list[StorePath], downloads: Path, dest: Path
+) -> list[dict[str, Any]]:
     """Copy every wheel of the closure of ``roots`` from the download cache into ``dest``
     under its file name; their name, version, file and store path."""
     out = []
@@ -85,8 +87,9 @@ def wheels(store: Store, roots: list[StorePath], downloads: Path, dest: Path) ->
         assert info is not None
         if info.kind != "wheel":
             continue
-        recipe = info.deriver["recipe"]
-        sha = (info.deriver.get("facts") or {}).get("sha256") or recipe["source"]["sha256"]
+        recipe: dict[str, Any] = cast(dict[str, Any], info.deriver["recipe"])
+        facts = cast(dict[str, Any], info.deriver.get("facts") or {})
+        sha: str = facts.get("sha256") or recipe["source"]["sha256"]
         sha = sha.removeprefix("sha256:")
         filename = recipe["wheel"]["filename"]
         src = downloads / "sha256" / sha
@@ -98,7 +101,9 @@ def wheels(store: Store, roots: list[StorePath], downloads: Path, dest: Path) ->
     return out
 
 
-def time_mlpkg(work: Path, url: str, spec: str, public: str, i: int) -> tuple[float, dict]:
+def time_mlpkg(
+    work: Path, url: str, spec: str, public: str, i: int
+) -> tuple[float, dict[str, int]]:
     home = work / f"home-b{i}"
     env = {
         **os.environ,
@@ -172,7 +177,8 @@ def main() -> int:
             closure = [str(p) for p in store.closure_order(roots)]
             whls = wheels(store, roots, downloads, work / "wheels")
             wheel_closure = store.closure_order([StorePath.parse(w["path"]) for w in whls])
-            closure_bytes = sum(store.info(StorePath.parse(p)).size for p in closure)  # type: ignore[union-attr]
+            infos = [store.info(StorePath.parse(p)) for p in closure]
+            closure_bytes = sum(i.size for i in infos if i is not None)
         reqs = [f"{w['name']}=={w['version']}" for w in whls]
         with nginx(work / "nginx") as server:
             url = server.url

@@ -29,6 +29,7 @@ the document's ``rows`` follow bench/rows.py (for information: no target).
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import sys
@@ -37,7 +38,6 @@ from pathlib import Path
 
 from cache_common import (
     MB,
-    Store,
     add_tree,
     drop_tree,
     header,
@@ -56,6 +56,8 @@ from cache_common import (
     write_images,
 )
 from rows import row as table_row
+
+from mlpkg.store.store import Store
 
 SEED = 20260603
 SHAPE = (800, 800)
@@ -93,21 +95,21 @@ def main() -> int:
         with nginx(work / "nginx") as server:
             for i in range(repeat):
                 url = f"{server.url}/run{i}"
-                t, report = timed(lambda u=url: push_paths(store, u, [info.path], key))
+                t, report = timed(functools.partial(push_paths, store, url, [info.path], key))
                 times["mlpkg push"].append(t)
                 wire.append(report.bytes_uploaded)
                 put = f"{server.url}/curl/run{i}.bin"
                 times["curl -T (PUT)"].append(sh(f"{curl} -sS -f -T {blob} {put}"))
                 home = work / f"home-b{i}"
                 with Store(home) as b:
-                    t, _ = timed(lambda s=b, u=url: substitute_path(s, u, info.path, keys))
+                    t, _ = timed(functools.partial(substitute_path, b, url, info.path, keys))
                 times["mlpkg substitute"].append(t)
                 drop_tree(home)
-                out = work / "curl-out.bin"
-                times["curl -o (GET)"].append(sh(f"{curl} -sS -f -o {out} {put}"))
-                if out.stat().st_size != data:
-                    raise SystemExit(f"curl got {out.stat().st_size} bytes, not {data}")
-                out.unlink()
+                got = work / "curl-out.bin"
+                times["curl -o (GET)"].append(sh(f"{curl} -sS -f -o {got} {put}"))
+                if got.stat().st_size != data:
+                    raise SystemExit(f"curl got {got.stat().st_size} bytes, not {data}")
+                got.unlink()
                 drop_tree(server.root / f"run{i}")
                 drop_tree(server.root / "curl")
         store.close()
