@@ -229,12 +229,12 @@ def python_info() -> dict[str, str]:
 
 def number(value: float) -> str:
     """Three significant figures or so, without exponents."""
-    size = abs(value)
-    if size >= 100:
+    size = abs(value)  # the thresholds are where rounding reaches the next decade
+    if size >= 99.95:
         return f"{value:,.0f}"
-    if size >= 10:
+    if size >= 9.995:
         return f"{value:.1f}"
-    if size >= 1:
+    if size >= 0.9995:
         return f"{value:.2f}"
     return f"{value:#.3g}"
 

@@ -204,6 +204,11 @@ def test_missing_script(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert doc["rows"][0]["what"] == "harness_real: missing (harness_real.py does not exist)"
 
 
+def test_numbers() -> None:
+    got = [run.number(v) for v in (99.96, 12345.6, 9.996, 0.99951, 0.5, 0.012345, 0.0)]
+    assert got == ["100", "12,346", "10.0", "1.00", "0.500", "0.0123", "0.00"]
+
+
 def test_only_names_unknown(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as e:
         run.main(["--only", "good,nope"], benches=[bench("good")], directory=tmp_path)
