@@ -189,3 +189,29 @@ def wait_stragglers_gone(home: Path, timeout: float) -> list[str]:
     while (left := stragglers(home)) and time.monotonic() < deadline:
         time.sleep(0.05)
     return left
+
+
+def holds_flock(pid: int) -> bool:
+    """Whether process ``pid`` holds an ``flock`` (``/proc/locks``)."""
+    try:
+        text = Path("/proc/locks").read_text()
+    except OSError:
+        return False
+    return any(
+        f.split()[1:2] == ["FLOCK"] and str(pid) in f.split()[3:5] for f in text.splitlines()
+    )
+
+
+def wait_active(lab: Lab, proc: subprocess.Popen[str], timeout: float = 60) -> float | None:
+    """Wait until ``proc`` starts working on the store: it has written its temporary roots
+    (``temproots/<pid>``: its plan is protected) or holds an flock (the collector's
+    ``gc.lock``). Seconds waited; None when it exited first."""
+    started = time.monotonic()
+    mark = lab.home / "temproots" / str(proc.pid)
+    while time.monotonic() - started < timeout:
+        if mark.exists() or holds_flock(proc.pid):
+            return time.monotonic() - started
+        if proc.poll() is not None:
+            return None
+        time.sleep(0.005)
+    return None

@@ -3,9 +3,12 @@ unpack, build, registration, a profile switch, gc and run, then checked (issue 1
 
 Each trial picks an operation (round robin), measures it once uninterrupted (the first
 time it comes up), starts it again as a real ``python -m mlpkg`` process, and kills it
-after a delay drawn uniformly over that measured duration: the whole process group (a power
-cut of the command), or, where the command has children (a sandboxed build, an app), only
-mlpkg itself. Then ``mlpkg verify --check-contents --json`` must be clean (no invalid path
+after a delay drawn uniformly over that measured duration: in three trials of four over
+the part after the command's first step on the store (its temporary roots written, or
+gc's lock taken), counted from that step in the trial's own run; in one of four over the
+whole command from its start (imports and resolving, which take most of a short command's
+time). The kill goes to the whole process group (a power cut of the command), or, in half
+the trials of a command with children (a sandboxed build, an app), only to mlpkg itself. Then ``mlpkg verify --check-contents --json`` must be clean (no invalid path
 registered, no valid path damaged, nothing but debris), the same command must succeed
 within a timeout (no stale lock blocks it) and give the same store paths with the same
 content hashes as the uninterrupted run, and ``gc`` must leave no debris behind.
@@ -30,7 +33,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.reliability.lab import wait_group_gone, wait_stragglers_gone
+from tests.reliability.lab import wait_active, wait_group_gone, wait_stragglers_gone
 
 if TYPE_CHECKING:
     from tests.cli_support import CliResult
@@ -38,6 +41,7 @@ if TYPE_CHECKING:
 
 DEFAULT_TRIALS = 20
 SLOW_TRIALS = 200
+WHOLE = 0.25  # the share of trials whose delay counts from the start (imports, resolving)
 RERUN_TIMEOUT = 60.0  # a lock left held by a dead process would make the rerun wait forever
 
 
@@ -75,14 +79,16 @@ class Trial:
     number: int
     op: Op
     mode: str = "group"
+    whole: bool = False
     delay: float = 0.0
     duration: float = 0.0
 
     def __str__(self) -> str:
+        since = "its start" if self.whole else "its first step on the store"
         return (
             f"[seed {self.seed}, trial {self.number}: {self.op.name}, SIGKILL to the "
-            f"{'process group' if self.mode == 'group' else 'mlpkg process only'} at "
-            f"{self.delay:.3f} s of {self.duration:.3f} s; replay with MLPKG_FAULT_SEED="
+            f"{'process group' if self.mode == 'group' else 'mlpkg process only'} "
+            f"{self.delay:.3f} s after {since} (of {self.duration:.3f} s); replay with MLPKG_FAULT_SEED="
             f"{self.seed} python -m pytest {Path(__file__).relative_to(Path.cwd())} "
             f"-m 'slow or not slow' -k 'trial{self.number:03d}']"
         )
@@ -99,21 +105,26 @@ def settle(lab: Lab, why: str) -> None:
     assert lab.entries("partial") == [], f"{why}: gc left partial/{lab.entries('partial')}"
 
 
-def measure(lab: Lab, op: Op, seed: int) -> float:
-    """Run ``op`` once uninterrupted; remember its duration and the hashes it registered."""
-    if op.name in lab.durations:
-        return lab.durations[op.name]
-    if not lab.reference:
+def measure(lab: Lab, op: Op, seed: int) -> tuple[float, float]:
+    """Run ``op`` once uninterrupted; remember its duration, the part of it after it began
+    working on the store (:func:`wait_active`), and the hashes it registered."""
+    if op.name not in lab.durations:
+        if not lab.reference:
+            lab.reference.update(lab.valid())
+        if op.prepare:
+            op.prepare(lab)
+        started = time.monotonic()
+        proc = lab.start(*op.command(-1))
+        active = wait_active(lab, proc)
+        r = lab.finish(proc, timeout=RERUN_TIMEOUT)
+        duration = time.monotonic() - started
+        assert r.code == 0, f"[seed {seed}] the uninterrupted {op.name} failed: {r}"
+        assert active is not None, f"[seed {seed}] {op.name} never began working on the store"
+        lab.durations[op.name] = duration
+        lab.durations[f"{op.name}/active"] = duration - active
         lab.reference.update(lab.valid())
-    if op.prepare:
-        op.prepare(lab)
-    started = time.monotonic()
-    r = lab.finish(lab.start(*op.command(-1)), timeout=RERUN_TIMEOUT)
-    lab.durations[op.name] = time.monotonic() - started
-    assert r.code == 0, f"[seed {seed}] the uninterrupted {op.name} failed: {r}"
-    lab.reference.update(lab.valid())
-    settle(lab, f"[seed {seed}] after the uninterrupted {op.name}")
-    return lab.durations[op.name]
+        settle(lab, f"[seed {seed}] after the uninterrupted {op.name}")
+    return lab.durations[op.name], lab.durations[f"{op.name}/active"]
 
 
 def check_store(lab: Lab, trial: Trial, when: str) -> None:
@@ -151,17 +162,34 @@ def check_result(lab: Lab, trial: Trial, r: CliResult) -> None:
         assert lab.path_of(spec).name in valid, f"{trial}: {spec} is no longer valid"
 
 
+def aftermath(lab: Lab, op: Op) -> str:
+    """What the kill left, in words (printed with each trial, to show where kills land)."""
+    valid = lab.valid()
+    left = [f"{len(lab.entries(d))} in {d}/" for d in ("partial", "builds") if lab.entries(d)]
+    scratch = [e for e in lab.entries("store") if e.startswith(".")]
+    unregistered = [e for e in lab.entries("store") if e[0] != "." and e not in valid]
+    left += [f"{len(scratch)} scratch in store/"] if scratch else []
+    left += [f"unregistered {unregistered}"] if unregistered else []
+    if op.spec is not None:
+        left.append(f"{op.spec} {'valid' if lab.path_of(op.spec).name in valid else 'not valid'}")
+    return "; left: " + (", ".join(left) or "nothing")
+
+
 def run_trial(lab: Lab, seed: int, number: int) -> None:
     op = OPS[number % len(OPS)]
     rng = random.Random(f"{seed}:{number}")
     trial = Trial(seed, number, op)
-    trial.duration = measure(lab, op, seed)
+    whole, active = measure(lab, op, seed)
     trial.mode = "parent" if op.children and rng.random() < 0.5 else "group"
+    trial.whole = rng.random() < WHOLE
+    trial.duration = whole if trial.whole else active
     trial.delay = rng.uniform(0.0, trial.duration)
     if op.prepare:
         op.prepare(lab)
 
     proc = lab.start(*op.command(number))
+    if not trial.whole:
+        wait_active(lab, proc)  # the delay counts from here
     deadline = time.monotonic() + trial.delay
     while (left := deadline - time.monotonic()) > 0 and proc.poll() is None:
         time.sleep(min(left, 0.005))
@@ -172,7 +200,7 @@ def run_trial(lab: Lab, seed: int, number: int) -> None:
             proc.send_signal(signal.SIGKILL)
     killed = lab.finish(proc, timeout=30)
     assert killed.code in (0, -signal.SIGKILL), f"{trial}: the killed command said {killed}"
-    print(trial, "killed" if killed.code else "finished before the kill")
+    print(trial, "killed" if killed.code else "finished before the kill", aftermath(lab, op))
     assert wait_group_gone(proc.pid, 10), f"{trial}: processes of mlpkg's group outlived it"
     left = wait_stragglers_gone(lab.home, 10)
     assert not left, f"{trial}: processes outlived the killed mlpkg by 10 s: {left}"
