@@ -150,6 +150,9 @@ def run_bench(bench: Bench, directory: Path, quick: bool, timeout: float | None)
     except subprocess.TimeoutExpired:
         timed_out = True
         out, err = _kill_group(proc)
+    except BaseException:  # Ctrl-C, SIGTERM: the script's own session is out of their reach
+        _kill_group(proc)
+        raise
     result["seconds"] = time.perf_counter() - start
     result["exit_status"] = proc.returncode
     result["stderr_tail"] = err[-4000:]
@@ -345,6 +348,8 @@ def main(
     out.add_argument("--json", action="store_true", help="print one JSON document")
     out.add_argument("--markdown", action="store_true", help="print the Markdown table (default)")
     args = parser.parse_args(argv)
+    # SIGTERM (a CI job's time limit) unwinds like Ctrl-C, so the running script is killed.
+    signal.signal(signal.SIGTERM, lambda sig, _frame: sys.exit(128 + sig))
     try:
         chosen = select(benches, args.only)
     except ValueError as e:

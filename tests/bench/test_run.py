@@ -170,6 +170,45 @@ def test_timing_out_script_is_killed_with_its_children(
         pytest.fail(f"the script's child {child} outlived the timeout")
 
 
+def test_sigterm_kills_the_running_script(tmp_path: Path) -> None:
+    """The script runs in its own session (no terminal's Ctrl-C reaches it): run.py kills
+    it when it is itself stopped."""
+    marker = tmp_path / "script.pid"
+    script(
+        tmp_path,
+        "hangs",
+        f"""
+        import os, time
+        open({str(marker)!r}, "w").write(str(os.getpid()))
+        time.sleep(60)
+        """,
+    )
+    code = (
+        "import importlib.util, sys; from pathlib import Path\n"
+        f"spec = importlib.util.spec_from_file_location('r', {str(REPO / 'bench' / 'run.py')!r})\n"
+        "m = importlib.util.module_from_spec(spec); sys.modules['r'] = m\n"
+        "spec.loader.exec_module(m)\n"
+        f"sys.exit(m.main([], benches=[m.Bench('hangs', 60, 60)], directory=Path({str(tmp_path)!r})))\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True)
+    for _ in range(200):
+        if marker.exists() and marker.read_text():
+            break
+        time.sleep(0.05)
+    else:
+        proc.kill()
+        pytest.fail("the script did not start")
+    pid = int(marker.read_text())
+    proc.terminate()
+    assert proc.wait(timeout=20) == 128 + 15
+    for _ in range(100):
+        if not Path(f"/proc/{pid}").exists() or "Z" in _state(pid):
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail(f"the script {pid} outlived run.py")
+
+
 def _state(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
