@@ -9,6 +9,8 @@ import os
 import secrets
 import shutil
 import stat
+import sys
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -233,10 +235,66 @@ _SYNC_JOBS = 8  # files fsynced at once by sync_tree
 
 
 def sync_tree(root: Path) -> None:
-    """Make a tree's content durable before it is renamed into place: fsync every regular
-    file and every directory of ``root`` (bottom-up, ``root`` last), never following a
-    symlink. A file that is ``root`` itself is fsynced alone. Call it on a temporary path
-    before the rename that makes it valid, then :func:`fsync_dir` on the parent after it."""
+    """Make a tree's content durable before it is renamed into place: every regular file
+    and every directory of ``root``, never following a symlink. Call it on a temporary
+    path before the rename that makes it valid, then :func:`fsync_dir` on the parent after
+    it.
+
+    Where the platform has ``syncfs`` (Linux), one call writes back the whole file system
+    that holds ``root`` and waits for it (data, metadata and the journal, with the disk's
+    cache flushed; a write-back error is reported since Linux 5.8): the tree's files and
+    directories are among what it writes. Elsewhere, or if it fails with ENOSYS, every
+    file is fsynced (several at once) and then every directory, bottom-up, ``root`` last;
+    a file that is ``root`` itself is fsynced alone."""
+    if _syncfs(root):
+        return
+    _fsync_tree(root)
+
+
+def _syncfs(root: Path) -> bool:
+    """``syncfs`` of the file system holding ``root``; False where there is none."""
+    call = _syncfs_call()
+    if call is None:
+        return False
+    # A symlink is not opened: its directory is on the same file system.
+    where = root.parent if os.path.islink(root) else root
+    fd = os.open(where, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if call(fd) == 0:
+            return True
+        err = _errno()
+    finally:
+        os.close(fd)
+    if err == errno.ENOSYS:
+        return False
+    raise OSError(err, f"syncfs of {root}: {os.strerror(err)}")
+
+
+_SYNCFS: list[Callable[[int], int] | None] = []  # the libc function, once looked up
+
+
+def _syncfs_call() -> Callable[[int], int] | None:
+    if not _SYNCFS:
+        call = None
+        if sys.platform.startswith("linux"):
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            call = getattr(libc, "syncfs", None)
+            if call is not None:
+                call.argtypes, call.restype = [ctypes.c_int], ctypes.c_int
+        _SYNCFS.append(call)
+    return _SYNCFS[0]
+
+
+def _errno() -> int:
+    """The errno of the last ctypes call of this thread."""
+    import ctypes
+
+    return ctypes.get_errno()
+
+
+def _fsync_tree(root: Path) -> None:
     st = os.lstat(root)
     if stat.S_ISREG(st.st_mode):
         _fsync_file(root)

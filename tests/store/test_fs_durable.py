@@ -5,6 +5,7 @@ copies that used to write files their own way now go through it."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import stat
@@ -117,6 +118,63 @@ def test_copy_file_hashes_exactly_what_it_wrote(tmp_path: Path) -> None:
         fs.copy_file(src, tmp_path / "copy")
 
 
+@pytest.fixture
+def no_syncfs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A platform without syncfs: sync_tree fsyncs file by file."""
+    monkeypatch.setattr(fs, "_syncfs_call", lambda: None)
+
+
+@pytest.fixture
+def syncfs_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """What each syncfs call was given (the path of its descriptor); each succeeds."""
+    calls: list[str] = []
+
+    def syncfs(fd: int) -> int:
+        calls.append(os.readlink(f"/proc/self/fd/{fd}"))
+        return 0
+
+    monkeypatch.setattr(fs, "_syncfs_call", lambda: syncfs)
+    return calls
+
+
+def test_sync_tree_is_one_syncfs_of_the_tree_where_there_is_one(
+    tmp_path: Path, events: list[tuple[str, str]], syncfs_calls: list[str]
+) -> None:
+    root = tmp_path / ".tmp-abc"
+    (root / "lib").mkdir(parents=True)
+    (root / "lib" / "a.py").write_text("a")
+    fs.canonicalise(root)
+    try:
+        fs.sync_tree(root)
+    finally:
+        fs.make_writable(root)
+    assert syncfs_calls == [str(root)]
+    assert events == []  # no file-by-file fsync besides
+    (tmp_path / "link").symlink_to("nowhere")  # a symlink is not opened: its directory is
+    fs.sync_tree(tmp_path / "link")
+    assert syncfs_calls[-1] == str(tmp_path)
+
+
+def test_sync_tree_falls_back_to_fsync_without_syncfs_and_reports_its_errors(
+    tmp_path: Path, events: list[tuple[str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "f").write_bytes(b"x")
+    monkeypatch.setattr(fs, "_syncfs_call", lambda: lambda fd: -1)
+    monkeypatch.setattr(fs, "_errno", lambda: errno.ENOSYS)
+    fs.sync_tree(tmp_path / "f")
+    assert events == [("fsync", str(tmp_path / "f"))]
+    monkeypatch.setattr(fs, "_errno", lambda: errno.EIO)
+    with pytest.raises(OSError, match="syncfs"):
+        fs.sync_tree(tmp_path / "f")
+
+
+def test_the_real_syncfs_syncs_a_tree(tmp_path: Path) -> None:
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "f").write_bytes(b"x")
+    fs.sync_tree(tmp_path / "d")  # whichever way this platform has, without error
+
+
+@pytest.mark.usefixtures("no_syncfs")
 def test_sync_tree_fsyncs_every_file_and_directory_without_following_links(
     tmp_path: Path, events: list[tuple[str, str]]
 ) -> None:
@@ -142,6 +200,7 @@ def test_sync_tree_fsyncs_every_file_and_directory_without_following_links(
     assert dirs[-1] == str(root)  # the top last, after everything under it
 
 
+@pytest.mark.usefixtures("no_syncfs")
 def test_sync_tree_of_a_single_file(tmp_path: Path, events: list[tuple[str, str]]) -> None:
     (tmp_path / "flat").write_bytes(b"x")
     fs.sync_tree(tmp_path / "flat")
