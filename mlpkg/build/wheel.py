@@ -21,15 +21,17 @@ from typing import TYPE_CHECKING, Any
 
 from mlpkg.build import BuildContext, Builder, add_file_hint, register
 from mlpkg.build.fetch import download
+from mlpkg.build.wheel_layout import MemoryTree, destination_class
 from mlpkg.errors import BadInput, BuildError
 from mlpkg.recipes.model import Recipe, WheelFile
 from mlpkg.recipes.model import Wheel as WheelRecipe
 from mlpkg.resolver.derivation import Derivation
 from mlpkg.resolver.interpreters import Interpreter, interpreter_of
+from mlpkg.store.archive import ArchiveInfo, StreamScan
 from mlpkg.store.fs import remove_tree
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping, Sequence
 
     from mlpkg.store.store import Maker, Store
 
@@ -42,7 +44,7 @@ class Wheel(Builder):
     relocatable = True
 
     def maker(self, drv: Derivation, ctx: BuildContext) -> Maker:
-        return lambda tmp: _wheel(drv, tmp, ctx)
+        return WheelMaker(drv, ctx)
 
     def offline_hint(self, drv: Derivation) -> str:
         return add_file_hint(drv, "FILE")
@@ -75,21 +77,49 @@ class Wheel(Builder):
         )
 
 
-def _wheel(drv: Derivation, tmp: Path, ctx: BuildContext) -> dict[str, object]:
-    wheel = drv.recipe.wheel
-    assert wheel is not None
-    python = python_of(drv, ctx.store)
-    check_compatible(drv, python)
-    # The installer reads the distribution's name from the file name: keep it exact.
-    assert wheel.filename is not None  # specialised: one file
-    dest = ctx.store.partial_file(ctx.node.path) / wheel.filename
-    dest.parent.mkdir(exist_ok=True)
-    try:
-        facts = download(drv, dest, ctx)
-        install_wheel(dest, tmp, python)
-    finally:
-        remove_tree(dest.parent)
-    return facts
+class WheelMaker:
+    """The maker of a wheel's path (a :data:`~mlpkg.store.store.Maker`) that also learns
+    the path's scan while it writes: after :meth:`scanning` (called before the maker, with
+    the strings the store forbids), :meth:`__call__` feeds a
+    :class:`~mlpkg.store.archive.StreamScan` every byte it writes, in archive order, and
+    the function :meth:`scanning` returned gives its result (what
+    :meth:`mlpkg.store.store.Store.realise` takes as ``scanned``)."""
+
+    def __init__(self, drv: Derivation, ctx: BuildContext) -> None:
+        self.drv = drv
+        self.ctx = ctx
+        self.scan: StreamScan | None = None
+        self.result: ArchiveInfo | None = None
+
+    def scanning(self, forbid: Sequence[bytes]) -> Callable[[], ArchiveInfo]:
+        self.scan = StreamScan(forbid)
+
+        def scanned() -> ArchiveInfo:
+            if self.result is None:
+                raise BuildError(f"{self.drv.name}: the wheel's scan is missing.")
+            return self.result
+
+        return scanned
+
+    def __call__(self, tmp: Path) -> dict[str, object]:
+        drv, ctx = self.drv, self.ctx
+        wheel = drv.recipe.wheel
+        assert wheel is not None
+        python = python_of(drv, ctx.store)
+        check_compatible(drv, python)
+        # The installer reads the distribution's name from the file name: keep it exact.
+        assert wheel.filename is not None  # specialised: one file
+        dest = ctx.store.partial_file(ctx.node.path) / wheel.filename
+        dest.parent.mkdir(exist_ok=True)
+        try:
+            facts = download(drv, dest, ctx)
+            install_wheel(dest, tmp, python, self.scan)
+            self.result = self.scan.result() if self.scan is not None else None
+        finally:
+            if self.scan is not None:
+                self.scan.close()
+            remove_tree(dest.parent)
+        return facts
 
 
 def choose_file(recipe: Recipe, interp: Interpreter) -> WheelFile:
@@ -161,35 +191,16 @@ def check_compatible(drv: Derivation, python: dict[str, Any]) -> None:
             )
 
 
-def _destination_class() -> type[Any]:
-    import io
-
-    from installer.destinations import SchemeDictionaryDestination
-    from installer.records import RecordEntry
-    from installer.scripts import Script
-    from installer.utils import Scheme
-
-    class Destination(SchemeDictionaryDestination):
-        """Console scripts with ``#!/usr/bin/env python3``: installer would wrap a shebang
-        with a space in a shell trampoline."""
-
-        def write_script(self, name: str, module: str, attr: str, section: Any) -> RecordEntry:
-            script_name, data = Script(name, module, attr, section).generate("python3", "posix")
-            data = SHEBANG + data.split(b"\n", 1)[1]
-            with io.BytesIO(data) as stream:
-                entry: RecordEntry = self.write_to_fs(
-                    Scheme("scripts"), script_name, stream, is_executable=True
-                )
-            return entry
-
-    return Destination
-
-
 SHEBANG = b"#!" + SHEBANG_INTERPRETER.encode() + b"\n"
 
 
-def install_wheel(wheel: Path, out: Path, python: dict[str, Any]) -> None:
-    """Lay out ``wheel`` under the prefix ``out``."""
+def install_wheel(
+    wheel: Path, out: Path, python: dict[str, Any], scan: StreamScan | None = None
+) -> None:
+    """Lay out ``wheel`` under the prefix ``out`` (which must not exist), feeding ``scan``
+    (when given) every entry written, in archive order (:mod:`mlpkg.build.wheel_layout`).
+    Files are read from the wheel once and written once; nothing is on disk until the
+    whole wheel has been read and checked."""
     from installer import install
     from installer.sources import WheelFile
 
@@ -202,9 +213,10 @@ def install_wheel(wheel: Path, out: Path, python: dict[str, Any]) -> None:
         "headers": str(out / "include" / f"python{major_minor}"),
         "data": str(out),
     }
-    destination = _destination_class()(
+    tree = MemoryTree(out)
+    destination = destination_class(SHEBANG)(
         scheme, interpreter=SHEBANG_INTERPRETER, script_kind="posix",
-        bytecode_optimization_levels=(),
+        bytecode_optimization_levels=(), tree=tree,
     )  # fmt: skip
     try:
         with WheelFile.open(wheel) as source, warnings.catch_warnings():
@@ -213,6 +225,7 @@ def install_wheel(wheel: Path, out: Path, python: dict[str, Any]) -> None:
             install(source, destination, additional_metadata={"INSTALLER": b"mlpkg\n"})
     except Exception as e:  # installer raises plain exceptions for broken wheels
         raise BuildError(f"Installing {wheel.name} failed: {e}.") from None
+    tree.write(scan)
 
 
 register(Wheel())

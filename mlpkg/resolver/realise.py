@@ -231,18 +231,28 @@ def realise_derivation(
     node: PlanNode | None = None,
     expected_hash: str | None = None,
 ) -> PathInfo:
+    """Make ``drv``'s path valid with its builder's maker. A maker that learns the path's
+    scan while it writes (it has ``scanning(forbid)``, returning the function that gives
+    the scan: :class:`mlpkg.build.wheel.WheelMaker`) is asked for it with the strings the
+    store forbids, so that the store does not read the content again."""
     path = drv.path
     node = node or PlanNode(drv, path, drv.kind)
+    make = maker(drv, store, reporter, node)
+    relocatable = is_relocatable(drv.kind)
+    forbidden = [sandbox.FIXED_OUT]
+    scanning = getattr(make, "scanning", None)
+    scanned = scanning(store.forbidden_strings(relocatable, forbidden)) if scanning else None
     return store.realise(
         path,
-        maker(drv, store, reporter, node),
+        make,
         kind=drv.kind,
         recipe_hash=drv.recipe_hash,
         deriver=drv.to_json(),
         references=runtime_references(drv),
-        relocatable=is_relocatable(drv.kind),
-        forbidden=[sandbox.FIXED_OUT],
+        relocatable=relocatable,
+        forbidden=forbidden,
         expected_hash=expected_hash,
+        scanned=scanned,
     )
 
 

@@ -307,6 +307,7 @@ class StreamScan:
         self.open: tuple[str, str, int] | None = None  # the file being written
         self.remaining = 0
         self.file_hash = hashlib.sha256()
+        self.known: str | None = None  # the file's digest, given by the writer
         self.tail = b""
         self.found = False
         self.hasher: ThreadPoolExecutor | None = None
@@ -359,11 +360,15 @@ class StreamScan:
             self.forbidden_in.append(rel)
         self.manifest.append(ManifestEntry(rel, "l", len(raw), target))
 
-    def file(self, rel: str, executable: bool, size: int) -> None:
+    def file(self, rel: str, executable: bool, size: int, digest: str | None = None) -> None:
+        """Begin a file. ``digest``, when the writer has it already (the sha256 hex of
+        exactly the bytes it will feed, computed by itself), is taken for the manifest
+        instead of hashing the file's bytes a second time."""
         self._enter(rel)
         self._put(b"R" + (b"\x01" if executable else b"\x00") + _U64.pack(size))
         self.open = (rel, "x" if executable else "f", size)
         self.remaining = size
+        self.known = digest
         self.file_hash = hashlib.sha256()
         self.tail, self.found = b"", False
 
@@ -372,11 +377,12 @@ class StreamScan:
             raise ValueError("file data beyond the file's size")
         buf = piece if isinstance(piece, bytes) else bytes(piece)
         pending = None
-        if len(buf) >= _THREADED:  # the file's hash beside the archive's (as _Writer does)
+        own = self.known is None  # else the writer hashed the file itself
+        if own and len(buf) >= _THREADED:  # the file's hash beside the archive's (as _Writer)
             if self.hasher is None:
                 self.hasher = ThreadPoolExecutor(1, thread_name_prefix="mlpkg-hash")
             pending = self.hasher.submit(self.file_hash.update, buf)
-        else:
+        elif own:
             self.file_hash.update(buf)
         try:
             self._put(buf)
@@ -396,7 +402,8 @@ class StreamScan:
         rel, kind, size = self.open
         if self.found:
             self.forbidden_in.append(rel)
-        self.manifest.append(ManifestEntry(rel, kind, size, self.file_hash.hexdigest()))
+        digest = self.known if self.known is not None else self.file_hash.hexdigest()
+        self.manifest.append(ManifestEntry(rel, kind, size, digest))
         self.open = None
 
     def result(self) -> ArchiveInfo:
