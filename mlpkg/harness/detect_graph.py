@@ -17,8 +17,9 @@ as the MLPerf model was exported) for one image of ``IMAGE_SIZE`` x ``IMAGE_SIZE
   boxes clipped to the image.
 * :func:`select` is ``batched_nms`` (per class, IoU ``NMS_THRESH``) over all levels, then
   the ``DETECTIONS`` best by score, sorted descending. ONNX ``NonMaxSuppression`` takes
-  scores [1, C, N]: a candidate's score sits in its own class's row (``OneHot``), zeros
-  elsewhere, and the score threshold drops the zeros.
+  scores [1, C, N]: a candidate's score sits in its own class's row (``Equal`` of its label
+  and the class ids; not ``OneHot``, which kills ONNX Runtime 1.22 with SIGFPE when no
+  candidate is left), zeros elsewhere, and the score threshold drops the zeros.
 """
 
 from __future__ import annotations
@@ -159,11 +160,10 @@ def select(ops: Ops, candidates: list[tuple[str, str, str]], classes: int) -> tu
     boxes = ops.op("Concat", [c[0] for c in candidates], axis=0)
     scores = ops.op("Concat", [c[1] for c in candidates], axis=0)
     labels = ops.op("Concat", [c[2] for c in candidates], axis=0)
-    onehot_values = ops.const(ops.fresh("onehot_values"), np.array([0, 1], np.float32))
-    depth = ops.const(ops.fresh("depth"), np.array(classes, dtype=np.int64))
-    onehot = ops.op("OneHot", [labels, depth, onehot_values], axis=-1)  # [n, C]
-    class_scores = ops.op("Mul", [onehot, ops.op("Unsqueeze", [scores, ops.i64([1])])])
-    class_scores = ops.op("Transpose", [class_scores], perm=[1, 0])
+    ids = ops.const(ops.fresh("class_ids"), np.arange(classes, dtype=np.int64).reshape(-1, 1))
+    own = ops.op("Equal", [ids, ops.op("Unsqueeze", [labels, ops.i64([0])])])  # [C, n]
+    own = ops.op("Cast", [own], to=1)  # float
+    class_scores = ops.op("Mul", [own, ops.op("Unsqueeze", [scores, ops.i64([0])])])
     class_scores = ops.op("Unsqueeze", [class_scores, ops.i64([0])])  # [1, C, n]
     batch_boxes = ops.op("Unsqueeze", [boxes, ops.i64([0])])  # [1, n, 4]
     selected = ops.op(

@@ -6,11 +6,12 @@
   layers made here from the architecture; the counter itself on a small graph whose MACs
   are known by hand;
 * anchors as torchvision's AnchorGenerator makes them (its cell anchors for size 32);
-* one ONNX Runtime inference on a synthetic image: the interface's shapes and types,
-  scores sorted and above 0.05, at most 300 detections, boxes inside the image, and the
-  detections equal to a numpy re-implementation of torchvision's post-processing applied to
-  the model's own head outputs;
-* the same bytes on a rebuild (slow: a second 150 MB build).
+* the selection step alone (NMS per class, top 300) with no candidates and with a few;
+* the recipes: the tools ship every module the builder imports, the +random variants;
+* slow (``-m slow``): one ONNX Runtime inference on a synthetic image (the interface's
+  shapes and types, scores sorted and above 0.05, at most 300 detections, boxes inside the
+  image, and the detections equal to a numpy re-implementation of torchvision's
+  post-processing applied to the model's own head outputs); the same bytes on a rebuild.
 """
 
 from __future__ import annotations
@@ -235,6 +236,7 @@ def _w(head: str) -> str:
     return f"head.{head}.predictor.weight"
 
 
+@pytest.mark.slow  # 200 G multiply-adds: 20 s on this 2-core machine under load (issue 15)
 def test_one_inference_matches_torchvisions_postprocessing(
     built: Path, image: np.ndarray[Any, Any]
 ) -> None:
@@ -300,3 +302,33 @@ def test_the_recipes_ship_its_modules_and_run_it_from_the_store_path() -> None:
         assert chosen.run is not None
         command = chosen.run.command
         assert command[command.index("--model") + 1] == "${model}/" + random_model.MODEL_FILE
+
+
+def test_selection_with_no_candidates_and_per_class_nms() -> None:
+    """The NMS-and-top-300 part alone: no candidates gives empty outputs (an image where no
+    score passes 0.05); a box overlapping a better one of its class is dropped, one of
+    another class is kept."""
+    from onnx import TensorProto, helper
+
+    ops = detect_graph.Ops()
+    detect_graph.select(ops, [("b", "s", "l")], CLASSES)
+    f32, i64 = TensorProto.FLOAT, TensorProto.INT64
+    ins = [("b", f32, ["n", 4]), ("s", f32, ["n"]), ("l", i64, ["n"])]
+    outs = [("boxes", f32, ["k", 4]), ("scores", f32, ["k"]), ("labels", i64, ["k"])]
+    graph = helper.make_graph(
+        ops.nodes,
+        "select",
+        [helper.make_tensor_value_info(*v) for v in ins],
+        [helper.make_tensor_value_info(*v) for v in outs],
+        initializer=ops.initializers,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    empty = session.run(None, {"b": np.zeros((0, 4), np.float32),
+                               "s": np.zeros(0, np.float32), "l": np.zeros(0, np.int64)})  # fmt: skip
+    assert [a.shape for a in empty] == [(0, 4), (0,), (0,)]
+    boxes = np.array([[0, 0, 10, 10], [1, 0, 11, 10], [1, 0, 11, 10], [50, 50, 60, 60]], "f4")
+    feed = {"b": boxes, "s": np.array([0.5, 0.9, 0.3, 0.2], "f4"), "l": np.array([7, 7, 3, 7])}
+    b, s, lab = session.run(None, feed)
+    assert s.tolist() == pytest.approx([0.9, 0.3, 0.2]) and lab.tolist() == [7, 3, 7]
+    assert b.tolist() == boxes[[1, 2, 3]].tolist()
