@@ -19,10 +19,10 @@ samples after an untimed warm-up of every configuration (medians compared):
   are left out: they are not part of the test.)
 * **bare ONNX Runtime loops**, the same samples in memory, ``session.run`` only, for each
   candidate setting in :data:`OFFLINE` and :data:`SINGLE` (``--search`` adds
-  :data:`SEARCH_OFFLINE` and :data:`SEARCH_SINGLE`): Offline, Python threads taking the next sample from a shared counter
-  until ``--samples`` are done, rate = samples / time to the last answer; SingleStream, one
-  loop, rate = samples / total time, p90 as LoadGen takes it. The best bare rate of each
-  scenario is the peer.
+  :data:`SEARCH_OFFLINE` and :data:`SEARCH_SINGLE`): Offline, Python threads taking the
+  next sample from a shared counter until ``--samples`` are done, rate = samples / time to
+  the last answer; SingleStream, one loop, rate = samples / total time, p90 as LoadGen
+  takes it. The best bare rate of each scenario is the peer.
 * **the MLPerf reference's configuration** (information): ONNX Runtime's default session
   options (``SessionOptions()`` untouched: intra-op threads = cores, graph optimisation
   all, sequential) with one Python worker thread per core on top sharing the session in
@@ -34,9 +34,10 @@ Target: harness >= 0.97 x the best bare loop, Offline and SingleStream (rates).
 Run: ``python bench/harness_real.py [--samples 4] [--repeat 3] [--search] [--json]
 [--quick] [--work DIR] [--model M.onnx]`` from the repository root (``--work`` keeps the
 model, ~150 MB, for the next run; ``--model`` measures another model). Every session
-stays loaded for the whole run: about 5 GB of memory by default, 7 GB with ``--search``. ``--quick`` is bench/rows.py's smoke pass: 2 samples, 1 measurement,
-and the bare loops use the harness's own sessions (no other session is loaded), so the
-rows' ``passed`` is None.
+stays loaded for the whole run: about 5 GB of memory by default, 7 GB with ``--search``.
+``--quick`` is bench/rows.py's smoke pass: 2 samples, 1 measurement, and the bare loops
+use the harness's own sessions (no other session is loaded), so the rows' ``passed`` is
+None.
 """
 
 from __future__ import annotations
