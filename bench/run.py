@@ -312,7 +312,8 @@ def markdown(doc: dict[str, Any]) -> str:
     failed = [s["name"] for s in doc["scripts"] if s["status"] != "ok"]
     lines += [
         "",
-        f"{len(doc['scripts'])} scripts in {doc['seconds']:.0f} s"
+        f"{len(doc['scripts'])} script{'' if len(doc['scripts']) == 1 else 's'} in "
+        f"{doc['seconds']:.0f} s"
         + (f"; did not give their rows: {', '.join(failed)}" if failed else "")
         + f"; overall: {'PASS' if doc['passed'] else 'FAIL'}.",
     ]
