@@ -68,7 +68,9 @@ def _start(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=True,
-        preexec_fn=functools.partial(sandbox.set_parent_death_signal, int(signal.SIGINT)),
+        preexec_fn=functools.partial(
+            sandbox.set_parent_death_signal, int(signal.SIGINT), os.getpid()
+        ),
     )
     if isolation == "namespace":
         spec = sandbox.readonly_spec(argv, env, readonly, int(signal.SIGINT))

@@ -333,7 +333,7 @@ def _spawn(
     kw: dict[str, object] = dict(
         cwd=req.build_dir / "src", stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, start_new_session=True, umask=0o022,
-        preexec_fn=functools.partial(set_parent_death_signal, int(signal.SIGKILL)),
+        preexec_fn=functools.partial(set_parent_death_signal, int(signal.SIGKILL), os.getpid()),
     )  # fmt: skip
     try:
         if argv is None:
@@ -418,11 +418,18 @@ except (OSError, AttributeError):  # not Linux
     _prctl = None
 
 
-def set_parent_death_signal(signum: int) -> None:
+def set_parent_death_signal(signum: int, parent: int) -> None:
     """Have the kernel send ``signum`` to this process when its parent dies. Meant for a
-    child between fork and exec (``preexec_fn``): it only calls prctl()."""
+    child between fork and exec (``preexec_fn``, bound with ``parent``, the pid of the
+    process that forks, taken before the fork): it only calls prctl() and getppid().
+
+    A parent killed after the fork but before the prctl() sends no signal: the child is
+    already an orphan. So it checks its parent afterwards, and exits at once (without
+    running the command) when that is no longer ``parent``."""
     if _prctl is not None:
         _prctl(1, signum, 0, 0, 0)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:
+        os._exit(128 + signum)
 
 
 def _tail(log: Path, lines: int = 15) -> list[str]:

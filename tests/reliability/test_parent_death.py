@@ -22,7 +22,7 @@ import functools, os, signal, subprocess, sys, time
 from mlpkg.store import sandbox
 
 pidfile, go = sys.argv[1], sys.argv[2]
-hook = functools.partial(sandbox.set_parent_death_signal, int(signal.SIGKILL))
+hook = functools.partial(sandbox.set_parent_death_signal, int(signal.SIGKILL), os.getpid())
 
 def pre():
     with open(pidfile + ".tmp", "w") as f:
