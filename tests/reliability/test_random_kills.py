@@ -203,6 +203,9 @@ def run_trial(lab: Lab, seed: int, number: int) -> None:
     print(trial, "killed" if killed.code else "finished before the kill", aftermath(lab, op))
     assert wait_group_gone(proc.pid, 10), f"{trial}: processes of mlpkg's group outlived it"
     left = wait_stragglers_gone(lab.home, 10)
+    for line in left:  # they fail this trial, not every later one
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(line.split(":")[0]), signal.SIGKILL)
     assert not left, f"{trial}: processes outlived the killed mlpkg by 10 s: {left}"
     check_store(lab, trial, "after the kill")
 
