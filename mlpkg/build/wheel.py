@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlpkg.build import BuildContext, Builder, add_file_hint, register
 from mlpkg.build.fetch import download
-from mlpkg.build.wheel_layout import MemoryTree, destination_class
+from mlpkg.build.wheel_layout import MemoryTree, destination_class, source_class
 from mlpkg.errors import BadInput, BuildError
 from mlpkg.recipes.model import Recipe, WheelFile
 from mlpkg.recipes.model import Wheel as WheelRecipe
@@ -202,7 +202,6 @@ def install_wheel(
     Files are read from the wheel once and written once; nothing is on disk until the
     whole wheel has been read and checked."""
     from installer import install
-    from installer.sources import WheelFile
 
     major_minor = ".".join(str(python["version"]).split(".")[:2])
     site = out / "lib" / f"python{major_minor}" / "site-packages"
@@ -219,7 +218,7 @@ def install_wheel(
         bytecode_optimization_levels=(), tree=tree,
     )  # fmt: skip
     try:
-        with WheelFile.open(wheel) as source, warnings.catch_warnings():
+        with source_class().open(wheel) as source, warnings.catch_warnings():
             # installer warns about __pycache__ files some wheels ship; it skips them.
             warnings.simplefilter("ignore")
             install(source, destination, additional_metadata={"INSTALLER": b"mlpkg\n"})

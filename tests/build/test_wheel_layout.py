@@ -136,3 +136,17 @@ def test_a_file_written_twice_is_refused(tmp_path: Path) -> None:
     with pytest.raises(BuildError, match="already exists"):
         install_wheel(make_wheel(tmp_path, files), tmp_path / "out", PYTHON, StreamScan())
     assert not (tmp_path / "out").exists()
+
+
+def test_the_preloaded_source_gives_what_installers_gives(tmp_path: Path) -> None:
+    from installer.sources import WheelFile
+
+    from mlpkg.build.wheel_layout import source_class
+
+    wheel = make_wheel(tmp_path, FILES)
+
+    def contents(cls: Any) -> list[tuple[Any, bytes, bool]]:
+        with cls.open(wheel) as source:
+            return [(r, s.read(), x) for r, s, x in source.get_contents()]
+
+    assert contents(source_class()) == contents(WheelFile)
