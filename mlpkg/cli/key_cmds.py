@@ -7,15 +7,6 @@ from typing import Any
 
 import click
 
-from mlpkg.cache.keys import (
-    PublicKey,
-    SecretKey,
-    key_pairs,
-    keys_dir,
-    load_signing_key,
-    save_key,
-    trusted_keys,
-)
 from mlpkg.cli.context import App, common
 from mlpkg.config import ENV_TRUSTED_KEYS, add_trusted_key, config_path, load_config
 
@@ -30,6 +21,8 @@ def key() -> None:
 @common
 def generate_cmd(app: App, name: str) -> None:
     """Make a new key pair NAME under $MLPKG_HOME/keys and print its public key."""
+    from mlpkg.cache.keys import SecretKey, save_key  # (cryptography: not at CLI start)
+
     secret = SecretKey.generate(name)
     secret_file, public_file = save_key(app.home, secret)
     public = str(secret.public())
@@ -56,6 +49,8 @@ def generate_cmd(app: App, name: str) -> None:
 @common
 def show_cmd(app: App, name: str) -> None:
     """Print the public key of the key pair NAME (or of a secret key file)."""
+    from mlpkg.cache.keys import load_signing_key
+
     public = load_signing_key(app.home, name).public()
     if app.json:
         app.emit({"name": public.name, "public_key": str(public)})
@@ -68,6 +63,8 @@ def show_cmd(app: App, name: str) -> None:
 @common
 def trust_cmd(app: App, public_key: str) -> None:
     """Add PUBLIC_KEY (name:base64) to trusted-keys in $MLPKG_HOME/config.toml."""
+    from mlpkg.cache.keys import PublicKey
+
     parsed = PublicKey.parse(public_key, "the key to trust")
     added = add_trusted_key(app.home, str(parsed))
     path = config_path(app.home)
@@ -86,6 +83,8 @@ def trust_cmd(app: App, public_key: str) -> None:
 def list_cmd(app: App) -> None:
     """List the trusted keys (from config.toml or MLPKG_TRUSTED_KEYS) and this home's key
     pairs."""
+    from mlpkg.cache.keys import key_pairs, keys_dir, trusted_keys
+
     config = load_config(app.home)
     trusted = sorted(trusted_keys(config), key=lambda k: (k.name, str(k)))
     pairs = key_pairs(app.home)
