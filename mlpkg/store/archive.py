@@ -41,6 +41,41 @@ _THREADED = 64 * 1024  # pieces from this size on are hashed twice at once (two 
 _SMALL = 64 * 1024  # files under this size are read in one piece
 
 Sink = Callable[[bytes | memoryview], object]
+_GROUP = 8  # forbidden strings sharing a prefix this long are searched for by it first
+
+
+def _shared(a: bytes, b: bytes) -> bytes:
+    """The longest common prefix of ``a`` and ``b`` (byte by byte)."""
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return a[:n]
+
+
+class _Needles:
+    """The forbidden strings, searched group by group: those sharing a prefix of
+    :data:`_GROUP` bytes or more (the store and the build directory, under one home) are
+    looked for by that prefix, one pass over the data for the group, and in full only
+    where it occurs."""
+
+    def __init__(self, forbid: Sequence[bytes]) -> None:
+        groups: list[tuple[bytes, list[bytes]]] = []
+        for f in sorted({f for f in forbid if f}):  # sorted: long shared prefixes adjoin
+            if groups and len(p := _shared(groups[-1][0], f)) >= _GROUP:
+                groups[-1] = (p, [*groups[-1][1], f])
+            else:
+                groups.append((f, [f]))
+        self.groups = groups
+
+    def within(self, data: bytes | bytearray, end: int | None = None) -> bool:
+        """Whether a forbidden string is in ``data[:end]``."""
+        end = len(data) if end is None else end
+        for prefix, members in self.groups:
+            if data.find(prefix, 0, end) == -1:
+                continue
+            if len(members) == 1 or any(data.find(m, 0, end) != -1 for m in members):
+                return True
+        return False
 
 
 @dataclass
@@ -76,6 +111,7 @@ class _Writer:
         self.want_manifest = manifest
         self.manifest: list[ManifestEntry] = []
         self.forbid = [f for f in forbid if f]
+        self.needles = _Needles(self.forbid)
         self.overlap = max((len(f) for f in self.forbid), default=1) - 1
         self.forbidden_in: list[str] = []
         self.buf = bytearray(_CHUNK)
@@ -141,7 +177,7 @@ class _Writer:
         if file_hash is not None:
             file_hash.update(data)
         self.sink(data)
-        return len(data), any(f in data for f in self.forbid)
+        return len(data), bool(self.forbid) and self.needles.within(data)
 
     def _pieces(self, fd: int, file_hash: _Hash | None) -> tuple[int, bool]:
         """Feed a file piece by piece through the reused buffer; as :meth:`_small`."""
@@ -172,7 +208,7 @@ class _Writer:
         """Whether a forbidden string is in the first ``n`` bytes of the buffer, or spans
         from ``tail`` (the end of the previous piece) into them; and the new tail."""
         buf, k = self.buf, self.overlap
-        if any(buf.find(f, 0, n) != -1 for f in self.forbid):
+        if self.needles.within(buf, n):
             return True, b""
         seam = tail + bytes(buf[: min(k, n)])
         if any(f in seam for f in self.forbid):
@@ -301,6 +337,7 @@ class StreamScan:
         self.manifest: list[ManifestEntry] = []
         self.forbidden_in: list[str] = []
         self.forbid = [f for f in forbid if f]
+        self.needles = _Needles(self.forbid)
         self.overlap = max((len(f) for f in self.forbid), default=1) - 1
         self.dirs: list[tuple[str, list[bytes], list[int]]] = []  # (rel, names, [next])
         self.started = False
@@ -389,7 +426,7 @@ class StreamScan:
             if self.forbid and not self.found:
                 k = self.overlap
                 seam = self.tail + buf[:k]
-                self.found = any(f in seam or f in buf for f in self.forbid)
+                self.found = any(f in seam for f in self.forbid) or self.needles.within(buf)
                 self.tail = (self.tail + buf[-k:])[-k:] if k else b""
         finally:
             if pending is not None:

@@ -152,3 +152,33 @@ def test_restore_refuses_other_versions_and_bad_names(tmp_path: Path) -> None:
         archive.restore(io.BytesIO(evil), tmp_path / "y")
     with pytest.raises(StoreError, match="truncated"):
         archive.restore(io.BytesIO(GOLDEN.read_bytes()[:-3]), tmp_path / "z")
+
+
+def test_forbidden_strings_sharing_a_prefix_are_each_found_and_the_prefix_alone_is_not(
+    tmp_path: Path,
+) -> None:
+    """The store and the build directory share the home as a prefix; scan looks for the
+    prefix first (issue 15), which must change nothing of what it reports."""
+
+    home = b"/tmp/some/home/"
+    root = tmp_path / "t"
+    root.mkdir()
+    (root / "prefix-only").write_bytes(b"x" * 100 + home + b"elsewhere")
+    (root / "store").write_bytes(b"y" * 100 + home + b"store/abc")
+    (root / "builds").write_bytes(bytes(200_000) + home + b"builds" + bytes(1000))
+    (root / "seam").write_bytes(b"z" * ((1 << 20) - 5) + home + b"store" + b"q" * 10)
+    (root / "fixed").write_bytes(b"/build/out")
+    forbid = [home + b"store", home + b"builds", b"/build/out"]
+    found = archive.scan(root, forbid=forbid).forbidden_in
+    assert found == ["builds", "fixed", "seam", "store"]
+    stream = archive.StreamScan(forbid)
+    names = sorted(p.name for p in root.iterdir())
+    stream.directory("", names)
+    for name in names:
+        data = (root / name).read_bytes()
+        stream.file(name, False, len(data))
+        for i in range(0, len(data), 70_000):
+            stream.data(data[i : i + 70_000])
+        stream.end_file()
+    assert stream.result().forbidden_in == found
+    stream.close()
