@@ -419,7 +419,7 @@ def execute(run: Run) -> int:
         outcome.update(done=done, failures=failures, interrupted=wait_for_loadgen(done, sut))
         return bool(outcome["interrupted"] or failures)
 
-    if duration.applies(a.scenario, a.accuracy, a.time):
+    if duration.applies(a.scenario, a.accuracy, a.time, a.audit_conf is not None):
         assert a.time is not None
         notes = run.doc["settings"]["notes"]
         duration.run_tests(test, settings, a.time, run.output, LOG_FILES, notes, sut.reset)

@@ -77,6 +77,7 @@ def test_the_rule() -> None:
     assert not duration.applies("Offline", True, 1.0)  # accuracy: all samples, one query
     assert not duration.applies("Offline", False, None)  # mlperf.conf's duration: official
     assert not duration.applies("Server", False, 1.0)
+    assert not duration.applies("Offline", False, 1.0, audit=True)  # the audit sizes it
     short = {"fields": {"Min duration satisfied": "NO"}, "latency_ns": {"max": 250_000_000}}
     assert duration.short_test(short) == pytest.approx(0.25)
     assert duration.short_test({**short, "fields": {"Min duration satisfied": "Yes"}}) is None
