@@ -59,7 +59,7 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -94,7 +94,12 @@ class _Builder(dg.Ops):
         self.rng = np.random.Generator(np.random.PCG64(seed))
 
     def params(
-        self, name: str, shape: tuple[int, int, int, int], init: str, scale: float, bias: float
+        self,
+        name: str,
+        shape: tuple[int, int, int, int],
+        init: Literal["normal", "uniform"],
+        scale: float,
+        bias: float,
     ) -> tuple[str, str]:
         """Weight ``name.weight`` of ``shape`` (``init``: "normal" with std ``scale`` or
         "uniform" in +-``scale``) and bias ``name.bias`` filled with ``bias``."""
