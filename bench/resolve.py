@@ -21,7 +21,8 @@ Targets: 1,000 recipes (~5,000 edges) resolve in < 1 s (median), and 10,000 reci
 
 Run: ``python bench/resolve.py [--quick] [--repeat 3] [--json]`` with the interpreter of
 the environment mlpkg is installed in (its real path, not a pyenv shim). ``--quick``: 300
-and 3,000 recipes, one run each, no verdict; the document's ``rows`` follow bench/rows.py.
+and 3,000 recipes, one run each and no warm-up run, no verdict; the document's ``rows``
+follow bench/rows.py.
 """
 
 from __future__ import annotations
@@ -144,7 +145,7 @@ def main() -> int:
             packages, files, edges = generate(work / str(n), n)
             shape[n] = {"packages": packages, "recipes": files, "edges": edges}
         runs: dict[int, list[dict[str, Any]]] = {n: [] for n in sizes}
-        for n in sizes:  # untimed: warms the page cache
+        for n in sizes if not args.quick else ():  # untimed: warms the page cache
             run_child(work / str(n))
         for _ in range(repeat):
             for n in sizes:
