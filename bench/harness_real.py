@@ -13,7 +13,9 @@ samples after an untimed warm-up of every configuration (medians compared):
   (:func:`~mlpkg.harness.backend.load_backend`), its SUT (queue and worker threads, the
   post-processing into the accuracy payload), its QSL, real LoadGen. Offline: one query of
   ``--samples`` samples, rate = LoadGen's samples per second. SingleStream: ``--samples``
-  queries, rate = LoadGen's "QPS w/ loadgen overhead", p90 = LoadGen's 90th percentile.
+  queries, rate = 1 / LoadGen's mean latency (its "QPS w/ loadgen overhead" has two
+  decimals, +-5 % at 0.1/s; it is kept in the runs), p90 of the SUT's latencies by the
+  bare loop's formula (also LoadGen's p90, whose index for a few samples differs).
   (The TestSettings are set here, not from mlperf.conf, so that LoadGen asks exactly
   ``--samples`` samples; the five warm-up predictions and the calibration of the command
   are left out: they are not part of the test.)
@@ -213,8 +215,11 @@ class HarnessUnderTest:
         if failures or summary is None or self.sut.stats.errors:
             raise SystemExit(f"harness test failed: {failures} {out} {self.sut.stats.first_error}")
         figures = {"samples_per_second": float(summary["samples_per_second"])}
-        if self.scenario == "SingleStream":
-            figures["p90_s"] = float(summary["latency_ns"]["p90.00"]) / 1e9
+        if self.scenario == "SingleStream":  # LoadGen's QPS has two decimals: 0.1 is +-5 %
+            figures["samples_per_second"] = 1e9 / float(summary["latency_ns"]["mean"])
+            figures["p90_s"] = p90(list(self.sut.stats.latencies))
+            figures["loadgen_qps_with_overhead"] = summary["samples_per_second"]
+            figures["loadgen_p90_s"] = float(summary["latency_ns"]["p90.00"]) / 1e9
         return figures
 
     def close(self) -> None:
@@ -291,17 +296,21 @@ class Bench:
             self.sessions[cfg.name] = [cache[key, i] for i in range(cfg.sessions)]
 
     def one_round(self, results: dict[str, dict[str, list[dict[str, Any]]]]) -> None:
-        """Every configuration once, then the harness, per scenario (a line on stderr for
-        each measurement)."""
+        """Every configuration and the harness once, per scenario, starting one later in
+        the list each round (the load of a shared machine drifts); a line on stderr for
+        each measurement."""
         for sc in ("Offline", "SingleStream"):
-            for cfg in self.configs[sc]:
-                sessions = self.sessions[cfg.name]
-                if sc == "Offline":
-                    r = bare_offline(sessions, cfg.threads, self.samples, self.n)
+            order: list[Config | None] = [*self.configs[sc], None]  # None: the harness
+            turn = len(results[sc].get("harness", [])) % len(order)  # a new order each round
+            for cfg in order[turn:] + order[:turn]:
+                if cfg is None:
+                    self._add(results, sc, "harness", self.harness[sc].run(self.expected_s))
+                elif sc == "Offline":
+                    r = bare_offline(self.sessions[cfg.name], cfg.threads, self.samples, self.n)
+                    self._add(results, sc, cfg.name, r)
                 else:
-                    r = bare_single(sessions, self.samples, self.n)
-                self._add(results, sc, cfg.name, r)
-            self._add(results, sc, "harness", self.harness[sc].run(self.expected_s))
+                    r = bare_single(self.sessions[cfg.name], self.samples, self.n)
+                    self._add(results, sc, cfg.name, r)
 
     @staticmethod
     def _add(results: dict[str, Any], sc: str, name: str, r: dict[str, Any]) -> None:
