@@ -314,6 +314,12 @@ class Recipe(_Strict):
             unknown = sorted(set(table) - VARIANT_KEYS)
             if unknown:
                 raise ValueError(f"variant {name} has unknown field {unknown[0]}")
+            inputs = table.get("inputs", {})  # merged by mlpkg.recipes.variants itself
+            if not isinstance(inputs, dict) or any(not isinstance(v, str) for v in inputs.values()):
+                raise ValueError(f"variant {name}: inputs must be a table of specs")
+            remove = table.get("remove", [])
+            if not isinstance(remove, list) or any(not isinstance(r, str) for r in remove):
+                raise ValueError(f"variant {name}: remove must be a list of table names")
         return value
 
     @field_validator("format")

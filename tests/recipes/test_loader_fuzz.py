@@ -144,3 +144,25 @@ def test_a_key_with_a_newline_is_escaped_in_the_one_sentence(tmp_path: Path, ext
     assert "\n" not in e.value.message, e.value.message
     assert "\n" not in "".join(e.value.details) and "\n" not in (e.value.field or "")
     assert "\\n" in e.value.message + "".join(e.value.details), e.value.details
+
+
+@pytest.mark.parametrize(
+    ("table", "phrase"),
+    [
+        ("inputs = []", "inputs must be a table of specs"),  # found by the slow profile
+        ("inputs = { a = 1 }", "inputs must be a table of specs"),
+        ("remove = 5", "remove must be a list of table names"),
+        ("remove = [[]]", "remove must be a list of table names"),
+    ],
+)
+def test_a_variant_of_the_wrong_shape_is_a_recipe_error(
+    tmp_path: Path, table: str, phrase: str
+) -> None:
+    """``[variants.v] inputs = []`` raised TypeError while merging the variant."""
+    file = tmp_path / "fuzz" / "1.0.toml"
+    file.parent.mkdir()
+    text = 'name = "fuzz"\nversion = "1.0"\nkind = "build"\n[build]\nscript = "x"\n'
+    file.write_text(text + f"[variants.v]\n{table}\n")
+    with pytest.raises(RecipeError) as e:
+        loader.load(file)
+    assert e.value.field == "variants" and phrase in e.value.details[0], e.value.details
