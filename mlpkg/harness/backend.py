@@ -2,11 +2,14 @@
 
 Session options: ``CPUExecutionProvider``, graph optimisation ``ORT_ENABLE_ALL``, sequential
 execution, ``inter_op_num_threads`` 1 and ``intra_op_num_threads`` as chosen by
-:func:`thread_plan`. One ONNX Runtime session has one intra-op thread pool, shared by all
-concurrent ``run`` calls; so when each inference gets more than one intra-op thread, every
-worker gets a session of its own (otherwise concurrent runs would share one small pool and
-leave cores idle). With one intra-op thread per inference (the default in the throughput
-scenarios) a single session is shared: each run then works on its caller's thread.
+:func:`thread_plan`. Every worker has a session of its own. One ONNX Runtime session has
+one intra-op thread pool and one memory arena, shared by all concurrent ``run`` calls:
+with more than one intra-op thread per inference, concurrent runs would share one small
+pool and leave cores idle; with one (the default in the throughput scenarios, where each
+run works on its caller's thread) a shared session was still slower on the real-size
+RetinaNet: 2 workers with a session each ran 0.38 samples/s where they ran 0.22 sharing
+one (medians of 3 rounds on 2 cores under load, bench/harness_real.py; docs/harness.md).
+The cost is one copy of the weights per worker.
 
 :class:`Backend` also supports cancelling the inferences in flight (Ctrl-C): each run gets
 an ``ort.RunOptions``; :meth:`Backend.cancel` sets ``terminate`` on all of them.
@@ -52,7 +55,7 @@ class ThreadPlan:
     workers: int  # SUT worker threads (1 in SingleStream: inference runs in issue_queries)
     intra_op_threads: int  # per inference
     inter_op_threads: int
-    sessions: int  # ONNX Runtime sessions (one per worker when intra_op_threads > 1)
+    sessions: int  # ONNX Runtime sessions (one per worker)
     cpu_count: int
     provider: str = "CPUExecutionProvider"
     graph_optimization_level: str = "ORT_ENABLE_ALL"
@@ -67,15 +70,15 @@ def thread_plan(scenario: str, threads: int | None, cpus: int | None = None) -> 
 
     SingleStream: one worker (inference runs synchronously in ``issue_queries``) whose runs
     use ``threads`` (default: all CPUs) intra-op threads. Other scenarios: ``threads``
-    workers (default: the CPU count, as the reference), each run with
-    ``max(1, cpus // workers)`` intra-op threads."""
+    workers (default: the CPU count, as the reference), each with a session of its own
+    whose runs use ``max(1, cpus // workers)`` intra-op threads (module doc)."""
     cpus = cpus or cpu_count()
     if scenario == "SingleStream":
         intra = max(1, threads or cpus)
         return ThreadPlan(1, intra, 1, 1, cpus)
     workers = max(1, threads or cpus)
     intra = max(1, cpus // workers)
-    return ThreadPlan(workers, intra, 1, workers if intra > 1 else 1, cpus)
+    return ThreadPlan(workers, intra, 1, workers, cpus)
 
 
 class Backend:
