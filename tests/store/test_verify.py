@@ -16,7 +16,7 @@ from mlpkg.store.db import PathInfo
 from mlpkg.store.path import StorePath
 from mlpkg.store.store import Store
 from mlpkg.store.verify import Remake, show_name, verify, wrong_metadata
-from tests.recipe_text import fetch_toml
+from tests.recipe_text import build_toml
 
 if TYPE_CHECKING:
     from tests.conftest import MlpkgCli
@@ -182,17 +182,12 @@ def _one_error(err: str) -> str:
     return errors[0]
 
 
-def test_cli_verify_finds_and_repairs_a_chmod(
-    mlpkg_cli: MlpkgCli, tarball: Callable[..., bytes]
-) -> None:
-    import hashlib
-
-    data = tarball({"data.txt": "data\n", "line\nbreak": "odd\n"}, top="src-1.0")
-    file = mlpkg_cli.home.parent / "src-1.0.tar.gz"
-    file.write_bytes(data)
-    sha = hashlib.sha256(data).hexdigest()
-    mlpkg_cli.recipes.add("src", "1.0", fetch_toml("src", "1.0", [file.as_uri()], sha))
+def test_cli_verify_finds_and_repairs_a_chmod(mlpkg_cli: MlpkgCli) -> None:
+    # A build makes the odd name (unpacking refuses control characters in member names).
+    script = "mkdir -p $out; printf 'data\\n' > $out/data.txt; printf 'odd\\n' > \"$out\"/$'line\\nbreak'"
+    mlpkg_cli.recipes.add("src", "1.0", build_toml("src", "1.0", script))
     src = Path(mlpkg_cli.run("build", "src").ok().out.strip())
+    assert (src / "line\nbreak").read_text() == "odd\n"
     os.chmod(src / "line\nbreak", 0o666)
     os.chmod(src, 0o777)
 
