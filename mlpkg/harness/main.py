@@ -24,7 +24,7 @@ mode the COCOeval table, ``mAP=NN.NNN%`` and the reference's final line with
 Exit status: 0; 1 if samples failed, LoadGen failed or (performance mode) wrote no result,
 or the accuracy log had no detection to evaluate; 2 for bad input; 128 + the signal's number
 after SIGINT (Ctrl-C: 130), SIGTERM (143) or SIGHUP (129). The three signals are handled
-alike (:func:`install_signal_handlers`, at the start of :func:`main`: also when the process
+alike (:func:`.stop.install_signal_handlers`, at the start of :func:`main`: also when the process
 started with SIGINT ignored, as a job started with ``&`` from a script or under ``nohup``
 does): the SUT answers everything left with empty responses, LoadGen gets
 :data:`.sut.DRAIN_SECONDS` to finish (a second signal stops that wait), harness.json is written
@@ -103,7 +103,6 @@ import signal
 import threading
 import time
 from pathlib import Path
-from types import FrameType
 from typing import Any, NoReturn
 
 from . import __version__, duration
@@ -121,6 +120,7 @@ from .settings import (
     loadgen_version,
     performance_sample_count,
 )
+from .stop import INTERRUPTED_NOTE, install_signal_handlers, interrupt_code, interrupted_by
 from .sut import SUT, Progress, calibrate, start_loadgen, wait_for_loadgen, warm_up
 
 SCENARIOS = ("SingleStream", "MultiStream", "Server", "Offline")
@@ -130,41 +130,6 @@ LOG_FILES = (
     "mlperf_log_accuracy.json",
     "mlperf_log_trace.json",
 )
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-INTERRUPTED_NOTE = (
-    "interrupted by {signal}: the test did not run to its end (samples left were answered "
-    "empty); the figures under summary and loadgen describe what was done until then and are "
-    "not measurements"
-)
-_caught: list[int] = []  # the stop signals received, in order
-
-
-def _on_signal(signum: int, frame: FrameType | None) -> None:
-    """Any stop signal: remember it and stop the main thread as Ctrl-C does."""
-    _caught.append(signum)
-    raise KeyboardInterrupt
-
-
-def install_signal_handlers() -> dict[int, Any]:
-    """Make SIGINT, SIGTERM and SIGHUP raise KeyboardInterrupt in the main thread (whatever
-    the process inherited: a job started with ``&`` from a script starts with SIGINT
-    ignored); returns the previous handlers (nothing outside the main thread)."""
-    _caught.clear()
-    if threading.current_thread() is not threading.main_thread():
-        return {}
-    return {sig: signal.signal(sig, _on_signal) for sig in STOP_SIGNALS}
-
-
-def interrupted_by() -> signal.Signals:
-    """The first stop signal received (SIGINT when none was recorded)."""
-    return signal.Signals(_caught[0] if _caught else signal.SIGINT)
-
-
-def interrupt_code() -> int:
-    """The exit status after an interrupt: 128 + the signal's number (Ctrl-C: 130)."""
-    return 128 + int(interrupted_by())
-
-
 MODES = ("accuracy", "performance")  # --mode, as CM and MLCFlow spell it
 
 
