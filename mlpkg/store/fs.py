@@ -1,11 +1,15 @@
-"""File-system helpers: canonical permissions and robust removal of store content, and
-durable atomic replacement of the small files mlpkg keeps beside it."""
+"""File-system helpers: canonical permissions and robust removal of store content,
+durable atomic replacement of the small files mlpkg keeps beside it, and the write-back of
+a whole tree before it is renamed into the store (:func:`sync_tree`: one syncfs where it
+can be trusted, Linux 5.8 or later on a local file system, else an fsync of every file and
+directory)."""
 
 from __future__ import annotations
 
 import contextlib
 import errno
 import os
+import re
 import secrets
 import shutil
 import stat
@@ -240,24 +244,112 @@ def sync_tree(root: Path) -> None:
     path before the rename that makes it valid, then :func:`fsync_dir` on the parent after
     it.
 
-    Where the platform has ``syncfs`` (Linux), one call writes back the whole file system
-    that holds ``root`` and waits for it (data, metadata and the journal, with the disk's
-    cache flushed; a write-back error is reported since Linux 5.8): the tree's files and
-    directories are among what it writes. Elsewhere, or if it fails with ENOSYS, every
-    file is fsynced (several at once) and then every directory, bottom-up, ``root`` last;
-    a file that is ``root`` itself is fsynced alone."""
+    Where ``syncfs`` can be trusted, one call writes back the whole file system that holds
+    ``root`` and waits for it (data, metadata and the journal, with the disk's cache
+    flushed): the tree's files and directories are among what it writes. It is trusted
+    only on Linux 5.8 or later (before, it returned 0 even when write-back failed, so a
+    path whose data never reached the disk would be registered) and on a local file
+    system (FUSE has no ``sync_fs`` of its own, so syncfs does nothing there, and a
+    network file system's is not a flush of the server's data either: see
+    :func:`syncfs_trusted_fstype`). Elsewhere, or if syncfs fails with ENOSYS, EPERM or
+    EINVAL (a seccomp filter, a sandboxed kernel), every file is fsynced (several at once)
+    and then every directory, bottom-up, ``root`` last; a file that is ``root`` itself is
+    fsynced alone. Any other syncfs error (EIO, ENOSPC...) is raised."""
     if _syncfs(root):
         return
     _fsync_tree(root)
 
 
+# Errors of syncfs that mean "not available here" rather than "the data was not written".
+_SYNCFS_UNAVAILABLE = frozenset({errno.ENOSYS, errno.EPERM, errno.EINVAL})
+
+# File systems whose syncfs is not trusted: FUSE (no sync_fs: syncfs is a no-op) and
+# network or cluster file systems (the flush, if any, is not the server's).
+_UNTRUSTED_FSTYPES = frozenset(
+    {"9p", "afs", "ceph", "cifs", "davfs", "gfs2", "glusterfs", "lustre", "ncpfs", "ocfs2"}
+    | {"orangefs", "smb", "smbfs", "smb3", "virtiofs", "beegfs", "gpfs"}
+)
+_UNTRUSTED_PREFIXES = ("fuse", "nfs", "smb")
+
+
+def syncfs_trusted_kernel(release: str) -> bool:
+    """Whether a Linux kernel of this ``os.uname().release`` (``"5.8.0-63-generic"``)
+    reports write-back errors from syncfs: 5.8 or later. False for what cannot be
+    parsed."""
+    m = re.match(r"(\d+)\.(\d+)", release)
+    if m is None:
+        return False
+    return (int(m.group(1)), int(m.group(2))) >= (5, 8)
+
+
+def syncfs_trusted_fstype(fstype: str) -> bool:
+    """Whether syncfs on a file system of this type (the mountinfo's, ``"ext4"``,
+    ``"fuse.sshfs"``) writes its data back: False for FUSE and network file systems."""
+    base = fstype.lower()
+    if base.startswith(_UNTRUSTED_PREFIXES):
+        return False
+    return base not in _UNTRUSTED_FSTYPES
+
+
+def _unescape_mount(field: str) -> str:
+    # mountinfo escapes space, tab, newline and backslash as octal (\040).
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def mount_fstype(path: str, mountinfo: str) -> str | None:
+    """The type of the file system mounted at the deepest mount point that holds the
+    absolute, resolved ``path``, from the text of ``/proc/self/mountinfo`` (the last such
+    mount wins: it hides the earlier ones); None where none does."""
+    best: tuple[int, int, str] | None = None
+    for i, line in enumerate(mountinfo.splitlines()):
+        fields = line.split()
+        if "-" not in fields[6:]:
+            continue
+        sep = fields.index("-", 6)
+        if len(fields) <= sep + 1:
+            continue
+        point = _unescape_mount(fields[4])
+        inside = path == point or point == "/" or path.startswith(point.rstrip("/") + "/")
+        if not inside:
+            continue
+        key = (len(point), i, fields[sep + 1])
+        if best is None or key[:2] > best[:2]:
+            best = key
+    return best[2] if best else None
+
+
+_TRUSTED_DEVICES: dict[int, bool] = {}  # st_dev -> whether syncfs is trusted there
+
+
+def _syncfs_trusted(where: Path) -> bool:
+    """Whether syncfs can stand for the fsyncs of the tree at ``where`` (see
+    :func:`sync_tree`)."""
+    if not syncfs_trusted_kernel(os.uname().release):
+        return False
+    dev = os.stat(where).st_dev
+    known = _TRUSTED_DEVICES.get(dev)
+    if known is None:
+        try:
+            with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
+                info = f.read()
+        except OSError:
+            return False  # unknown: not trusted, and not remembered
+        fstype = mount_fstype(os.path.realpath(where), info)
+        known = fstype is not None and syncfs_trusted_fstype(fstype)
+        _TRUSTED_DEVICES[dev] = known
+    return known
+
+
 def _syncfs(root: Path) -> bool:
-    """``syncfs`` of the file system holding ``root``; False where there is none."""
+    """``syncfs`` of the file system holding ``root``; False where there is none, where
+    it is not trusted, or where it is not allowed."""
     call = _syncfs_call()
     if call is None:
         return False
     # A symlink is not opened: its directory is on the same file system.
     where = root.parent if os.path.islink(root) else root
+    if not _syncfs_trusted(where):
+        return False
     fd = os.open(where, os.O_RDONLY | os.O_CLOEXEC)
     try:
         if call(fd) == 0:
@@ -265,7 +357,7 @@ def _syncfs(root: Path) -> bool:
         err = _errno()
     finally:
         os.close(fd)
-    if err == errno.ENOSYS:
+    if err in _SYNCFS_UNAVAILABLE:
         return False
     raise OSError(err, f"syncfs of {root}: {os.strerror(err)}")
 

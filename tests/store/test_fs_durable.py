@@ -9,7 +9,7 @@ import errno
 import hashlib
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -134,6 +134,7 @@ def syncfs_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         return 0
 
     monkeypatch.setattr(fs, "_syncfs_call", lambda: syncfs)
+    monkeypatch.setattr(fs, "_syncfs_trusted", lambda where: True)
     return calls
 
 
@@ -155,17 +156,154 @@ def test_sync_tree_is_one_syncfs_of_the_tree_where_there_is_one(
     assert syncfs_calls[-1] == str(tmp_path)
 
 
-def test_sync_tree_falls_back_to_fsync_without_syncfs_and_reports_its_errors(
-    tmp_path: Path, events: list[tuple[str, str]], monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("err", [errno.ENOSYS, errno.EPERM, errno.EINVAL])
+def test_sync_tree_falls_back_to_fsync_where_syncfs_is_not_available(
+    tmp_path: Path, events: list[tuple[str, str]], monkeypatch: pytest.MonkeyPatch, err: int
+) -> None:
+    """ENOSYS (no such call), EPERM and EINVAL (a seccomp filter, a sandboxed kernel):
+    the files are fsynced instead, and the realise goes on."""
+    (tmp_path / "f").write_bytes(b"x")
+    monkeypatch.setattr(fs, "_syncfs_call", lambda: lambda fd: -1)
+    monkeypatch.setattr(fs, "_syncfs_trusted", lambda where: True)
+    monkeypatch.setattr(fs, "_errno", lambda: err)
+    fs.sync_tree(tmp_path / "f")
+    assert events == [("fsync", str(tmp_path / "f"))]
+
+
+@pytest.mark.parametrize("err", [errno.EIO, errno.ENOSPC, errno.EDQUOT])
+def test_sync_tree_raises_the_other_errors_of_syncfs(
+    tmp_path: Path, events: list[tuple[str, str]], monkeypatch: pytest.MonkeyPatch, err: int
 ) -> None:
     (tmp_path / "f").write_bytes(b"x")
     monkeypatch.setattr(fs, "_syncfs_call", lambda: lambda fd: -1)
-    monkeypatch.setattr(fs, "_errno", lambda: errno.ENOSYS)
-    fs.sync_tree(tmp_path / "f")
-    assert events == [("fsync", str(tmp_path / "f"))]
-    monkeypatch.setattr(fs, "_errno", lambda: errno.EIO)
-    with pytest.raises(OSError, match="syncfs"):
+    monkeypatch.setattr(fs, "_syncfs_trusted", lambda where: True)
+    monkeypatch.setattr(fs, "_errno", lambda: err)
+    with pytest.raises(OSError, match="syncfs") as info:
         fs.sync_tree(tmp_path / "f")
+    assert info.value.errno == err
+    assert events == []
+
+
+def _recording(called: list[int]) -> Callable[[int], int]:
+    def syncfs(fd: int) -> int:
+        called.append(fd)
+        return 0
+
+    return syncfs
+
+
+def test_sync_tree_fsyncs_file_by_file_where_syncfs_is_not_trusted(
+    tmp_path: Path, events: list[tuple[str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An old kernel, a FUSE or network file system: syncfs is never called."""
+    called: list[int] = []
+    monkeypatch.setattr(fs, "_syncfs_call", lambda: _recording(called))
+    monkeypatch.setattr(fs, "_syncfs_trusted", lambda where: False)
+    (tmp_path / "f").write_bytes(b"x")
+    fs.sync_tree(tmp_path / "f")
+    assert called == []
+    assert events == [("fsync", str(tmp_path / "f"))]
+
+
+def test_an_old_kernel_is_not_trusted_whatever_the_file_system(
+    tmp_path: Path, events: list[tuple[str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    called: list[int] = []
+    monkeypatch.setattr(fs, "_syncfs_call", lambda: _recording(called))
+    real = os.uname()
+    old = os.uname_result((real.sysname, real.nodename, "5.4.0-42-generic", "", real.machine))
+    monkeypatch.setattr(os, "uname", lambda: old)
+    (tmp_path / "f").write_bytes(b"x")
+    fs.sync_tree(tmp_path / "f")
+    assert called == []
+    assert events == [("fsync", str(tmp_path / "f"))]
+
+
+@pytest.mark.parametrize(
+    ("release", "trusted"),
+    [
+        ("5.8.0", True),
+        ("5.8.0-63-generic", True),
+        ("5.15.0-1051-azure", True),
+        ("6.1.55", True),
+        ("10.0", True),
+        ("5.7.19", False),
+        ("5.4.0-42-generic", False),
+        ("4.19.0-25-amd64", False),
+        ("3.10.0-1160.el7.x86_64", False),
+        ("", False),
+        ("weird", False),
+    ],
+)
+def test_syncfs_trusted_kernel(release: str, trusted: bool) -> None:
+    assert fs.syncfs_trusted_kernel(release) is trusted
+
+
+@pytest.mark.parametrize(
+    ("fstype", "trusted"),
+    [
+        ("ext4", True),
+        ("xfs", True),
+        ("btrfs", True),
+        ("tmpfs", True),
+        ("overlay", True),
+        ("zfs", True),
+        ("fuse", False),
+        ("fuseblk", False),
+        ("fuse.sshfs", False),
+        ("fuse.gcsfuse", False),
+        ("nfs", False),
+        ("nfs4", False),
+        ("cifs", False),
+        ("smb3", False),
+        ("smbfs", False),
+        ("9p", False),
+        ("ceph", False),
+        ("glusterfs", False),
+        ("lustre", False),
+        ("virtiofs", False),
+    ],
+)
+def test_syncfs_trusted_fstype(fstype: str, trusted: bool) -> None:
+    assert fs.syncfs_trusted_fstype(fstype) is trusted
+
+
+_MOUNTINFO = "\n".join(
+    [
+        "22 27 0:21 / /proc rw,relatime - proc proc rw",
+        "27 1 259:2 / / rw,relatime shared:1 - ext4 /dev/root rw",
+        "30 27 0:40 / /home/u/remote rw,nosuid - fuse.sshfs host:/ rw,user_id=0",
+        "31 27 0:41 / /mnt/nfs rw - nfs4 srv:/export rw,vers=4.2",
+        "32 31 259:3 / /mnt/nfs/local rw - xfs /dev/sdb rw",
+        r"33 27 0:42 / /mnt/with\040space rw - 9p share rw",
+        "34 27 0:43 / /mnt/nfs2 rw - ext4 /dev/sdc rw",
+        "35 27 0:44 / /mnt/nfs2 rw - cifs //srv/share rw",
+    ]
+)
+
+
+@pytest.mark.parametrize(
+    ("path", "fstype"),
+    [
+        ("/", "ext4"),
+        ("/nix/store", "ext4"),
+        ("/home/u/remote", "fuse.sshfs"),
+        ("/home/u/remote/store/x", "fuse.sshfs"),
+        ("/home/u/remotely", "ext4"),  # a prefix of the name is not a mount point
+        ("/mnt/nfs/a", "nfs4"),
+        ("/mnt/nfs/local/store", "xfs"),  # the deepest mount holds it
+        ("/mnt/with space/store", "9p"),  # octal escapes
+        ("/mnt/nfs2/store", "cifs"),  # the later mount on the same point hides the first
+        ("/proc/self", "proc"),
+    ],
+)
+def test_mount_fstype(path: str, fstype: str) -> None:
+    assert fs.mount_fstype(path, _MOUNTINFO) == fstype
+
+
+def test_mount_fstype_without_a_mount() -> None:
+    assert fs.mount_fstype("/x", "") is None
+    assert fs.mount_fstype("/x", "garbage line\n") is None
 
 
 def test_the_real_syncfs_syncs_a_tree(tmp_path: Path) -> None:
