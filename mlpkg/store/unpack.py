@@ -7,7 +7,8 @@
 directory. Tar is read as a stream, each member checked as it arrives and written here (no
 ``extractall``). The *whole* archive is refused with ``UnsafeArchive`` (one sentence naming
 the label and the member) for: absolute paths; any ``..`` component; a NUL or another control
-character (C0, DEL, C1: a newline, an escape) in a name or a symlink's target; symlinks
+character (C0, DEL, C1: a newline, an escape; a raw byte 0x80-0x9F that is not UTF-8 counts
+as C1) in a name or a symlink's target; symlinks
 whose target is absolute or resolves outside the tree (from the link's own directory, through
 the archive's other symlinks); hard links whose target is not an earlier regular file member;
 devices, FIFOs, sockets and any other type; a path through a symlink or file member (in either
@@ -97,9 +98,16 @@ class _Member:
 
 def _control(text: str) -> str | None:
     """The first control character of ``text`` (C0, DEL or C1), escaped, or None. A newline
-    or an escape sequence in a file name breaks line-oriented tools and terminals."""
-    found = next((c for c in text if unicodedata.category(c) == "Cc"), None)
-    return None if found is None else repr(found)
+    or an escape sequence in a file name breaks line-oriented tools and terminals. A raw
+    byte 0x80-0x9F that is not part of valid UTF-8 counts too: names are decoded with
+    surrogateescape, which makes it U+DC80-U+DC9F (category Cs), and it is written back
+    to the file system as that C1 byte; it is shown as the byte (``'\\x9b'``)."""
+    for c in text:
+        if unicodedata.category(c) == "Cc":
+            return repr(c)
+        if 0xDC80 <= ord(c) <= 0xDC9F:
+            return repr(chr(ord(c) - 0xDC00))
+    return None
 
 
 def _join(parts: Parts) -> str:

@@ -172,6 +172,22 @@ CORPUS: dict[str, tuple[tuple[str, ...], Build, type[MlpkgError], str, str]] = {
     "c1-csi-in-name": (
         ALL, _entries(f("a\x9b31m", b"x")), UnsafeArchive, "a\\x9b31m", "control character",
     ),
+    # a raw C1 byte that is not UTF-8: decoded with surrogateescape to U+DC80-U+DC9F
+    # (category Cs, not Cc), which still writes the byte 0x9b (CSI) to the file system
+    "raw-c1-byte-in-name": (
+        TAR, _entries(f("pkg/a\udc9b31mred", b"x")),
+        UnsafeArchive, "pkg/a\\udc9b31mred", "control character '\\x9b'",
+    ),
+    "raw-c1-byte-0x9f": (
+        TAR, _entries(f("y\udc9f", b"x")), UnsafeArchive, "y\\udc9f", "control character '\\x9f'",
+    ),
+    "raw-c1-byte-0x80-after-a-raw-0xa0": (  # 0xA0 is not C1: the name is refused for 0x80
+        TAR, _entries(f("\udca0\udc80x", b"x")),
+        UnsafeArchive, "\\udca0\\udc80x", "control character '\\x80'",
+    ),
+    "raw-c1-byte-in-symlink-target": (
+        TAR, _entries(sym("l", "a\udc85b")), UnsafeArchive, "l", "target has the control character",
+    ),
     "newline-in-symlink-target": (
         ALL, _entries(sym("l", "a\nb")), UnsafeArchive, "l", "target has the control character",
     ),
