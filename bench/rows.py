@@ -6,6 +6,14 @@ have ``passed`` set to None, since timings at small sizes say nothing about the 
 The document has a ``"rows"`` key holding a list of :func:`row` dictionaries, beside
 whatever else the script reports. A script may give several rows (one per target).
 
+Exit status under ``--json``: 0 whenever the document with its rows was printed, whether
+or not the targets were met (the verdict lives in the rows' ``passed``; ``bench/run.py``
+reads a non-zero status as "the script failed" and adds an error row). A non-zero status
+means the measurement could not be made, or is not one: a tool missing, a command that
+failed, or a check that the timed thing did what it should (``noop_build``: the build was
+a no-op; ``resolve``: every package resolved, the same root each run) failing, which makes
+the timing meaningless. Without ``--json`` a script may exit 1 on a missed target.
+
 A row compares mlpkg with a peer measured in the same run:
 
 - ``what``: what is measured, one line ("cold install of the ORT+LoadGen closure");
