@@ -9,7 +9,11 @@ path from the record in the database, without the recipe collection.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import collections
+import os
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import IO
 
@@ -19,8 +23,9 @@ from mlpkg.errors import BuildError, CacheError, CacheUnavailable, FetchError, M
 from mlpkg.resolver.derivation import Derivation
 from mlpkg.resolver.plan import Plan, PlanNode, action_of
 from mlpkg.store import sandbox
+from mlpkg.store.archive import ArchiveInfo
 from mlpkg.store.path import StorePath
-from mlpkg.store.store import Maker, PathInfo, Store
+from mlpkg.store.store import Maker, Making, PathInfo, Store
 
 
 class Reporter:
@@ -68,19 +73,23 @@ def realise_plan(
     valid = store.valid_among(n.path for n in plan.nodes)
     pending = [n for n in plan.nodes if n.path not in valid and n.action != "skip"]
     failed: dict[StorePath, MlpkgError] = {}
-    for i, node in enumerate(pending, 1):
-        if failed and (set(node.drv.inputs.values()) & failed.keys()):
-            failed[node.path] = _SKIPPED
-            continue
-        realiser.reporter.start(node, i, len(pending))
-        try:
-            info = realiser.make(node)
-        except (FetchError, BuildError) as e:
-            if not keep_going:
-                raise
-            failed[node.path] = e
-            continue
-        realiser.reporter.finish(node, info)
+    with _Pool(realiser, keep_going, failed) as pool:
+        for i, node in enumerate(pending, 1):
+            if pool.try_start(node, i, len(pending)):
+                continue
+            pool.drain()  # what this node needs may be in flight
+            if failed and (set(node.drv.inputs.values()) & failed.keys()):
+                failed[node.path] = _SKIPPED
+                continue
+            realiser.reporter.start(node, i, len(pending))
+            try:
+                info = realiser.make(node)
+            except (FetchError, BuildError) as e:
+                if not keep_going:
+                    raise
+                failed[node.path] = e
+                continue
+            realiser.reporter.finish(node, info)
     if failed:
         raise _combined([e for e in failed.values() if e is not _SKIPPED])
     infos = [store.info(root) for root in plan.roots]
@@ -197,6 +206,121 @@ class _Realiser:
         )
 
 
+def jobs() -> int:
+    """Threads that make paths at once: the usable cores, at least 2."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(2, cores)
+
+
+class _Pool:
+    """Makes the plan's threadable paths (a maker with ``prepare()``, see
+    :func:`begin_derivation`: wheels) in worker threads, while this thread, which owns the
+    store, takes each path's lock before its job starts and renames and registers the
+    results in plan order. A path starts only when its inputs are valid and no cache
+    offers it. The first failure (unless ``keep_going``) stops new work: the running jobs
+    end, every job's temporary content is removed and its lock released, and the error
+    is raised as a serial realisation would raise it."""
+
+    def __init__(
+        self, realiser: _Realiser, keep_going: bool, failed: dict[StorePath, MlpkgError]
+    ) -> None:
+        self.realiser, self.keep_going, self.failed = realiser, keep_going, failed
+        self.size = jobs()
+        self.executor: ThreadPoolExecutor | None = None
+        self.flight: collections.deque[tuple[PlanNode, Job, Future[None]]] = collections.deque()
+        self.reporter = _Locked(realiser.reporter)
+
+    def __enter__(self) -> _Pool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if exc[0] is None:
+                self.drain()
+        finally:
+            self._stop()
+
+    def try_start(self, node: PlanNode, index: int, total: int) -> bool:
+        """Start ``node``'s job in a worker if it may run there; False if it may not
+        (then the caller makes it in this thread)."""
+        r = self.realiser
+        sub = r.substitution
+        if node.action != action_of(node.drv.kind) or (sub is not None and node.path in sub.offers):
+            return False
+        if not getattr(builder_for(node.drv.kind, node.drv.name), "threadable", False):
+            return False
+        inputs = set(node.drv.inputs.values())
+        if inputs & self.failed.keys() or r.store.valid_among(inputs) != inputs:
+            return False
+        r.reporter.start(node, index, total)
+        job = begin_derivation(node.drv, r.store, self.reporter, node, r.expected.get(node.path))
+        if isinstance(job, PathInfo):
+            r.reporter.finish(node, job)
+            return True
+        if not job.threadable:  # cannot happen for a threadable builder; be safe
+            self._finish(node, job, None)
+            return True
+        if self.executor is None:
+            self.executor = ThreadPoolExecutor(self.size, thread_name_prefix="mlpkg-realise")
+        self.flight.append((node, job, self.executor.submit(job.run)))
+        self._collect(block=len(self.flight) > 2 * self.size)
+        return True
+
+    def drain(self) -> None:
+        """Commit every job in flight (in plan order)."""
+        while self.flight:
+            self._collect(block=True)
+
+    def _collect(self, block: bool) -> None:
+        while self.flight and (block or self.flight[0][2].done()):
+            node, job, future = self.flight.popleft()
+            self._finish(node, job, future)
+            block = False
+
+    def _finish(self, node: PlanNode, job: Job, future: Future[None] | None) -> None:
+        try:
+            if future is None:
+                job.run()
+            else:
+                future.result()
+            info = self.realiser.store.commit(job.making)
+        except (FetchError, BuildError) as e:
+            if not self.keep_going:
+                raise
+            self.failed[node.path] = e
+            return
+        finally:
+            job.making.abandon()
+        self.realiser.reporter.finish(node, info)
+
+    def _stop(self) -> None:
+        """Cancel what has not started, wait for what runs, and undo every job left."""
+        for _, _, future in self.flight:
+            future.cancel()
+        if self.executor is not None:
+            self.executor.shutdown(wait=True)
+        while self.flight:
+            self.flight.popleft()[1].making.abandon()
+
+
+class _Locked(Reporter):
+    """A reporter that worker threads may share: each call under one lock."""
+
+    def __init__(self, inner: Reporter) -> None:
+        self.inner, self.lock, self.echo = inner, threading.Lock(), inner.echo
+
+    def progress(self, node: PlanNode, done: int, total: int | None) -> None:
+        with self.lock:
+            self.inner.progress(node, done, total)
+
+    def note(self, text: str) -> None:
+        with self.lock:
+            self.inner.note(text)
+
+
 class _ByteProgress:
     def __init__(self, reporter: Reporter, node: PlanNode, total: int) -> None:
         self.reporter, self.node, self.total, self.done = reporter, node, total, 0
@@ -231,20 +355,52 @@ def realise_derivation(
     node: PlanNode | None = None,
     expected_hash: str | None = None,
 ) -> PathInfo:
-    """Make ``drv``'s path valid with its builder's maker. A maker that learns the path's
-    scan while it writes (it has ``scanning(forbid)``, returning the function that gives
-    the scan: :class:`mlpkg.build.wheel.WheelMaker`) is asked for it with the strings the
-    store forbids, so that the store does not read the content again."""
+    """Make ``drv``'s path valid with its builder's maker (as :meth:`Store.realise`)."""
+    job = begin_derivation(drv, store, reporter, node, expected_hash)
+    if isinstance(job, PathInfo):
+        return job
+    try:
+        job.run()
+        return store.commit(job.making)
+    finally:
+        job.making.abandon()
+
+
+@dataclass
+class Job:
+    """A path being made (:func:`begin_derivation`): its lock is held. :meth:`run` may run
+    in a worker thread when :attr:`threadable`; :meth:`Store.commit` and
+    :meth:`~mlpkg.store.store.Making.abandon` then run in the store's thread."""
+
+    making: Making
+    make: Maker
+    scanned: Callable[[], ArchiveInfo] | None
+    threadable: bool
+
+    def run(self) -> None:
+        self.making.make(self.make, self.scanned)
+
+
+def begin_derivation(
+    drv: Derivation,
+    store: Store,
+    reporter: Reporter,
+    node: PlanNode | None = None,
+    expected_hash: str | None = None,
+) -> PathInfo | Job:
+    """The path's info if it is valid, else its :class:`Job` (lock taken, see
+    :meth:`Store.begin`). A maker that learns the path's scan while it writes (it has
+    ``scanning(forbid)``, returning the function that gives the scan:
+    :class:`mlpkg.build.wheel.WheelMaker`) is asked for it with the strings the store
+    forbids, so that the store does not read the content again. A maker with
+    ``prepare()`` reads there what it needs of the store; after it, it uses no database,
+    so the job is :attr:`Job.threadable`."""
     path = drv.path
     node = node or PlanNode(drv, path, drv.kind)
-    make = maker(drv, store, reporter, node)
     relocatable = is_relocatable(drv.kind)
     forbidden = [sandbox.FIXED_OUT]
-    scanning = getattr(make, "scanning", None)
-    scanned = scanning(store.forbidden_strings(relocatable, forbidden)) if scanning else None
-    return store.realise(
+    making = store.begin(
         path,
-        make,
         kind=drv.kind,
         recipe_hash=drv.recipe_hash,
         deriver=drv.to_json(),
@@ -252,8 +408,20 @@ def realise_derivation(
         relocatable=relocatable,
         forbidden=forbidden,
         expected_hash=expected_hash,
-        scanned=scanned,
     )
+    if isinstance(making, PathInfo):
+        return making
+    try:
+        make = maker(drv, store, reporter, node)
+        scanning = getattr(make, "scanning", None)
+        scanned = scanning(store.forbidden_strings(relocatable, forbidden)) if scanning else None
+        prepare = getattr(make, "prepare", None)
+        if prepare is not None:
+            prepare()
+    except BaseException:
+        making.abandon()
+        raise
+    return Job(making, make, scanned, prepare is not None)
 
 
 def is_relocatable(kind: str) -> bool:
@@ -277,8 +445,10 @@ def maker(drv: Derivation, store: Store, reporter: Reporter, node: PlanNode) -> 
 
 
 __all__ = [
+    "Job",
     "Reporter",
     "Substitution",
+    "begin_derivation",
     "is_relocatable",
     "maker",
     "realise_derivation",

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import functools
 import os
 import secrets
@@ -31,7 +32,7 @@ from mlpkg.errors import BadInput, BuildError, CheckError, StoreError
 from mlpkg.store import archive
 from mlpkg.store.db import Database, PathInfo
 
-__all__ = ["Maker", "PathInfo", "Store"]  # PathInfo: what Store.info returns
+__all__ = ["Maker", "Making", "PathInfo", "Store"]  # PathInfo: what Store.info returns
 from mlpkg.store.dlcache import DownloadCache
 from mlpkg.store.fs import canonicalise, fsync_dir, remove_tree, symlink_atomic, sync_tree
 from mlpkg.store.locks import FileLock, PathLock, TempRoots
@@ -329,12 +330,50 @@ class Store:
         writes, in archive order, may give it, and its scan must search for
         ``forbidden_strings(relocatable, forbidden)``: the store does not search again.
         """
+        making = self.begin(
+            path,
+            kind=kind,
+            recipe_hash=recipe_hash,
+            deriver=deriver,
+            references=references,
+            relocatable=relocatable,
+            expected_hash=expected_hash,
+            forbidden=forbidden,
+        )
+        if isinstance(making, PathInfo):
+            return making
+        try:
+            making.make(make, scanned)
+            return self.commit(making)
+        finally:
+            making.abandon()
+
+    def begin(
+        self,
+        path: StorePath,
+        *,
+        kind: str,
+        recipe_hash: str,
+        deriver: dict[str, object],
+        references: Iterable[StorePath] = (),
+        relocatable: bool = True,
+        expected_hash: str | None = None,
+        forbidden: Sequence[str] = (),
+    ) -> PathInfo | Making:
+        """The first step of :meth:`realise` (same arguments but the maker): the path's
+        info if it is valid already, else a :class:`Making` that holds the path's lock,
+        with the leftovers of crashed attempts removed. Then :meth:`Making.make` (which
+        may run in another thread: it uses no database) and :meth:`commit` in this
+        store's thread; :meth:`Making.abandon` in a ``finally`` releases the lock and
+        removes what was not committed."""
         refs = sorted(set(references))
         self.protect([path, *refs])
         info = self._db.info(path)
         if info is not None:
             return info
-        with PathLock(self.locks_dir, path):
+        lock = PathLock(self.locks_dir, path)
+        lock.acquire()
+        try:
             info = self._db.info(path)
             if info is not None:
                 return info  # another process made it while we waited
@@ -342,51 +381,63 @@ class Store:
             if missing:
                 raise StoreError(f"Cannot make {path}: its input {missing[0]} is not valid.")
             self._clear_leftovers(path)
-            facts, result = self._make_in_place(
-                path, make, relocatable, expected_hash, forbidden, scanned
-            )
-            info = PathInfo(
-                path=path,
-                kind=kind,
-                archive_hash=result.hash,
-                size=result.size,
-                recipe_hash=recipe_hash,
-                deriver={**deriver, "facts": facts} if facts else deriver,
-                references=refs,
-                manifest=[[e.path, e.kind, e.size, e.digest] for e in result.manifest],
-                registered=time.time(),
-            )
-            self._db.register(info)
-            return info
+        except BaseException:
+            lock.release()
+            raise
+        meta = PathInfo(
+            path=path, kind=kind, archive_hash="", size=0, recipe_hash=recipe_hash,
+            deriver=deriver, references=refs, manifest=[], registered=0.0,
+        )  # fmt: skip
+        return Making(self, meta, lock, relocatable, expected_hash, forbidden)
 
-    def _make_in_place(
-        self,
-        path: StorePath,
-        make: Maker,
-        relocatable: bool,
-        expected_hash: str | None,
-        forbidden: Sequence[str],
-        scanned: Callable[[], archive.ArchiveInfo] | None = None,
-    ) -> tuple[dict[str, object] | None, archive.ArchiveInfo]:
-        """Make ``path``'s content at a fresh temporary location, check it, and rename it
-        into place (for :meth:`realise`, which holds the path's lock and registers it after);
-        return what ``make`` learnt and the scan. On any error the temporary content is
-        removed, and a full disk raises StoreError naming the directory."""
+    def commit(self, making: Making) -> PathInfo:
+        """Rename the content :meth:`Making.make` made into place and register it (in
+        this store's thread); the lock is still held (released by
+        :meth:`Making.abandon`)."""
+        if making.result is None or making.tmp is None:
+            raise StoreError(f"{making.info.path} was not made before its commit.")
+        path, result, facts = making.info.path, making.result, making.facts
+        try:
+            os.replace(making.tmp, self.real_path(path))
+            making.tmp = None
+            fsync_dir(self.dir)
+        except BaseException as e:
+            self._raise_if_full(e, f"making {path.name}")
+            raise
+        deriver = making.info.deriver
+        info = dataclasses.replace(
+            making.info,
+            archive_hash=result.hash,
+            size=result.size,
+            deriver={**deriver, "facts": facts} if facts else deriver,
+            manifest=[[e.path, e.kind, e.size, e.digest] for e in result.manifest],
+            registered=time.time(),
+        )
+        self._db.register(info)
+        return info
+
+    def _make_content(
+        self, making: Making, make: Maker, scanned: Callable[[], archive.ArchiveInfo] | None
+    ) -> None:
+        """Make the content at a fresh temporary location, check it and sync it (for
+        :meth:`Making.make`); on any error the temporary content is removed, and a full
+        disk raises StoreError naming the directory. Uses no database."""
+        path = making.info.path
         tmp = self.dir / f".tmp-{path.hash_part}-{secrets.token_hex(6)}"
         try:
-            facts = make(tmp)
+            making.facts = make(tmp)
             if not os.path.lexists(tmp):
                 raise BuildError(f"Making {path.name} produced no output.", package=path.name)
             known = scanned() if scanned is not None else None
-            result = self._check(tmp, path, relocatable, expected_hash, forbidden, known)
+            making.result = self._check(
+                tmp, path, making.relocatable, making.expected_hash, making.forbidden, known
+            )
             sync_tree(tmp)  # the content is on disk before the name makes it valid
-            os.replace(tmp, self.real_path(path))
-            fsync_dir(self.dir)
+            making.tmp = tmp
         except BaseException as e:
             remove_tree(tmp)
             self._raise_if_full(e, f"making {path.name}")
             raise
-        return facts, result
 
     def forbidden_strings(self, relocatable: bool, extra: Sequence[str] = ()) -> list[bytes]:
         """What relocatable content must not contain (invariant 3): the store root and the
@@ -486,3 +537,35 @@ class Store:
 
     def gc_lock(self) -> FileLock:
         return FileLock(self.gc_lock_file)
+
+
+class Making:
+    """A path being made (:meth:`Store.begin`): its lock is held, and :meth:`make` (safe
+    to call in a worker thread: no database) writes, checks and syncs its content at a
+    temporary location that :meth:`Store.commit` renames into place and registers."""
+
+    def __init__(
+        self,
+        store: Store,
+        info: PathInfo,
+        lock: PathLock,
+        relocatable: bool,
+        expected_hash: str | None,
+        forbidden: Sequence[str],
+    ) -> None:
+        self.store, self.info, self.lock = store, info, lock
+        self.relocatable, self.expected_hash, self.forbidden = relocatable, expected_hash, forbidden
+        self.tmp: Path | None = None
+        self.facts: dict[str, object] | None = None
+        self.result: archive.ArchiveInfo | None = None
+
+    def make(self, make: Maker, scanned: Callable[[], archive.ArchiveInfo] | None = None) -> None:
+        """Write the content with ``make`` (see :meth:`Store.realise` for ``scanned``)."""
+        self.store._make_content(self, make, scanned)
+
+    def abandon(self) -> None:
+        """Remove the content if it was not committed, and release the lock (idempotent)."""
+        if self.tmp is not None:
+            remove_tree(self.tmp)
+            self.tmp = None
+        self.lock.release()
