@@ -42,6 +42,7 @@ class Wheel(Builder):
     kind = "wheel"
     action = "install"
     relocatable = True
+    threadable = True  # its maker's prepare() reads the store; then it runs in any thread
 
     def maker(self, drv: Derivation, ctx: BuildContext) -> Maker:
         return WheelMaker(drv, ctx)
@@ -90,6 +91,14 @@ class WheelMaker:
         self.ctx = ctx
         self.scan: StreamScan | None = None
         self.result: ArchiveInfo | None = None
+        self.python: dict[str, Any] | None = None
+
+    def prepare(self) -> None:
+        """Read what the maker needs of the store's database (the interpreter's facts) and
+        check the wheel fits it; after this, :meth:`__call__` uses no database, so it may
+        run in another thread than the store's."""
+        self.python = python_of(self.drv, self.ctx.store)
+        check_compatible(self.drv, self.python)
 
     def scanning(self, forbid: Sequence[bytes]) -> Callable[[], ArchiveInfo]:
         self.scan = StreamScan(forbid)
@@ -105,20 +114,32 @@ class WheelMaker:
         drv, ctx = self.drv, self.ctx
         wheel = drv.recipe.wheel
         assert wheel is not None
-        python = python_of(drv, ctx.store)
-        check_compatible(drv, python)
+        if self.python is None:
+            self.prepare()
+        python = self.python
+        assert python is not None
         # The installer reads the distribution's name from the file name: keep it exact.
         assert wheel.filename is not None  # specialised: one file
-        dest = ctx.store.partial_file(ctx.node.path) / wheel.filename
-        dest.parent.mkdir(exist_ok=True)
+        src = drv.recipe.source
+        sha256 = (src.sha256 if src is not None else None) or drv.source_sha256
+        data = ctx.store.downloads.read(sha256) if sha256 else None
         try:
-            facts = download(drv, dest, ctx)
-            install_wheel(dest, tmp, python, self.scan)
-            self.result = self.scan.result() if self.scan is not None else None
+            if data is not None:  # verified in memory: read from the cache once, no copy
+                ctx.reporter.note(f"{drv.name}-{drv.version}: from the download cache")
+                install_wheel(Path(wheel.filename), tmp, python, self.scan, data=data)
+                self.result = self.scan.result() if self.scan is not None else None
+                return {"sha256": sha256, "url": "cache"}
+            dest = ctx.store.partial_file(ctx.node.path) / wheel.filename
+            dest.parent.mkdir(exist_ok=True)
+            try:
+                facts = download(drv, dest, ctx)
+                install_wheel(dest, tmp, python, self.scan)
+                self.result = self.scan.result() if self.scan is not None else None
+            finally:
+                remove_tree(dest.parent)
         finally:
             if self.scan is not None:
                 self.scan.close()
-            remove_tree(dest.parent)
         return facts
 
 
@@ -195,12 +216,21 @@ SHEBANG = b"#!" + SHEBANG_INTERPRETER.encode() + b"\n"
 
 
 def install_wheel(
-    wheel: Path, out: Path, python: dict[str, Any], scan: StreamScan | None = None
+    wheel: Path,
+    out: Path,
+    python: dict[str, Any],
+    scan: StreamScan | None = None,
+    *,
+    data: bytes | None = None,
 ) -> None:
     """Lay out ``wheel`` under the prefix ``out`` (which must not exist), feeding ``scan``
     (when given) every entry written, in archive order (:mod:`mlpkg.build.wheel_layout`).
-    Files are read from the wheel once and written once; nothing is on disk until the
-    whole wheel has been read and checked."""
+    With ``data``, that is the wheel's content (verified by the caller) and ``wheel`` only
+    names it. Files are read from the wheel once and written once; nothing is on disk
+    until the whole wheel has been read and checked."""
+    import io
+    import zipfile
+
     from installer import install
 
     major_minor = ".".join(str(python["version"]).split(".")[:2])
@@ -217,14 +247,23 @@ def install_wheel(
         scheme, interpreter=SHEBANG_INTERPRETER, script_kind="posix",
         bytecode_optimization_levels=(), tree=tree,
     )  # fmt: skip
+    _quiet_pycache_warning()
     try:
-        with source_class().open(wheel) as source, warnings.catch_warnings():
-            # installer warns about __pycache__ files some wheels ship; it skips them.
-            warnings.simplefilter("ignore")
-            install(source, destination, additional_metadata={"INSTALLER": b"mlpkg\n"})
+        with zipfile.ZipFile(io.BytesIO(data) if data is not None else wheel) as zf:
+            zf.filename = str(wheel)  # installer reads the distribution's name from it
+            install(source_class()(zf), destination, additional_metadata={"INSTALLER": b"mlpkg\n"})
     except Exception as e:  # installer raises plain exceptions for broken wheels
         raise BuildError(f"Installing {wheel.name} failed: {e}.") from None
     tree.write(scan)
+
+
+def _quiet_pycache_warning() -> None:
+    """Silence installer's warning about the ``__pycache__`` files some wheels ship (it
+    skips them). A filter (adding it again replaces it), not ``warnings.catch_warnings``:
+    wheels are installed in several threads at once, and that is not thread-safe."""
+    warnings.filterwarnings(
+        "ignore", message="Skip installing .*__pycache__", category=RuntimeWarning
+    )
 
 
 register(Wheel())

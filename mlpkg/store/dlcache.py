@@ -58,6 +58,21 @@ class DownloadCache:
                 tmp.unlink()
             lock.release()
 
+    def read(self, sha256: str) -> bytes | None:
+        """The content of the cached file with this sha256, read once and verified while
+        in memory (a damaged entry is removed, as :meth:`get` removes it); None if there
+        is none. For files small enough to hold in memory (wheels)."""
+        entry = self._entry(sha256)
+        try:
+            with open(entry, "rb") as f:
+                data = f.read()
+        except (FileNotFoundError, IsADirectoryError):
+            return None
+        if hashlib.sha256(data).hexdigest() != sha256.lower():
+            entry.unlink(missing_ok=True)  # damaged: forget it, download again
+            return None
+        return data
+
     def put(self, file: Path, sha256: str) -> None:
         """Remember ``file`` (whose sha256 the caller verified). Errors are ignored: the
         cache is an optimisation."""
