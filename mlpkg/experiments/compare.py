@@ -177,7 +177,7 @@ def _settings(record: RunRecord | None) -> dict[str, Any] | None:
 
 
 # What the harness's session records that is a measurement, not a setting.
-_MEASURED = ("warmup_latencies_s", "calibration", "estimated_qps")
+_MEASURED = ("warmup_latencies_s", "calibration", "estimated_qps", "first_query_qps")
 
 
 def _arguments(record: RunRecord | None) -> dict[str, Any] | None:

@@ -2,14 +2,18 @@
 
 Session options: ``CPUExecutionProvider``, graph optimisation ``ORT_ENABLE_ALL``, sequential
 execution, ``inter_op_num_threads`` 1 and ``intra_op_num_threads`` as chosen by
-:func:`thread_plan`. Every worker has a session of its own. One ONNX Runtime session has
-one intra-op thread pool and one memory arena, shared by all concurrent ``run`` calls:
-with more than one intra-op thread per inference, concurrent runs would share one small
-pool and leave cores idle; with one (the default in the throughput scenarios, where each
-run works on its caller's thread) a shared session was still slower on the real-size
-RetinaNet: 2 workers with a session each ran 0.38 samples/s where they ran 0.22 sharing
-one (medians of 3 rounds on 2 cores under load, bench/harness_real.py; docs/harness.md).
-The cost is one copy of the weights per worker.
+:func:`thread_plan`. Every worker has a session of its own, up to :data:`MAX_SESSIONS`
+sessions and no more than the CPUs usable (:func:`cpu_count`, which counts a cgroup v2
+``cpu.max`` quota); workers beyond that share the sessions round-robin (worker ``w`` runs
+on session ``w % sessions``), since each session holds a copy of the weights (~0.7 GB in
+ONNX Runtime for the real RetinaNet) and more sessions than cores cannot all run. One ONNX
+Runtime session has one intra-op thread pool and one memory arena, shared by all
+concurrent ``run`` calls: with more than one intra-op thread per inference, concurrent runs
+would share one small pool and leave cores idle; with one (the default in the throughput
+scenarios, where each run works on its caller's thread) a shared session was still slower
+on the real-size RetinaNet: 2 workers with a session each ran 0.38 samples/s where they ran
+0.22 sharing one (medians of 3 rounds on 2 cores under load, bench/harness_real.py;
+docs/harness.md). The cost is one copy of the weights per session.
 
 :class:`Backend` also supports cancelling the inferences in flight (Ctrl-C): each run gets
 an ``ort.RunOptions``; :meth:`Backend.cancel` sets ``terminate`` on all of them.
@@ -33,6 +37,8 @@ from .errors import BadInput
 INPUT_NAME = "images"
 OUTPUT_NAMES = ("boxes", "scores", "labels")
 Outputs = tuple[npt.NDArray[Any], npt.NDArray[Any], npt.NDArray[Any]]
+MAX_SESSIONS = 4  # ONNX Runtime sessions at most (one copy of the weights each)
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
 
 
 def ort_module() -> Any:
@@ -40,12 +46,29 @@ def ort_module() -> Any:
     return importlib.import_module("onnxruntime")
 
 
-def cpu_count() -> int:
-    """CPUs this process may run on (affinity-aware)."""
+def cgroup_cpu_limit(path: Path = CGROUP_CPU_MAX) -> int | None:
+    """The CPUs a cgroup v2 quota allows (``cpu.max``: "QUOTA PERIOD", rounded up), or None
+    without a quota ("max ..."), without the file or when it cannot be read."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        fields = path.read_text(encoding="ascii").split()
+        if len(fields) != 2 or fields[0] == "max":
+            return None
+        quota, period = int(fields[0]), int(fields[1])
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    if quota <= 0 or period <= 0:
+        return None
+    return max(1, -(-quota // period))
+
+
+def cpu_count() -> int:
+    """CPUs this process may use: its CPU affinity, capped by a cgroup v2 quota."""
+    try:
+        cpus = max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
+        cpus = max(1, os.cpu_count() or 1)
+    limit = cgroup_cpu_limit()
+    return cpus if limit is None else min(cpus, limit)
 
 
 @dataclass(frozen=True)
@@ -55,7 +78,7 @@ class ThreadPlan:
     workers: int  # SUT worker threads (1 in SingleStream: inference runs in issue_queries)
     intra_op_threads: int  # per inference
     inter_op_threads: int
-    sessions: int  # ONNX Runtime sessions (one per worker)
+    sessions: int  # ONNX Runtime sessions (one per worker, at most MAX_SESSIONS and cpus)
     cpu_count: int
     provider: str = "CPUExecutionProvider"
     graph_optimization_level: str = "ORT_ENABLE_ALL"
@@ -70,15 +93,16 @@ def thread_plan(scenario: str, threads: int | None, cpus: int | None = None) -> 
 
     SingleStream: one worker (inference runs synchronously in ``issue_queries``) whose runs
     use ``threads`` (default: all CPUs) intra-op threads. Other scenarios: ``threads``
-    workers (default: the CPU count, as the reference), each with a session of its own
-    whose runs use ``max(1, cpus // workers)`` intra-op threads (module doc)."""
+    workers (default: the CPU count, as the reference), each with a session of its own up
+    to ``min(MAX_SESSIONS, cpus)`` sessions (then shared round-robin), whose runs use
+    ``max(1, cpus // workers)`` intra-op threads (module doc)."""
     cpus = cpus or cpu_count()
     if scenario == "SingleStream":
         intra = max(1, threads or cpus)
         return ThreadPlan(1, intra, 1, 1, cpus)
     workers = max(1, threads or cpus)
     intra = max(1, cpus // workers)
-    return ThreadPlan(workers, intra, 1, workers, cpus)
+    return ThreadPlan(workers, intra, 1, min(workers, MAX_SESSIONS, cpus), cpus)
 
 
 class Backend:

@@ -66,13 +66,18 @@ compares a fresh file with a golden one)::
                          performance_sample_count_override, QPS, latencies, percentiles,
                          samples per query, seeds); notes (estimates used, caps,
                          short Offline --time tests re-run: :mod:`.duration`);
+                         attempts (the LoadGen tests run: [{attempt, offline_expected_qps,
+                         samples, seconds, min_duration_met}], one entry unless a short
+                         Offline --time test was re-run; [] where the rule does not apply);
                          qsl_performance_sample_count (given to ConstructQSL)
     session              workers, intra_op_threads, inter_op_threads, sessions, cpu_count,
                          provider, graph_optimization_level, execution_mode,
                          warmup_latencies_s (the five warm-up predictions), calibration
                          ({qps, predictions, seconds} of :func:`.sut.calibrate`; null when
                          not needed: --qps, Offline accuracy mode, SingleStream, MultiStream),
-                         estimated_qps
+                         estimated_qps (the calibrated rate, or null), first_query_qps (the
+                         expected QPS the first test was sized from: Offline's
+                         OFFLINE_MARGIN x the calibrated rate; else estimated_qps)
     counts               dataset_images, samples (after --count), warmup, issued, answered,
                          succeeded, failed, drained (empty answers after Ctrl-C)
     errors               count, first (message), samples (failed QSL indices, first 1000)
@@ -322,7 +327,8 @@ def _settings(run: Run, lg: Any, backend: Backend, latencies: list[float]) -> An
     # and paces Server's queries (also in accuracy mode: at mlperf.conf's 1 QPS otherwise).
     if a.qps is None and (a.scenario == "Server" or (a.scenario == "Offline" and not a.accuracy)):
         calibration = calibrate(backend, ds)
-    estimated, basis = None if calibration is None else calibration["qps"], ""
+    calibrated = None if calibration is None else calibration["qps"]
+    estimated, basis = calibrated, ""
     if estimated and a.scenario == "Offline":  # a generous first query (duration.py)
         basis = f"{duration.OFFLINE_MARGIN} x the warm-up's rate {estimated:.3f}"
         estimated *= duration.OFFLINE_MARGIN
@@ -334,12 +340,14 @@ def _settings(run: Run, lg: Any, backend: Backend, latencies: list[float]) -> An
     record["qsl_performance_sample_count"] = performance_sample_count(
         ds.count, a.performance_sample_count
     )
+    record["attempts"] = []
     run.doc["settings"] = record
     run.doc["session"] = {
         **backend.plan.as_dict(),
         "warmup_latencies_s": latencies,
         "calibration": calibration,
-        "estimated_qps": estimated,
+        "estimated_qps": calibrated,
+        "first_query_qps": estimated,
     }
     return settings
 
@@ -357,6 +365,7 @@ def execute(run: Run) -> int:
     latencies = warm_up(backend, ds)
     settings = _settings(run, lg, backend, latencies)
     run.prepare_output()
+    duration.clear_attempts(run.output)  # an earlier run's, in a reused --output
     run.doc["counts"] = {"dataset_images": ds.total_images, "samples": ds.count, "warmup": 5}
     progress: Progress | None = None
     sut = run.sut = SUT(
@@ -386,8 +395,18 @@ def execute(run: Run) -> int:
 
     if duration.applies(a.scenario, a.accuracy, a.time, a.audit_conf is not None):
         assert a.time is not None
-        notes = run.doc["settings"]["notes"]
-        duration.run_tests(test, settings, a.time, run.output, LOG_FILES, notes, sut.reset)
+        record = run.doc["settings"]
+        duration.run_tests(
+            test,
+            settings,
+            a.time,
+            run.output,
+            LOG_FILES,
+            record["notes"],
+            sut.reset,
+            failed=lambda: sut.stats.failed(),
+            attempts=record["attempts"],
+        )
         _record_qps(run, settings)
     else:
         test()

@@ -33,6 +33,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -63,6 +64,10 @@ class Stats:
     first_error: str | None = None
     error_samples: list[int] = field(default_factory=list)
     latencies: list[float] = field(default_factory=list)  # hand-over -> answer, successes
+
+    def failed(self) -> int:
+        with self.lock:
+            return self.errors
 
     def as_dict(self) -> dict[str, Any]:
         with self.lock:
@@ -117,9 +122,19 @@ class SUT:
         self._tickets = 0
 
     def reset(self) -> None:
-        """Forget what was counted (before LoadGen's test is run again, :mod:`.duration`);
-        only between tests, when every sample issued has been answered."""
-        self.stats = Stats()
+        """Forget what was counted (before LoadGen's test is run again, :mod:`.duration`),
+        except failures: the errors, the first one and the failed samples stay, so that the
+        run's result and exit status count every attempt's. Only between tests, when every
+        sample issued has been answered (and counted: :meth:`_complete` counts before it
+        answers)."""
+        old = self.stats
+        with old.lock:
+            kept = Stats(
+                errors=old.errors,
+                first_error=old.first_error,
+                error_samples=list(old.error_samples),
+            )
+        self.stats = kept
         self.hits = LabelHits()
 
     # -- LoadGen callbacks -----------------------------------------------------------------
@@ -241,7 +256,8 @@ class SUT:
         data = payload if payload is not None and payload.size else _EMPTY
         nbytes = data.nbytes if data is not _EMPTY else 0
         response = self.lg.QuerySampleResponse(item.query_id, data.ctypes.data, nbytes)
-        self.lg.QuerySamplesComplete([response])
+        # counted before LoadGen hears of it: once the last answer is in, LoadGen's test may
+        # return and the SUT be reset for the next one (:meth:`reset`)
         done = time.perf_counter()
         with self.stats.lock:
             self.stats.answered += 1
@@ -249,11 +265,13 @@ class SUT:
                 self.stats.latencies.append(done - item.issued)
             elif self.draining.is_set():
                 self.stats.drained += 1
+        self.lg.QuerySamplesComplete([response])
 
 
 def warm_up(backend: Backend, dataset: PreprocessedDataset, n: int = WARMUP) -> list[float]:
     """Run ``n`` predictions on sample 0 (as the reference; on zeros of the manifest's shape
-    if sample 0 cannot be run), then one on every other session; return the ``n`` latencies
+    if sample 0 cannot be run), then one on every other session, those in parallel threads
+    (each single-threaded run of the real model takes seconds); return the ``n`` latencies
     (s). BadInput if the model cannot run at all or its outputs are not RetinaNet's."""
     times: list[float] = []
     try:
@@ -269,8 +287,10 @@ def warm_up(backend: Backend, dataset: PreprocessedDataset, n: int = WARMUP) -> 
             outputs = backend.predict(x)
             times.append(time.perf_counter() - start)
         to_payload(0, *outputs)
-        for w in range(1, len(backend.sessions)):
-            backend.predict(x, w)
+        extra = range(1, len(backend.sessions))
+        if extra:
+            with ThreadPoolExecutor(len(extra)) as pool:
+                list(pool.map(lambda w: backend.predict(x, w), extra))
     except Exception as e:
         reason = " ".join(str(e).split())[:300]
         raise BadInput(

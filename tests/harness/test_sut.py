@@ -8,12 +8,15 @@ import io
 import json
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import pytest
 
+from mlpkg.harness import backend
 from mlpkg.harness.backend import thread_plan
+from mlpkg.harness.sut import SUT, Item, Stats
 
 SCENARIOS = ["SingleStream", "MultiStream", "Server", "Offline"]
 LOGS = [
@@ -97,17 +100,21 @@ def test_ctrl_c_ends_with_130_and_keeps_the_logs(harness: Any, scenario: str) ->
     [
         ("SingleStream", None, 8, (1, 8, 1)),
         ("SingleStream", 3, 8, (1, 3, 1)),
-        ("Offline", None, 8, (8, 1, 8)),
+        ("Offline", None, 4, (4, 1, 4)),
+        ("Offline", None, 8, (8, 1, backend.MAX_SESSIONS)),
         ("Offline", 2, 8, (2, 4, 2)),
         ("Server", 3, 8, (3, 2, 3)),
-        ("MultiStream", 16, 8, (16, 1, 16)),
+        ("MultiStream", 16, 8, (16, 1, backend.MAX_SESSIONS)),
+        ("Offline", 64, 64, (64, 1, backend.MAX_SESSIONS)),
+        ("Offline", 64, 2, (64, 1, 2)),  # no more sessions than CPUs
     ],
 )
 def test_thread_plan(
     scenario: str, threads: int | None, cpus: int, want: tuple[int, int, int]
 ) -> None:
     """(workers, intra-op threads, sessions): a session per worker (a shared one was
-    slower on the real-size model, mlpkg/harness/backend.py), workers x intra-op = cores."""
+    slower on the real-size model, mlpkg/harness/backend.py) up to MAX_SESSIONS and the
+    CPUs (then shared round-robin), workers x intra-op = cores."""
     p = thread_plan(scenario, threads, cpus)
     assert (p.workers, p.intra_op_threads, p.sessions) == want
     assert p.inter_op_threads == 1 and p.cpu_count == cpus
@@ -124,6 +131,9 @@ def test_thread_choice_is_recorded(harness: Any, tmp_path: Path) -> None:
     assert s["provider"] == "CPUExecutionProvider"
     assert s["graph_optimization_level"] == "ORT_ENABLE_ALL"
     assert len(s["warmup_latencies_s"]) == 5 and s["estimated_qps"] > 0
+    # estimated_qps: the calibrated rate; the first query is sized from 1.25 x it
+    assert s["estimated_qps"] == s["calibration"]["qps"]
+    assert s["first_query_qps"] == pytest.approx(1.25 * s["estimated_qps"])
     # --count 4: the first 4 images, min and max query count 4, 4 performance samples
     assert doc["counts"]["samples"] == 4 and doc["counts"]["dataset_images"] == 8
     v = doc["settings"]["values"]
@@ -132,6 +142,87 @@ def test_thread_choice_is_recorded(harness: Any, tmp_path: Path) -> None:
     # mlperf.conf's 64 performance samples, capped at the 4 samples there are
     assert doc["loadgen"]["parameters"]["performance_sample_count"] == 4
     assert any("capped" in n for n in doc["settings"]["notes"])
+
+
+def test_cgroup_cpu_quota(tmp_path: Path) -> None:
+    """cgroup v2 cpu.max: "QUOTA PERIOD" allows QUOTA / PERIOD CPUs (rounded up); "max"
+    or no file: no limit."""
+    f = tmp_path / "cpu.max"
+    for text, want in (
+        ("200000 100000\n", 2),
+        ("150000 100000\n", 2),
+        ("50000 100000\n", 1),
+        ("max 100000\n", None),
+        ("garbage\n", None),
+    ):
+        f.write_text(text)
+        assert backend.cgroup_cpu_limit(f) == want, text
+    assert backend.cgroup_cpu_limit(tmp_path / "absent") is None
+
+
+def test_workers_beyond_the_sessions_share_them_round_robin() -> None:
+    used: list[int] = []
+
+    class _Session:
+        def __init__(self, n: int) -> None:
+            self.n = n
+
+        def run(self, *_: Any) -> tuple[int, int, int]:
+            used.append(self.n)
+            return 0, 0, 0
+
+    plan = thread_plan("Offline", 8, 8)
+    b = backend.Backend([_Session(n) for n in range(plan.sessions)], plan, Path("m.onnx"))
+    for w in range(plan.workers):
+        b.predict(np.zeros(1, np.float32), w)
+    assert used == [w % backend.MAX_SESSIONS for w in range(8)]
+
+
+class _CountingLoadGen:
+    """Checks, as LoadGen hears of each answer, that the SUT has counted it already (else
+    a reset between tests could move the last sample's count to the next test)."""
+
+    def __init__(self) -> None:
+        self.sut: Any = None
+        self.seen: list[int] = []
+
+    def QuerySampleResponse(self, *args: Any) -> tuple[Any, ...]:
+        return args
+
+    def QuerySamplesComplete(self, responses: list[Any]) -> None:
+        self.seen.append(self.sut.stats.answered)
+
+
+def _bare_sut(lg: Any) -> SUT:
+    plan = thread_plan("Offline", 1, 1)
+    fake_backend: Any = SimpleNamespace(plan=plan)
+    no_dataset: Any = None
+    sut = SUT(lg, fake_backend, no_dataset, "Offline", False, warn=lambda _m: None)
+    return sut
+
+
+def test_an_answer_is_counted_before_loadgen_hears_of_it() -> None:
+    lg = _CountingLoadGen()
+    sut = lg.sut = _bare_sut(lg)
+    for n in range(3):
+        sut._complete(Item(n, n, time.perf_counter(), n), np.ones(7, np.float32))
+    sut._complete(Item(3, 3, time.perf_counter(), 3), None)
+    assert lg.seen == [1, 2, 3, 4]
+    assert sut.stats.as_dict()["succeeded"] == 3
+
+
+def test_reset_keeps_the_failures() -> None:
+    """Between the tests of one run (duration.py) the counts start again, but failures stay:
+    they are the run's result and exit status."""
+    sut = _bare_sut(_CountingLoadGen())
+    sut.stats = Stats(
+        issued=5, answered=5, errors=2, first_error="sample 1: X", error_samples=[1, 4]
+    )
+    sut.stats.latencies.extend([0.1, 0.2, 0.3])
+    sut.reset()
+    st = sut.stats
+    assert (st.issued, st.answered, st.latencies) == (0, 0, [])
+    assert (st.errors, st.first_error, st.error_samples) == (2, "sample 1: X", [1, 4])
 
 
 class _Terminal(io.StringIO):
