@@ -116,9 +116,15 @@ def test_gc_in_a_loop_never_deletes_what_installs_builds_and_runs_use(tmp_path: 
     for k in range(3):
         script = f'sleep 0.2\nmkdir "$out"; cat "$b/v" > "$out/v"; echo w{k} >> "$out/v"\n'
         add(f"w{k}", build_toml(f"w{k}", "1.0", script, {"b": "base@1.0"}))
+    # A path nothing uses nor roots: the first gc deletes it, whatever the timing (so the
+    # collector is known to have deleted something while the others ran).
+    add("orphan", build_toml("orphan", "1.0", 'mkdir "$out"; echo orphan > "$out/v"\n'))
     home = Home(tmp_path / "home", recipes, python_bin(tmp_path / "bin"))
     try:
         home("build", "toyapp").ok()  # realised once, then left to the collector
+        orphan = home("show", "--json", "orphan").ok().json()["path"]
+        home("build", "orphan").ok()
+        assert Path(orphan).is_dir()
         done = threading.Event()
         rounds = 4
         installs = Loop(home, lambda i: ("install", "--profile", f"p{i}", f"w{i % 3}")
@@ -138,7 +144,9 @@ def test_gc_in_a_loop_never_deletes_what_installs_builds_and_runs_use(tmp_path: 
         failed = [str(r) for loop in [*workers, collector] for r in loop.results if r.code]
         assert not failed, "\n".join(failed)
         deleted = [d for r in collector.results for d in json.loads(r.out)["deleted"]]
-        assert len(collector.results) >= 3 and deleted, "gc never had anything to delete"
+        assert len(collector.results) >= 3, "gc ran fewer than 3 times"
+        assert Path(orphan).name in deleted, f"gc did not delete the unrooted {orphan}: {deleted}"
+        assert not Path(orphan).exists()
         for r in runs.results:
             assert "toyapp: data 42" in r.out and "toyapp: done" in r.out, str(r)
         # What the installs put into profiles is still there and intact.
