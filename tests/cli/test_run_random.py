@@ -23,6 +23,9 @@ def cli(tmp_path_factory: pytest.TempPathFactory) -> Runner:
     return Runner(tmp_path_factory.mktemp("random"))
 
 
+# The module's fixture builds nothing; each test's own subprocess timeout is its ceiling,
+# over pytest-timeout's default (300 s), which would kill it first.
+@pytest.mark.timeout(960)
 def test_accuracy_run_on_the_random_model(cli: Runner) -> None:
     r = cli.sub("run", "retinanet-offline+random", "--accuracy", "--count", "2", timeout=900)
     r.ok()
@@ -36,6 +39,7 @@ def test_accuracy_run_on_the_random_model(cli: Runner) -> None:
     assert result["counts"]["succeeded"] == 2 and result["accuracy"]["mAP"] >= 0
 
 
+@pytest.mark.timeout(660)
 def test_the_model_rebuilds_to_the_same_bytes(cli: Runner) -> None:
     r = cli.sub("build", "--check", "retinanet-resnext50-random@1.0", "--rounds", "2",
                 timeout=600)  # fmt: skip
