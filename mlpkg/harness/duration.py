@@ -163,11 +163,12 @@ def run_tests(
         params = (summary or {}).get("parameters", {})
         latency = (summary or {}).get("latency_ns") or {}
         lasted = _number(latency.get("max"))
+        samples = _number(params.get("samples_per_query"))
         record.append(
             {
                 "attempt": attempt,
                 "offline_expected_qps": qps,
-                "samples": _number(params.get("samples_per_query")),
+                "samples": None if samples is None else int(samples),
                 "seconds": None if lasted is None else lasted / NS,
                 "min_duration_met": None if summary is None else short is None,
             }

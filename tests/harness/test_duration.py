@@ -235,6 +235,7 @@ def test_stale_attempt_dirs_are_removed(harness: Any, tmp_path: Path) -> None:
     doc = r.json()
     attempts = doc["settings"]["attempts"]
     assert attempts and attempts[-1]["min_duration_met"] is True, attempts
+    assert all(isinstance(a["samples"], int) for a in attempts), attempts
     assert [a["attempt"] for a in attempts] == list(range(1, len(attempts) + 1))
     kept = sorted(p.name for p in out.glob("attempt-[0-9]*"))
     assert kept == [f"attempt-{n}" for n in range(1, len(attempts))], kept
