@@ -8,6 +8,7 @@ parsing options, calling the functions below the CLI and printing; ``context.py`
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import sys
 import traceback
@@ -15,49 +16,86 @@ import traceback
 import click
 
 from mlpkg import __version__
-from mlpkg.cli import (
-    build_cmds,
-    bundle_cmds,
-    cache_cmds,
-    cachegroup_cmds,
-    import_cmds,
-    key_cmds,
-    lock_cmds,
-    profile_cmds,
-    run_cmds,
-    runs_cmds,
-    shell_cmds,
-    store_cmds,
-    sweep_cmds,
-)
 from mlpkg.cli.context import App
 from mlpkg.errors import MlpkgError
 
+COMMANDS: dict[str, tuple[str, str]] = {
+    # name: (module of mlpkg.cli, short help as --help shows it); a test keeps it true
+    "add-file": ("store_cmds", "Add a local FILE as the fixed-output path a recipe expects "
+                 "(for licensed or offline artifacts): afterwards, builds needing NAME@VERSION "
+                 "use it..."),
+    "build": ("build_cmds", "Realise SPECS (or a lockfile) and print their store paths."),
+    "bundle": ("bundle_cmds", "Offline bundles: a closure, its signatures and its lock in one "
+               "file."),
+    "cache": ("cachegroup_cmds", "Check a binary cache, and remove what no path of it needs."),
+    "env": ("shell_cmds", 'Print the commands that activate the closure of SPECS: eval '
+            '"$(mlpkg env hello)".'),
+    "gc": ("store_cmds", "Delete store paths that no root (gcroots/, profile generations, a "
+           "running mlpkg) reaches."),
+    "import": ("import_cmds", "Write recipes from another package ecosystem."),
+    "install": ("build_cmds", "Realise SPECS (or a lockfile) and add them to a profile (a new "
+                "generation; the profile's other packages stay, resolved together with the "
+                "new ones)."),
+    "key": ("key_cmds", "Signing keys for binary caches, and the keys whose signatures are "
+            "trusted."),
+    "lock": ("lock_cmds", "Write a lockfile pinning the whole closure of SPECS."),
+    "path-info": ("store_cmds", "Show what the store knows of paths (given as paths or specs, "
+                  "or --profile P)."),
+    "profile": ("profile_cmds", "Profiles: named sets of installed packages, one generation "
+                "per change."),
+    "push": ("cache_cmds", "Upload the closures of SPECs, PATHs or a lock's roots to a binary "
+             "cache."),
+    "run": ("run_cmds", "Run the app SPEC (e.g. retinanet-offline+synthetic) in its closure."),
+    "runs": ("runs_cmds", "The records of past runs ($MLPKG_HOME/runs)."),
+    "search": ("build_cmds", "List packages whose name, alias or summary contains TERM."),
+    "shell": ("shell_cmds", "Run a command (after --) or an interactive shell in the closure "
+              "of SPECS: mlpkg shell hello -- hello"),
+    "show": ("build_cmds", "Show the recipe SPEC resolves to, its inputs and its store path."),
+    "sweep": ("sweep_cmds", "Run the app SPEC once per point of a matrix: every combination of "
+              "the --with alternatives (NAME=SPEC1,SPEC2) and --arg values "
+              "(OPTION=V1,V2),..."),
+    "verify": ("store_cmds", "Check the store against its database."),
+    "why-depends": ("store_cmds", "Show the chain of references by which PACKAGE depends on "
+                    "DEPENDENCY."),
+}  # fmt: skip
+"""Every command: the module that defines it (in its ``COMMANDS``) and its short help,
+so that ``mlpkg --help`` imports no command module and a command imports only its own."""
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+class LazyGroup(click.Group):
+    """A group whose commands are imported only when one of them runs (:data:`COMMANDS`):
+    ``mlpkg install`` does not import the modules of ``run``, ``sweep`` or ``import``."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in COMMANDS:
+            return None
+        module = importlib.import_module(f"mlpkg.cli.{COMMANDS[cmd_name][0]}")
+        found: dict[str, click.Command] = {c.name or "": c for c in module.COMMANDS}
+        return found.get(cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The commands with their short help from :data:`COMMANDS`, laid out as
+        :class:`click.Group` lays them out, without importing them."""
+        if not COMMANDS:
+            return
+        limit = formatter.width - 6 - max(len(name) for name in COMMANDS)
+        rows = [
+            (name, click.Command(name, help=text).get_short_help_str(limit))
+            for name, (_, text) in sorted(COMMANDS.items())
+        ]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="mlpkg")
 @click.pass_context
 def cli(ctx: click.Context) -> None:
     """A content-addressed package manager for reproducible ML benchmarking."""
     ctx.ensure_object(App)
-
-
-for command in (
-    *build_cmds.COMMANDS,
-    *bundle_cmds.COMMANDS,
-    *cache_cmds.COMMANDS,
-    *cachegroup_cmds.COMMANDS,
-    *import_cmds.COMMANDS,
-    *key_cmds.COMMANDS,
-    *lock_cmds.COMMANDS,
-    *profile_cmds.COMMANDS,
-    *run_cmds.COMMANDS,
-    *runs_cmds.COMMANDS,
-    *shell_cmds.COMMANDS,
-    *store_cmds.COMMANDS,
-    *sweep_cmds.COMMANDS,
-):
-    cli.add_command(command)
 
 
 def _report(app: App, err: MlpkgError) -> None:
