@@ -23,16 +23,15 @@ from mlpkg.build import BuildContext, Builder, add_file_hint, register
 from mlpkg.build.fetch import download
 from mlpkg.build.wheel_layout import MemoryTree, destination_class, source_class
 from mlpkg.errors import BadInput, BuildError
-from mlpkg.recipes.model import Recipe, WheelFile
-from mlpkg.recipes.model import Wheel as WheelRecipe
-from mlpkg.resolver.derivation import Derivation
-from mlpkg.resolver.interpreters import Interpreter, interpreter_of
 from mlpkg.store.archive import ArchiveInfo, StreamScan
 from mlpkg.store.fs import remove_tree
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
 
+    from mlpkg.recipes.model import Recipe, WheelFile
+    from mlpkg.resolver.derivation import Derivation
+    from mlpkg.resolver.interpreters import Interpreter
     from mlpkg.store.store import Maker, Store
 
 SHEBANG_INTERPRETER = "/usr/bin/env python3"
@@ -57,6 +56,9 @@ class Wheel(Builder):
         one-interpreter import writes. So adding a wheel for another interpreter to a
         recipe changes no existing path, and a release re-imported for more interpreters
         keeps the paths it had."""
+        from mlpkg.recipes.model import Wheel as WheelRecipe
+        from mlpkg.resolver.interpreters import interpreter_of
+
         wheel = recipe.wheel
         if wheel is None or not wheel.files:
             return recipe
@@ -169,6 +171,9 @@ def choose_file(recipe: Recipe, interp: Interpreter) -> WheelFile:
 def python_of(drv: Derivation, store: Store) -> dict[str, Any]:
     """The facts of the wheel's ``python`` input (version, tags): an interpreter of
     :func:`mlpkg.resolver.interpreters.interpreter_of`, from its stored derivation."""
+    from mlpkg.resolver.derivation import Derivation
+    from mlpkg.resolver.interpreters import interpreter_of
+
     path = drv.inputs["python"]
     info = store.info(path)
     interp = interpreter_of(Derivation.from_json(info.deriver)) if info else None
