@@ -3,6 +3,13 @@ naming the directory, a failed download frees what it wrote, and ``gc`` runs on 
 disk and frees interrupted downloads, build leftovers and temporary copies.
 
 The disk is a small tmpfs; the tests skip where mounting one is not permitted.
+
+The tmpfs is mounted in the host's mount namespace (the tests call the store in-process as
+well as through the command line, so a private namespace of the commands alone would not
+do). It is unmounted when the test ends, even on failure; what a SIGKILLed pytest leaves
+mounted is found by its source name, ``mlpkg-test-full-disk-<pid>`` (the pid of the pytest
+that mounted it), and unmounted by the next run once that process is gone: a live run's
+mount is never touched.
 """
 
 from __future__ import annotations
@@ -10,9 +17,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,15 +37,58 @@ P = StorePath.from_fingerprint(b"p", "p-1.0")
 MiB = 1 << 20
 
 
+SOURCE = "mlpkg-test-full-disk-"  # the tmpfs's source name, then the mounting pid
+
+
+def stale_mounts(mountinfo: str, alive: Callable[[int], bool]) -> list[str]:
+    """The mount points of the tmpfs mounts these tests made whose pytest is gone, from the
+    text of ``/proc/self/mountinfo``."""
+    found = []
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        if "-" not in fields[6:]:
+            continue
+        sep = fields.index("-", 6)
+        fstype, source = fields[sep + 1 : sep + 3] if len(fields) > sep + 2 else ("", "")
+        pid = source.removeprefix(SOURCE)
+        ours = fstype == "tmpfs" and source.startswith(SOURCE) and pid.isdigit()
+        if ours and not alive(int(pid)):
+            found.append(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), fields[4]))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    return Path(f"/proc/{pid}").exists()
+
+
+def test_stale_mounts_are_the_dead_runs_own() -> None:
+    info = "\n".join(
+        [
+            "27 1 259:2 / / rw - ext4 /dev/root rw",
+            "40 27 0:50 / /tmp/p/a/fs rw - tmpfs mlpkg-test-full-disk-111 rw,size=4096k",
+            "41 27 0:51 / /tmp/p/b/fs rw - tmpfs mlpkg-test-full-disk-222 rw,size=4096k",
+            r"42 27 0:52 / /tmp/p/c\040d/fs rw - tmpfs mlpkg-test-full-disk-333 rw",
+            "43 27 0:53 / /tmp/other rw - tmpfs tmpfs rw",
+            "44 27 0:54 / /tmp/x rw - ext4 mlpkg-test-full-disk-111 rw",
+            "45 27 0:55 / /tmp/y rw - tmpfs mlpkg-test-full-disk-x rw",
+        ]
+    )
+    assert stale_mounts(info, lambda pid: pid == 222) == ["/tmp/p/a/fs", "/tmp/p/c d/fs"]
+
+
 @pytest.fixture
 def small_fs(tmp_path: Path) -> Iterator[Path]:
-    """A 4 MiB tmpfs at ``tmp_path/fs`` (skips when it cannot be mounted)."""
+    """A 4 MiB tmpfs at ``tmp_path/fs`` (skips when it cannot be mounted); the leftovers
+    of killed runs are unmounted first (see the module docstring)."""
     mnt = tmp_path / "fs"
     mnt.mkdir()
     if os.geteuid() != 0 or shutil.which("mount") is None:
         pytest.skip("mounting a small file system needs root and mount(8)")
+    for stale in stale_mounts(Path("/proc/self/mountinfo").read_text(), _alive):
+        subprocess.run(["umount", "-l", stale], capture_output=True)
     r = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], capture_output=True
+        ["mount", "-t", "tmpfs", "-o", "size=4m", f"{SOURCE}{os.getpid()}", str(mnt)],
+        capture_output=True,
     )
     if r.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {r.stderr.decode().strip()}")
