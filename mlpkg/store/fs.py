@@ -318,26 +318,23 @@ def mount_fstype(path: str, mountinfo: str) -> str | None:
     return best[2] if best else None
 
 
-_TRUSTED_DEVICES: dict[int, bool] = {}  # st_dev -> whether syncfs is trusted there
+_MOUNTINFO = "/proc/self/mountinfo"
 
 
 def _syncfs_trusted(where: Path) -> bool:
     """Whether syncfs can stand for the fsyncs of the tree at ``where`` (see
-    :func:`sync_tree`)."""
+    :func:`sync_tree`). The mount table is read each time (a few hundred lines): a device
+    number is no key to remember it by, since an unmounted file system's can be given to
+    the next one mounted, a FUSE one included."""
     if not syncfs_trusted_kernel(os.uname().release):
         return False
-    dev = os.stat(where).st_dev
-    known = _TRUSTED_DEVICES.get(dev)
-    if known is None:
-        try:
-            with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
-                info = f.read()
-        except OSError:
-            return False  # unknown: not trusted, and not remembered
-        fstype = mount_fstype(os.path.realpath(where), info)
-        known = fstype is not None and syncfs_trusted_fstype(fstype)
-        _TRUSTED_DEVICES[dev] = known
-    return known
+    try:
+        with open(_MOUNTINFO, encoding="utf-8", errors="surrogateescape") as f:
+            info = f.read()
+    except OSError:
+        return False  # unknown: not trusted
+    fstype = mount_fstype(os.path.realpath(where), info)
+    return fstype is not None and syncfs_trusted_fstype(fstype)
 
 
 def _syncfs(root: Path) -> bool:

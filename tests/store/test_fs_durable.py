@@ -301,6 +301,42 @@ def test_mount_fstype(path: str, fstype: str) -> None:
     assert fs.mount_fstype(path, _MOUNTINFO) == fstype
 
 
+@pytest.mark.parametrize(
+    ("fstype", "release", "called"),
+    [
+        ("ext4", "6.1.0", True),
+        ("fuse.sshfs", "6.1.0", False),
+        ("nfs4", "6.1.0", False),
+        ("ext4", "5.4.0", False),
+    ],
+)
+def test_sync_tree_reads_the_mount_table_and_the_kernel(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    events: list[tuple[str, str]],
+    fstype: str,
+    release: str,
+    called: bool,
+) -> None:
+    """The tree's file system as the mount table says (here every path is on one mount
+    at /), and the kernel's release, decide between syncfs and the fsyncs."""
+    table = tmp_path / "mountinfo"
+    table.write_text(f"27 1 0:40 / / rw - {fstype} src rw\n")
+    monkeypatch.setattr(fs, "_MOUNTINFO", str(table))
+    real = os.uname()
+    kernel = os.uname_result((real.sysname, real.nodename, release, "", real.machine))
+    monkeypatch.setattr(os, "uname", lambda: kernel)
+    calls: list[int] = []
+    monkeypatch.setattr(fs, "_syncfs_call", lambda: _recording(calls))
+    (tmp_path / "f").write_bytes(b"x")
+    fs.sync_tree(tmp_path / "f")
+    assert bool(calls) is called
+    assert events == ([] if called else [("fsync", str(tmp_path / "f"))])
+    monkeypatch.setattr(fs, "_MOUNTINFO", str(tmp_path / "absent"))
+    fs.sync_tree(tmp_path / "f")  # no mount table: not trusted
+    assert len(calls) == int(called)
+
+
 def test_mount_fstype_without_a_mount() -> None:
     assert fs.mount_fstype("/x", "") is None
     assert fs.mount_fstype("/x", "garbage line\n") is None
