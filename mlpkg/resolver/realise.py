@@ -9,11 +9,10 @@ path from the record in the database, without the recipe collection.
 
 from __future__ import annotations
 
-import collections
 import os
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import IO
 
@@ -74,10 +73,17 @@ def realise_plan(
     pending = [n for n in plan.nodes if n.path not in valid and n.action != "skip"]
     failed: dict[StorePath, MlpkgError] = {}
     with _Pool(realiser, keep_going, failed) as pool:
-        for i, node in enumerate(pending, 1):
-            if pool.try_start(node, i, len(pending)):
+        waiting = list(enumerate(pending, 1))
+        while waiting:
+            waiting = pool.start_ready(waiting, len(pending))
+            if not waiting:
+                break
+            i, node = waiting[0]
+            if pool.threadable(node) and pool.busy():
+                pool.wait_one()  # an input of the first waiting path may be in flight
                 continue
-            pool.drain()  # what this node needs may be in flight
+            pool.drain()
+            waiting.pop(0)
             if failed and (set(node.drv.inputs.values()) & failed.keys()):
                 failed[node.path] = _SKIPPED
                 continue
@@ -219,10 +225,12 @@ class _Pool:
     """Makes the plan's threadable paths (a maker with ``prepare()``, see
     :func:`begin_derivation`: wheels) in worker threads, while this thread, which owns the
     store, takes each path's lock before its job starts and renames and registers the
-    results in plan order. A path starts only when its inputs are valid and no cache
-    offers it. The first failure (unless ``keep_going``) stops new work: the running jobs
-    end, every job's temporary content is removed and its lock released, and the error
-    is raised as a serial realisation would raise it."""
+    results as they end (in plan order among those that have ended). A path starts only
+    when its inputs are valid and no cache offers it, so a path is registered after its
+    inputs; paths that wait for an input let later ones start first. The first failure
+    (unless ``keep_going``) stops new work: the running jobs end, every job's temporary
+    content is removed and its lock released, and the error is raised as a serial
+    realisation would raise it."""
 
     def __init__(
         self, realiser: _Realiser, keep_going: bool, failed: dict[StorePath, MlpkgError]
@@ -230,8 +238,9 @@ class _Pool:
         self.realiser, self.keep_going, self.failed = realiser, keep_going, failed
         self.size = jobs()
         self.executor: ThreadPoolExecutor | None = None
-        self.flight: collections.deque[tuple[PlanNode, Job, Future[None]]] = collections.deque()
+        self.flight: list[tuple[PlanNode, Job, Future[None]]] = []
         self.reporter = _Locked(realiser.reporter)
+        self.valid: set[StorePath] = set()  # paths known to be valid
 
     def __enter__(self) -> _Pool:
         return self
@@ -243,42 +252,74 @@ class _Pool:
         finally:
             self._stop()
 
-    def try_start(self, node: PlanNode, index: int, total: int) -> bool:
-        """Start ``node``'s job in a worker if it may run there; False if it may not
-        (then the caller makes it in this thread)."""
-        r = self.realiser
-        sub = r.substitution
+    def threadable(self, node: PlanNode) -> bool:
+        """Whether ``node`` is made by a worker (when its inputs are valid)."""
+        sub = self.realiser.substitution
         if node.action != action_of(node.drv.kind) or (sub is not None and node.path in sub.offers):
             return False
-        if not getattr(builder_for(node.drv.kind, node.drv.name), "threadable", False):
+        return bool(getattr(builder_for(node.drv.kind, node.drv.name), "threadable", False))
+
+    def busy(self) -> bool:
+        return bool(self.flight)
+
+    def start_ready(
+        self, waiting: list[tuple[int, PlanNode]], total: int
+    ) -> list[tuple[int, PlanNode]]:
+        """Start, in plan order, every threadable path of ``waiting`` (index in the plan,
+        node) whose inputs are valid, while fewer than twice :attr:`size` jobs are in
+        flight; commit the jobs that have ended. Return the paths still waiting."""
+        self._collect(block=False)
+        left = []
+        for i, node in waiting:
+            if len(self.flight) < 2 * self.size and self._ready(node):
+                self._start(node, i, total)
+            else:
+                left.append((i, node))
+        return left
+
+    def _ready(self, node: PlanNode) -> bool:
+        if not self.threadable(node):
             return False
         inputs = set(node.drv.inputs.values())
-        if inputs & self.failed.keys() or r.store.valid_among(inputs) != inputs:
+        if inputs & self.failed.keys():
             return False
+        unknown = inputs - self.valid
+        if unknown:  # validity only grows while the plan's paths are protected
+            self.valid |= self.realiser.store.valid_among(unknown)
+        return inputs <= self.valid
+
+    def _start(self, node: PlanNode, index: int, total: int) -> None:
+        r = self.realiser
         r.reporter.start(node, index, total)
         job = begin_derivation(node.drv, r.store, self.reporter, node, r.expected.get(node.path))
         if isinstance(job, PathInfo):
             r.reporter.finish(node, job)
-            return True
+            return
         if not job.threadable:  # cannot happen for a threadable builder; be safe
             self._finish(node, job, None)
-            return True
+            return
         if self.executor is None:
             self.executor = ThreadPoolExecutor(self.size, thread_name_prefix="mlpkg-realise")
         self.flight.append((node, job, self.executor.submit(job.run)))
-        self._collect(block=len(self.flight) > 2 * self.size)
-        return True
 
     def drain(self) -> None:
         """Commit every job in flight (in plan order)."""
         while self.flight:
             self._collect(block=True)
 
+    def wait_one(self) -> None:
+        """Wait until a job in flight ends; commit those that have ended."""
+        wait([f for _, _, f in self.flight], return_when=FIRST_COMPLETED)
+        self._collect(block=False)
+
     def _collect(self, block: bool) -> None:
-        while self.flight and (block or self.flight[0][2].done()):
-            node, job, future = self.flight.popleft()
-            self._finish(node, job, future)
-            block = False
+        """Commit the jobs that have ended (in plan order); with ``block``, the first
+        in flight at least."""
+        for entry in list(self.flight):
+            if entry[2].done() or block:
+                self.flight.remove(entry)
+                self._finish(*entry)
+                block = False
 
     def _finish(self, node: PlanNode, job: Job, future: Future[None] | None) -> None:
         try:
@@ -303,7 +344,7 @@ class _Pool:
         if self.executor is not None:
             self.executor.shutdown(wait=True)
         while self.flight:
-            self.flight.popleft()[1].making.abandon()
+            self.flight.pop(0)[1].making.abandon()
 
 
 class _Locked(Reporter):
