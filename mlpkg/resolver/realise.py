@@ -14,10 +14,9 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from mlpkg.build import BuildContext, builder_for
-from mlpkg.cache.substitute import Offer, Substituters
 from mlpkg.errors import BuildError, CacheError, CacheUnavailable, FetchError, MlpkgError
 from mlpkg.resolver.derivation import Derivation
 from mlpkg.resolver.plan import Plan, PlanNode, action_of
@@ -25,6 +24,9 @@ from mlpkg.store import sandbox
 from mlpkg.store.archive import ArchiveInfo
 from mlpkg.store.path import StorePath
 from mlpkg.store.store import Maker, Making, PathInfo, Store
+
+if TYPE_CHECKING:  # the binary caches are imported only by a session that uses them
+    from mlpkg.cache.substitute import Offer, Substituters
 
 
 class Reporter:
