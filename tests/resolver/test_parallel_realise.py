@@ -101,3 +101,25 @@ def test_a_failing_wheel_stops_the_others_and_leaves_nothing_behind(tmp_path: Pa
     good = recipes(tmp_path / "fixed")
     r = mlpkg(tmp_path, good, "build", *NAMES)
     assert r.returncode == 0, r.stderr
+
+
+def test_keep_going_makes_every_wheel_but_the_failing_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlpkg.errors import FetchError
+    from mlpkg.resolver.realise import realise_plan
+    from mlpkg.session import Session
+
+    monkeypatch.setenv("MLPKG_CACHE_DIR", str(tmp_path / "downloads"))
+    session = Session(recipe_dirs=[recipes(tmp_path, bad="pkg2")], home=tmp_path / "home")
+    try:
+        plan = session.plan(NAMES)
+        with pytest.raises(FetchError) as caught:
+            realise_plan(plan, session.store, keep_going=True)
+        assert "pkg2" in caught.value.message
+        made = {p.name for p in session.store.valid_among(n.path for n in plan.nodes)}
+        assert {f"{name}-1.0" for name in NAMES if name != "pkg2"} <= made
+        assert "pkg2-1.0" not in made
+    finally:
+        session.close()
+    assert leftovers(tmp_path) == []
