@@ -402,11 +402,7 @@ def realise_derivation(
     job = begin_derivation(drv, store, reporter, node, expected_hash)
     if isinstance(job, PathInfo):
         return job
-    try:
-        job.run()
-        return store.commit(job.making)
-    finally:
-        job.making.abandon()
+    return store.finish(job.making, job.make, job.scanned)
 
 
 @dataclass

@@ -342,6 +342,13 @@ class Store:
         )
         if isinstance(making, PathInfo):
             return making
+        return self.finish(making, make, scanned)
+
+    def finish(
+        self, making: Making, make: Maker, scanned: Callable[[], archive.ArchiveInfo] | None = None
+    ) -> PathInfo:
+        """The rest of :meth:`realise` after :meth:`begin`, in this thread: make the content,
+        commit it, and release the lock (removing what was not committed) whatever happens."""
         try:
             making.make(make, scanned)
             return self.commit(making)
